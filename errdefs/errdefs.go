@@ -1,0 +1,175 @@
+// Package errdefs holds the error sentinels shared by every accelpool
+// component and the one table that maps them to HTTP status codes and gRPC
+// codes at the wire. Code wraps a sentinel with lowercase context
+// (fmt.Errorf("model %q: %w", name, errdefs.ErrNotFound)); only the transports
+// translate.
+package errdefs
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// The sentinels. Every error a client can see wraps exactly one of them.
+var (
+	ErrInvalid           = errors.New("invalid argument")
+	ErrNotFound          = errors.New("not found")
+	ErrAlreadyExists     = errors.New("already exists")
+	ErrUnavailable       = errors.New("unavailable")
+	ErrResourceExhausted = errors.New("resource exhausted")
+	ErrTooLarge          = errors.New("payload too large")
+	ErrDeadline          = errors.New("deadline exceeded")
+	ErrCanceled          = errors.New("canceled")
+	ErrUnauthenticated   = errors.New("unauthenticated")
+	ErrInternal          = errors.New("internal error")
+)
+
+// Invalid returns an error wrapping ErrInvalid with the given message.
+func Invalid(msg string) error { return &wrapped{msg: msg, kind: ErrInvalid} }
+
+type wrapped struct {
+	msg  string
+	kind error
+}
+
+func (w *wrapped) Error() string { return w.msg }
+func (w *wrapped) Unwrap() error { return w.kind }
+
+// New returns an error whose text is msg and that matches kind with errors.Is.
+func New(kind error, msg string) error { return &wrapped{msg: msg, kind: kind} }
+
+// kind finds the sentinel err wraps; context errors count as deadline/canceled.
+func kind(err error) error {
+	for _, k := range []error{ErrInvalid, ErrNotFound, ErrAlreadyExists, ErrUnavailable,
+		ErrResourceExhausted, ErrTooLarge, ErrDeadline, ErrCanceled, ErrUnauthenticated} {
+		if errors.Is(err, k) {
+			return k
+		}
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return ErrDeadline
+	case errors.Is(err, context.Canceled):
+		return ErrCanceled
+	}
+	return ErrInternal
+}
+
+// HTTPStatus is the status code an HTTP transport answers for err.
+func HTTPStatus(err error) int {
+	switch kind(err) {
+	case ErrInvalid:
+		return http.StatusBadRequest
+	case ErrNotFound:
+		return http.StatusNotFound
+	case ErrAlreadyExists:
+		return http.StatusConflict
+	case ErrUnavailable, ErrResourceExhausted:
+		return http.StatusServiceUnavailable
+	case ErrTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case ErrDeadline:
+		return http.StatusGatewayTimeout
+	case ErrCanceled:
+		return 499 // client closed request (nginx convention)
+	case ErrUnauthenticated:
+		return http.StatusUnauthorized
+	}
+	return http.StatusInternalServerError
+}
+
+// GRPCCode is the gRPC status code for err.
+func GRPCCode(err error) codes.Code {
+	switch kind(err) {
+	case ErrInvalid:
+		return codes.InvalidArgument
+	case ErrNotFound:
+		return codes.NotFound
+	case ErrAlreadyExists:
+		return codes.AlreadyExists
+	case ErrUnavailable:
+		return codes.Unavailable
+	case ErrResourceExhausted, ErrTooLarge:
+		return codes.ResourceExhausted
+	case ErrDeadline:
+		return codes.DeadlineExceeded
+	case ErrCanceled:
+		return codes.Canceled
+	case ErrUnauthenticated:
+		return codes.Unauthenticated
+	}
+	return codes.Internal
+}
+
+// ToGRPC converts err to a gRPC status error carrying its message.
+func ToGRPC(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok && kind(err) == ErrInternal {
+		return err
+	}
+	return status.Error(GRPCCode(err), err.Error())
+}
+
+// FromGRPC converts a gRPC status error back to an error wrapping the
+// matching sentinel, so a remote failure reads like a local one.
+func FromGRPC(err error) error {
+	if err == nil {
+		return nil
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	var k error
+	switch st.Code() {
+	case codes.InvalidArgument, codes.FailedPrecondition, codes.OutOfRange:
+		k = ErrInvalid
+	case codes.NotFound:
+		k = ErrNotFound
+	case codes.AlreadyExists:
+		k = ErrAlreadyExists
+	case codes.Unavailable:
+		k = ErrUnavailable
+	case codes.ResourceExhausted:
+		k = ErrResourceExhausted
+	case codes.DeadlineExceeded:
+		k = ErrDeadline
+	case codes.Canceled:
+		k = ErrCanceled
+	case codes.Unauthenticated, codes.PermissionDenied:
+		k = ErrUnauthenticated
+	default:
+		k = ErrInternal
+	}
+	return New(k, st.Message())
+}
+
+// FromHTTP maps an HTTP status and message back to a sentinel-wrapped error.
+func FromHTTP(code int, msg string) error {
+	var k error
+	switch code {
+	case http.StatusBadRequest:
+		k = ErrInvalid
+	case http.StatusNotFound:
+		k = ErrNotFound
+	case http.StatusConflict:
+		k = ErrAlreadyExists
+	case http.StatusServiceUnavailable:
+		k = ErrUnavailable
+	case http.StatusRequestEntityTooLarge:
+		k = ErrTooLarge
+	case http.StatusGatewayTimeout, http.StatusRequestTimeout:
+		k = ErrDeadline
+	case http.StatusUnauthorized, http.StatusForbidden:
+		k = ErrUnauthenticated
+	default:
+		k = ErrInternal
+	}
+	return New(k, msg)
+}

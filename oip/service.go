@@ -1,0 +1,98 @@
+// Package oip is the Open Inference Protocol (KServe v2) seen from inside
+// accelpool: the protocol-neutral Service that every front door serves, and
+// the request and response types. Subpackages put it on the wire: rest (HTTP
+// with JSON and the binary tensor extension) and grpcsvc
+// (inference.GRPCInferenceService). The agent implements Service over its
+// loaded models; later the gateway implements the same interface by
+// forwarding, so local and remote look alike.
+package oip
+
+import (
+	"context"
+
+	"github.com/accelpool/accelpool/tensor"
+)
+
+// Parameters are the free-form parameters of requests, responses and tensors.
+// Values are bool, int64, uint64, float64 or string.
+type Parameters map[string]any
+
+// ServerMetadata answers GET /v2.
+type ServerMetadata struct {
+	Name       string
+	Version    string
+	Extensions []string
+}
+
+// TensorMetadata describes a model input or output; -1 marks a dynamic dimension.
+type TensorMetadata struct {
+	Name     string
+	DataType tensor.DataType
+	Shape    []int64
+}
+
+// ModelMetadata answers GET /v2/models/{m}[/versions/{v}].
+type ModelMetadata struct {
+	Name     string
+	Versions []string
+	Platform string
+	Inputs   []TensorMetadata
+	Outputs  []TensorMetadata
+}
+
+// InferInput is one input tensor with its per-tensor parameters.
+type InferInput struct {
+	tensor.Tensor
+	Parameters Parameters
+}
+
+// RequestedOutput names an output the client wants.
+type RequestedOutput struct {
+	Name string
+	// Binary asks the REST transport to return this output in the binary
+	// extension (parameter binary_data); gRPC always returns raw contents.
+	Binary     bool
+	Parameters Parameters
+}
+
+// InferRequest is one inference request.
+type InferRequest struct {
+	ModelName    string
+	ModelVersion string
+	ID           string
+	Parameters   Parameters
+	Inputs       []InferInput
+	// Outputs, when non-empty, restricts and orders the returned outputs.
+	Outputs []RequestedOutput
+}
+
+// InferResponse is the answer to an InferRequest.
+type InferResponse struct {
+	ModelName    string
+	ModelVersion string
+	ID           string
+	Parameters   Parameters
+	Outputs      []tensor.Tensor
+}
+
+// ModelIndexEntry is one row of the repository index.
+type ModelIndexEntry struct {
+	Name    string
+	Version string
+	State   string // READY, UNAVAILABLE, LOADING, UNLOADING
+	Reason  string
+}
+
+// Service is what a front door serves. Errors wrap errdefs sentinels; the
+// transports map them to status codes.
+type Service interface {
+	ServerMetadata() ServerMetadata
+	Live() bool
+	Ready() bool
+	ModelMetadata(ctx context.Context, name, version string) (ModelMetadata, error)
+	ModelReady(ctx context.Context, name, version string) (bool, error)
+	Infer(ctx context.Context, req *InferRequest) (*InferResponse, error)
+	RepositoryIndex(ctx context.Context, readyOnly bool) ([]ModelIndexEntry, error)
+	LoadModel(ctx context.Context, name string) error
+	UnloadModel(ctx context.Context, name string) error
+}
