@@ -1,0 +1,234 @@
+package batch
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/accelpool/accelpool/errdefs"
+	"github.com/accelpool/accelpool/tensor"
+)
+
+// recorder is a RunFunc that doubles FP32 inputs and records batch sizes.
+type recorder struct {
+	mu      sync.Mutex
+	batches []int64
+	delay   time.Duration
+	gate    chan struct{} // if set, each run waits for a token
+	runs    atomic.Int64
+	noRows  bool // output has no batch dimension
+}
+
+func (r *recorder) run(ctx context.Context, in []tensor.Tensor, _ []string) ([]tensor.Tensor, error) {
+	r.runs.Add(1)
+	if r.gate != nil {
+		<-r.gate
+	}
+	if r.delay > 0 {
+		time.Sleep(r.delay)
+	}
+	r.mu.Lock()
+	r.batches = append(r.batches, in[0].Shape[0])
+	r.mu.Unlock()
+	v := in[0].Float32s()
+	for i := range v {
+		v[i] *= 2
+	}
+	shape := in[0].Shape
+	if r.noRows {
+		shape = []int64{int64(len(v))}
+		if in[0].Shape[0] != 1 {
+			shape = []int64{int64(len(v)) * 10} // deliberately not split-able
+		}
+	}
+	return []tensor.Tensor{tensor.FromFloat32("y", shape, v)}, nil
+}
+
+func input(rows int, val float32) []tensor.Tensor {
+	v := make([]float32, rows*3)
+	for i := range v {
+		v[i] = val
+	}
+	return []tensor.Tensor{tensor.FromFloat32("x", []int64{int64(rows), 3}, v)}
+}
+
+func TestBatchesAndSplits(t *testing.T) {
+	r := &recorder{delay: 5 * time.Millisecond}
+	s := New(Config{Name: "m", MaxBatchSize: 8, MaxDelay: 20 * time.Millisecond, QueueSize: 64, Concurrency: 1}, r.run)
+	defer s.Close()
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := s.Submit(context.Background(), input(1, float32(i)), nil)
+			if err != nil {
+				errs <- err
+				return
+			}
+			got := res.Outputs[0]
+			if len(got.Shape) != 2 || got.Shape[0] != 1 || got.Shape[1] != 3 {
+				errs <- errors.New("bad output shape")
+				return
+			}
+			for _, f := range got.Float32s() {
+				if f != float32(2*i) {
+					errs <- errors.New("request got another request's rows")
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n := r.runs.Load(); n >= 16 || n < 2 {
+		t.Fatalf("16 requests ran in %d executions; want batching (2..15)", n)
+	}
+	for _, b := range r.batches {
+		if b > 8 {
+			t.Fatalf("batch of %d rows exceeds max 8", b)
+		}
+	}
+}
+
+func TestQueueFull(t *testing.T) {
+	r := &recorder{gate: make(chan struct{})}
+	s := New(Config{Name: "m", QueueSize: 2, Concurrency: 1}, r.run)
+	defer func() { close(r.gate); s.Close() }()
+	results := make(chan error, 3)
+	for range 3 { // one running, two queued
+		go func() { _, err := s.Submit(context.Background(), input(1, 1), nil); results <- err }()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for (r.runs.Load() < 1 || s.QueueLen() < 2) && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	_, err := s.Submit(context.Background(), input(1, 1), nil)
+	if !errors.Is(err, errdefs.ErrResourceExhausted) {
+		t.Fatalf("full queue: got %v, want ErrResourceExhausted", err)
+	}
+	for range 3 {
+		r.gate <- struct{}{}
+	}
+	for range 3 {
+		if err := <-results; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestDeadlineInQueueNeverRuns(t *testing.T) {
+	r := &recorder{gate: make(chan struct{})}
+	s := New(Config{Name: "m", QueueSize: 4, Concurrency: 1}, r.run)
+	first := make(chan error, 1)
+	go func() { _, err := s.Submit(context.Background(), input(1, 1), nil); first <- err }()
+	for r.runs.Load() < 1 {
+		time.Sleep(time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	_, err := s.Submit(ctx, input(1, 1), nil)
+	if !errors.Is(err, errdefs.ErrDeadline) {
+		t.Fatalf("got %v, want ErrDeadline", err)
+	}
+	r.gate <- struct{}{}
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if n := r.runs.Load(); n != 1 {
+		t.Fatalf("expired request was executed: %d runs", n)
+	}
+}
+
+func TestIncompatibleNotMixed(t *testing.T) {
+	r := &recorder{delay: 2 * time.Millisecond}
+	s := New(Config{Name: "m", MaxBatchSize: 8, MaxDelay: 10 * time.Millisecond, QueueSize: 64, Concurrency: 1}, r.run)
+	defer s.Close()
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cols := int64(3 + i%2)
+			v := make([]float32, cols)
+			in := []tensor.Tensor{tensor.FromFloat32("x", []int64{1, cols}, v)}
+			res, err := s.Submit(context.Background(), in, nil)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if res.Outputs[0].Shape[1] != cols {
+				t.Errorf("got shape %v for a request of %d columns", res.Outputs[0].Shape, cols)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestUnsplittableFallsBack(t *testing.T) {
+	r := &recorder{noRows: true, delay: 2 * time.Millisecond}
+	s := New(Config{Name: "m", MaxBatchSize: 8, MaxDelay: 10 * time.Millisecond, QueueSize: 64, Concurrency: 1}, r.run)
+	defer s.Close()
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := s.Submit(context.Background(), input(1, 1), nil)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if res.Outputs[0].Shape[0] != 3 {
+				t.Errorf("fallback output shape %v", res.Outputs[0].Shape)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestClosedRefuses(t *testing.T) {
+	r := &recorder{}
+	s := New(Config{Name: "m", QueueSize: 1, Concurrency: 2}, r.run)
+	s.Close()
+	s.Close() // idempotent
+	if _, err := s.Submit(context.Background(), input(1, 1), nil); !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Fatalf("got %v, want ErrUnavailable", err)
+	}
+}
+
+func TestBytesSplit(t *testing.T) {
+	echo := func(ctx context.Context, in []tensor.Tensor, _ []string) ([]tensor.Tensor, error) {
+		out := in[0]
+		out.Name = "y"
+		time.Sleep(2 * time.Millisecond)
+		return []tensor.Tensor{out}, nil
+	}
+	s := New(Config{Name: "m", MaxBatchSize: 4, MaxDelay: 10 * time.Millisecond, QueueSize: 8, Concurrency: 1}, echo)
+	defer s.Close()
+	var wg sync.WaitGroup
+	for i, words := range [][]string{{"a", ""}, {"hello", "wörld"}, {"x", "yz"}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			in := tensor.FromStrings("x", []int64{1, 2}, words)
+			res, err := s.Submit(context.Background(), []tensor.Tensor{in}, nil)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if string(res.Outputs[0].Data) != string(in.Data) {
+				t.Errorf("request %d: got %q want %q", i, res.Outputs[0].Data, in.Data)
+			}
+		}()
+	}
+	wg.Wait()
+}

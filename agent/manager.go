@@ -1,0 +1,507 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/accelpool/accelpool/agent/batch"
+	"github.com/accelpool/accelpool/agent/repository"
+	"github.com/accelpool/accelpool/agent/runtime"
+	"github.com/accelpool/accelpool/errdefs"
+	"github.com/accelpool/accelpool/oip"
+	"github.com/accelpool/accelpool/tensor"
+)
+
+// Model states, as the repository index reports them.
+const (
+	StateReady       = "READY"
+	StateLoading     = "LOADING"
+	StateUnloading   = "UNLOADING"
+	StateUnavailable = "UNAVAILABLE"
+)
+
+// Config configures a Manager.
+type Config struct {
+	// Repository is the model repository directory.
+	Repository string
+	// Backend executes models.
+	Backend runtime.Backend
+	// Registry receives the metrics; nil keeps them unregistered.
+	Registry prometheus.Registerer
+	Logger   *slog.Logger
+	// ServerName and Version answer server metadata.
+	ServerName string
+	Version    string
+	// Providers, when set, is the default execution provider list for
+	// models whose config.yaml names none.
+	Providers []string
+}
+
+// Manager serves the models of one repository on one backend. It
+// implements oip.Service.
+type Manager struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+
+	mu     sync.RWMutex
+	models map[string]*model
+	closed bool
+
+	loadMu sync.Mutex // serialises load/unload of models
+}
+
+var _ oip.Service = (*Manager)(nil)
+
+type model struct {
+	name      string
+	version   string
+	versions  []string
+	state     string
+	reason    string
+	cfg       repository.Config
+	meta      runtime.Metadata
+	session   runtime.Session
+	sched     *batch.Scheduler
+	batchable bool
+}
+
+// NewManager returns a Manager with no models loaded; call LoadAll or
+// LoadModel.
+func NewManager(cfg Config) (*Manager, error) {
+	if cfg.Backend == nil {
+		return nil, errors.New("agent: no runtime backend")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = "accelpool"
+	}
+	return &Manager{cfg: cfg, log: cfg.Logger.With("component", "agent"), metrics: newMetrics(cfg.Registry), models: map[string]*model{}}, nil
+}
+
+// LoadAll loads every model in the repository. A model that fails to load
+// is recorded as UNAVAILABLE with its reason; the others keep loading. The
+// returned error only reports an unreadable repository.
+func (m *Manager) LoadAll(ctx context.Context) error {
+	found, err := repository.Scan(m.cfg.Repository)
+	if err != nil {
+		return err
+	}
+	for _, f := range found {
+		if err := m.LoadModel(ctx, f.Name); err != nil {
+			m.log.Warn("model not loaded", "model", f.Name, "err", err)
+		}
+	}
+	return nil
+}
+
+// ServerMetadata implements oip.Service.
+func (m *Manager) ServerMetadata() oip.ServerMetadata {
+	return oip.ServerMetadata{Name: m.cfg.ServerName, Version: m.cfg.Version,
+		Extensions: []string{"binary_tensor_data", "model_repository", "parameters"}}
+}
+
+// Live implements oip.Service.
+func (m *Manager) Live() bool { return true }
+
+// Ready implements oip.Service: the server is ready when it is open and
+// every model it tried to load is ready (as Triton's strict readiness).
+func (m *Manager) Ready() bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return false
+	}
+	for _, md := range m.models {
+		if md.state == StateLoading {
+			return false
+		}
+	}
+	return true
+}
+
+// lookup finds a model by name and optional version.
+func (m *Manager) lookup(name, version string) (*model, error) {
+	m.mu.RLock()
+	md := m.models[name]
+	m.mu.RUnlock()
+	if md == nil {
+		return nil, errdefs.New(errdefs.ErrNotFound, fmt.Sprintf("unknown model %q", name))
+	}
+	if version != "" && version != md.version {
+		for _, v := range md.versions {
+			if v == version {
+				return nil, errdefs.New(errdefs.ErrNotFound, fmt.Sprintf("model %q version %q is not loaded (serving version %s)", name, version, md.version))
+			}
+		}
+		return nil, errdefs.New(errdefs.ErrNotFound, fmt.Sprintf("unknown version %q of model %q", version, name))
+	}
+	return md, nil
+}
+
+func (m *Manager) ready(name, version string) (*model, error) {
+	md, err := m.lookup(name, version)
+	if err != nil {
+		return nil, err
+	}
+	if md.state != StateReady {
+		reason := md.state
+		if md.reason != "" {
+			reason += ": " + md.reason
+		}
+		return nil, errdefs.New(errdefs.ErrUnavailable, fmt.Sprintf("model %q is not ready (%s)", name, reason))
+	}
+	return md, nil
+}
+
+// ModelMetadata implements oip.Service.
+func (m *Manager) ModelMetadata(_ context.Context, name, version string) (oip.ModelMetadata, error) {
+	md, err := m.ready(name, version)
+	if err != nil {
+		return oip.ModelMetadata{}, err
+	}
+	conv := func(specs []runtime.IOSpec) []oip.TensorMetadata {
+		out := make([]oip.TensorMetadata, len(specs))
+		for i, s := range specs {
+			out[i] = oip.TensorMetadata{Name: s.Name, DataType: s.DataType, Shape: append([]int64(nil), s.Shape...)}
+		}
+		return out
+	}
+	return oip.ModelMetadata{Name: md.name, Versions: []string{md.version}, Platform: "onnxruntime_onnx",
+		Inputs: conv(md.meta.Inputs), Outputs: conv(md.meta.Outputs)}, nil
+}
+
+// ModelReady implements oip.Service.
+func (m *Manager) ModelReady(_ context.Context, name, version string) (bool, error) {
+	md, err := m.lookup(name, version)
+	if err != nil {
+		return false, err
+	}
+	return md.state == StateReady, nil
+}
+
+// RepositoryIndex implements oip.Service: every model in the repository,
+// loaded or not.
+func (m *Manager) RepositoryIndex(_ context.Context, readyOnly bool) ([]oip.ModelIndexEntry, error) {
+	found, err := repository.Scan(m.cfg.Repository)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	seen := map[string]bool{}
+	var out []oip.ModelIndexEntry
+	add := func(e oip.ModelIndexEntry) {
+		if !readyOnly || e.State == StateReady {
+			out = append(out, e)
+		}
+	}
+	for _, f := range found {
+		seen[f.Name] = true
+		if md := m.models[f.Name]; md != nil {
+			add(oip.ModelIndexEntry{Name: md.name, Version: md.version, State: md.state, Reason: md.reason})
+			continue
+		}
+		add(oip.ModelIndexEntry{Name: f.Name, Version: f.Latest(), State: StateUnavailable, Reason: "not loaded"})
+	}
+	for name, md := range m.models {
+		if !seen[name] {
+			add(oip.ModelIndexEntry{Name: md.name, Version: md.version, State: md.state, Reason: md.reason})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// LoadModel implements oip.Service: loads (or reloads) the latest version
+// of a model from the repository. On failure the model is recorded as
+// UNAVAILABLE with the reason and the error is returned; a model that was
+// serving before a failed reload keeps serving.
+func (m *Manager) LoadModel(ctx context.Context, name string) error {
+	if !repository.ValidName(name) {
+		return errdefs.Invalid(fmt.Sprintf("invalid model name %q", name))
+	}
+	m.loadMu.Lock()
+	defer m.loadMu.Unlock()
+	m.mu.RLock()
+	closed := m.closed
+	m.mu.RUnlock()
+	if closed {
+		return errdefs.New(errdefs.ErrUnavailable, "server is shutting down")
+	}
+	f, ok, err := repository.Read(m.cfg.Repository, name)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errdefs.New(errdefs.ErrNotFound, fmt.Sprintf("model %q is not in the repository %s (want %s/%s/<version>/%s)", name, m.cfg.Repository, m.cfg.Repository, name, repository.ModelFile))
+	}
+	fail := func(err error) error {
+		m.mu.Lock()
+		if old := m.models[name]; old == nil || old.state != StateReady {
+			m.models[name] = &model{name: name, version: f.Latest(), versions: f.Versions, state: StateUnavailable, reason: err.Error()}
+		}
+		m.mu.Unlock()
+		m.log.Error("model load failed", "model", name, "version", f.Latest(), "err", err)
+		return fmt.Errorf("load model %q: %w", name, err)
+	}
+	if f.ConfigErr != nil {
+		return fail(f.ConfigErr)
+	}
+	m.mu.Lock()
+	if old := m.models[name]; old == nil || old.state != StateReady {
+		m.models[name] = &model{name: name, version: f.Latest(), versions: f.Versions, state: StateLoading}
+	}
+	m.mu.Unlock()
+
+	providers := f.Config.Providers
+	if len(providers) == 0 {
+		providers = m.cfg.Providers
+	}
+	start := time.Now()
+	sess, err := m.cfg.Backend.Load(ctx, f.Path(f.Latest()), runtime.Options{
+		IntraOpThreads: f.Config.IntraOpThreads, InterOpThreads: f.Config.InterOpThreads, Providers: providers})
+	if err != nil {
+		return fail(err)
+	}
+	m.metrics.loadTime.WithLabelValues(name).Observe(time.Since(start).Seconds())
+	meta := sess.Metadata()
+	batchable := f.Config.MaxBatchSize > 1 && firstDimDynamic(meta)
+	if f.Config.MaxBatchSize > 1 && !batchable {
+		m.log.Warn("dynamic batching off: the model's inputs and outputs do not all have a dynamic first dimension", "model", name)
+	}
+	md := &model{name: name, version: f.Latest(), versions: f.Versions, state: StateReady, cfg: f.Config, meta: meta, session: sess, batchable: batchable}
+	bcfg := batch.Config{Name: name, QueueSize: f.Config.MaxQueueSize, Concurrency: f.Config.Concurrency,
+		MaxDelay: f.Config.QueueDelay(), OnBatch: m.metrics.batch(name)}
+	if batchable {
+		bcfg.MaxBatchSize = f.Config.MaxBatchSize
+	}
+	md.sched = batch.New(bcfg, sess.Run)
+
+	m.mu.Lock()
+	old := m.models[name]
+	m.models[name] = md
+	m.mu.Unlock()
+	if old != nil && old.sched != nil {
+		m.retire(old)
+	}
+	m.updateLoaded()
+	m.log.Info("model loaded", "model", name, "version", md.version, "provider", sess.Provider(),
+		"inputs", len(meta.Inputs), "outputs", len(meta.Outputs), "batching", batchable, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func firstDimDynamic(meta runtime.Metadata) bool {
+	if len(meta.Inputs) == 0 || len(meta.Outputs) == 0 {
+		return false
+	}
+	for _, list := range [][]runtime.IOSpec{meta.Inputs, meta.Outputs} {
+		for _, s := range list {
+			if len(s.Shape) == 0 || s.Shape[0] != -1 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// retire drains a model's queue and frees its session.
+func (m *Manager) retire(md *model) {
+	md.sched.Close()
+	if err := md.session.Close(); err != nil {
+		m.log.Warn("closing session", "model", md.name, "err", err)
+	}
+}
+
+// UnloadModel implements oip.Service: stops accepting requests for the
+// model, lets queued ones finish and frees its session.
+func (m *Manager) UnloadModel(_ context.Context, name string) error {
+	m.loadMu.Lock()
+	defer m.loadMu.Unlock()
+	m.mu.Lock()
+	md := m.models[name]
+	if md == nil {
+		m.mu.Unlock()
+		return errdefs.New(errdefs.ErrNotFound, fmt.Sprintf("unknown model %q", name))
+	}
+	m.models[name] = &model{name: name, version: md.version, versions: md.versions, state: StateUnloading}
+	m.mu.Unlock()
+	if md.sched != nil {
+		m.retire(md)
+	}
+	m.mu.Lock()
+	m.models[name] = &model{name: name, version: md.version, versions: md.versions, state: StateUnavailable, reason: "unloaded"}
+	m.mu.Unlock()
+	m.updateLoaded()
+	m.log.Info("model unloaded", "model", name)
+	return nil
+}
+
+func (m *Manager) updateLoaded() {
+	m.mu.RLock()
+	n := 0
+	for _, md := range m.models {
+		if md.state == StateReady {
+			n++
+		}
+	}
+	m.mu.RUnlock()
+	m.metrics.loaded.Set(float64(n))
+}
+
+// Close unloads every model. Queued requests finish first.
+func (m *Manager) Close() error {
+	m.loadMu.Lock()
+	defer m.loadMu.Unlock()
+	m.mu.Lock()
+	m.closed = true
+	models := m.models
+	m.models = map[string]*model{}
+	m.mu.Unlock()
+	for _, md := range models {
+		if md.sched != nil {
+			m.retire(md)
+		}
+	}
+	m.metrics.loaded.Set(0)
+	return nil
+}
+
+// Infer implements oip.Service.
+func (m *Manager) Infer(ctx context.Context, req *oip.InferRequest) (resp *oip.InferResponse, err error) {
+	outcome := "error"
+	defer func() {
+		m.metrics.requests.WithLabelValues(metricModel(m, req.ModelName), outcome).Inc()
+	}()
+	md, err := m.ready(req.ModelName, req.ModelVersion)
+	if err != nil {
+		outcome = outcomeOf(err)
+		return nil, err
+	}
+	inputs, outputs, err := validate(md, req)
+	if err != nil {
+		outcome = outcomeOf(err)
+		return nil, err
+	}
+	if _, has := ctx.Deadline(); !has && md.cfg.DefaultTimeout() > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, md.cfg.DefaultTimeout())
+		defer cancel()
+	}
+	m.metrics.queueLen.WithLabelValues(md.name).Set(float64(md.sched.QueueLen()))
+	res, err := md.sched.Submit(ctx, inputs, outputs)
+	if err != nil {
+		outcome = outcomeOf(err)
+		return nil, err
+	}
+	m.metrics.queueTime.WithLabelValues(md.name).Observe(res.QueueTime.Seconds())
+	outcome = "success"
+	return &oip.InferResponse{ModelName: md.name, ModelVersion: md.version, ID: req.ID, Outputs: res.Outputs}, nil
+}
+
+// metricModel bounds label cardinality: unknown model names share a label.
+func metricModel(m *Manager, name string) string {
+	m.mu.RLock()
+	_, ok := m.models[name]
+	m.mu.RUnlock()
+	if !ok {
+		return "_unknown"
+	}
+	return name
+}
+
+func outcomeOf(err error) string {
+	switch {
+	case errors.Is(err, errdefs.ErrInvalid):
+		return "invalid"
+	case errors.Is(err, errdefs.ErrNotFound):
+		return "not_found"
+	case errors.Is(err, errdefs.ErrResourceExhausted):
+		return "overloaded"
+	case errors.Is(err, errdefs.ErrUnavailable):
+		return "unavailable"
+	case errors.Is(err, errdefs.ErrDeadline):
+		return "deadline"
+	case errors.Is(err, errdefs.ErrCanceled):
+		return "canceled"
+	}
+	return "error"
+}
+
+// validate checks a request against the model's metadata and returns the
+// inputs in model order and the outputs to compute (nil: all).
+func validate(md *model, req *oip.InferRequest) ([]tensor.Tensor, []string, error) {
+	byName := make(map[string]*oip.InferInput, len(req.Inputs))
+	for i := range req.Inputs {
+		in := &req.Inputs[i]
+		if _, dup := byName[in.Name]; dup {
+			return nil, nil, errdefs.Invalid(fmt.Sprintf("input %q given twice", in.Name))
+		}
+		byName[in.Name] = in
+	}
+	inputs := make([]tensor.Tensor, 0, len(md.meta.Inputs))
+	for _, spec := range md.meta.Inputs {
+		in := byName[spec.Name]
+		if in == nil {
+			return nil, nil, errdefs.Invalid(fmt.Sprintf("model %q: missing input %q", md.name, spec.Name))
+		}
+		delete(byName, spec.Name)
+		if in.DataType != spec.DataType {
+			return nil, nil, errdefs.Invalid(fmt.Sprintf("model %q: input %q has datatype %s, model expects %s", md.name, spec.Name, in.DataType, spec.DataType))
+		}
+		if !shapeMatches(spec.Shape, in.Shape) {
+			return nil, nil, errdefs.Invalid(fmt.Sprintf("model %q: input %q has shape %v, model expects %v (-1 = any)", md.name, spec.Name, in.Shape, spec.Shape))
+		}
+		if err := in.Tensor.Validate(); err != nil {
+			return nil, nil, fmt.Errorf("model %q: %w", md.name, err)
+		}
+		inputs = append(inputs, in.Tensor)
+	}
+	for name := range byName {
+		return nil, nil, errdefs.Invalid(fmt.Sprintf("model %q has no input %q", md.name, name))
+	}
+	if len(req.Outputs) == 0 {
+		return inputs, nil, nil
+	}
+	outputs := make([]string, 0, len(req.Outputs))
+	seen := map[string]bool{}
+	for _, o := range req.Outputs {
+		if seen[o.Name] {
+			return nil, nil, errdefs.Invalid(fmt.Sprintf("output %q requested twice", o.Name))
+		}
+		seen[o.Name] = true
+		known := false
+		for _, spec := range md.meta.Outputs {
+			if spec.Name == o.Name {
+				known = true
+				break
+			}
+		}
+		if !known {
+			return nil, nil, errdefs.Invalid(fmt.Sprintf("model %q has no output %q", md.name, o.Name))
+		}
+		outputs = append(outputs, o.Name)
+	}
+	return inputs, outputs, nil
+}
+
+func shapeMatches(want, got []int64) bool {
+	if len(want) != len(got) {
+		return false
+	}
+	for i := range want {
+		if want[i] >= 0 && want[i] != got[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,220 @@
+// Package repository reads a model repository: a directory holding
+// <name>/<version>/model.onnx for each model, with an optional
+// <name>/config.yaml that tunes how the model is served. It only reads the
+// file tree and validates configuration; loading models is the agent's job.
+package repository
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/accelpool/accelpool/errdefs"
+)
+
+// ModelFile is the file name of a model inside a version directory.
+const ModelFile = "model.onnx"
+
+// ConfigFile is the optional per-model configuration file.
+const ConfigFile = "config.yaml"
+
+// Limits on configuration values, so a typo cannot ask for absurd resources.
+const (
+	MaxBatchSizeLimit  = 4096
+	MaxQueueSizeLimit  = 1 << 20
+	MaxConcurrency     = 256
+	MaxThreads         = 1024
+	MaxQueueDelayLimit = 10 * time.Second
+)
+
+// Config tunes how one model is served. Zero values take defaults.
+type Config struct {
+	// MaxBatchSize > 1 turns on dynamic batching for models whose first
+	// input dimension is dynamic: requests are stacked along it up to this
+	// many rows. 0 or 1 runs each request alone.
+	MaxBatchSize int `yaml:"max_batch_size"`
+	// MaxQueueDelayMS is how long the first request of a batch waits for
+	// company before the batch runs anyway.
+	MaxQueueDelayMS float64 `yaml:"max_queue_delay_ms"`
+	// MaxQueueSize bounds the requests waiting for this model; a request
+	// that finds it full is refused at once (HTTP 503 / ResourceExhausted).
+	MaxQueueSize int `yaml:"max_queue_size"`
+	// Concurrency is how many executions of the model may run at once.
+	Concurrency int `yaml:"concurrency"`
+	// IntraOpThreads and InterOpThreads size the runtime's thread pools.
+	IntraOpThreads int `yaml:"intra_op_threads"`
+	InterOpThreads int `yaml:"inter_op_threads"`
+	// Providers lists execution providers by preference (tensorrt, cuda, cpu).
+	Providers []string `yaml:"providers"`
+	// DefaultTimeoutMS applies to requests that bring no deadline; 0: none.
+	DefaultTimeoutMS float64 `yaml:"default_timeout_ms"`
+}
+
+// DefaultConfig is what a model without config.yaml gets.
+func DefaultConfig() Config {
+	return Config{MaxQueueSize: 128, Concurrency: 1}
+}
+
+// QueueDelay is MaxQueueDelayMS as a duration.
+func (c Config) QueueDelay() time.Duration {
+	return time.Duration(c.MaxQueueDelayMS * float64(time.Millisecond))
+}
+
+// DefaultTimeout is DefaultTimeoutMS as a duration.
+func (c Config) DefaultTimeout() time.Duration {
+	return time.Duration(c.DefaultTimeoutMS * float64(time.Millisecond))
+}
+
+// Validate checks every field and names the first one that is wrong.
+func (c Config) Validate() error {
+	bad := func(field string, format string, a ...any) error {
+		return errdefs.Invalid(fmt.Sprintf("%s: %s", field, fmt.Sprintf(format, a...)))
+	}
+	switch {
+	case c.MaxBatchSize < 0 || c.MaxBatchSize > MaxBatchSizeLimit:
+		return bad("max_batch_size", "%d is outside 0..%d", c.MaxBatchSize, MaxBatchSizeLimit)
+	case c.MaxQueueDelayMS < 0 || c.QueueDelay() > MaxQueueDelayLimit:
+		return bad("max_queue_delay_ms", "%g is outside 0..%d", c.MaxQueueDelayMS, MaxQueueDelayLimit.Milliseconds())
+	case c.MaxQueueSize < 1 || c.MaxQueueSize > MaxQueueSizeLimit:
+		return bad("max_queue_size", "%d is outside 1..%d", c.MaxQueueSize, MaxQueueSizeLimit)
+	case c.Concurrency < 1 || c.Concurrency > MaxConcurrency:
+		return bad("concurrency", "%d is outside 1..%d", c.Concurrency, MaxConcurrency)
+	case c.IntraOpThreads < 0 || c.IntraOpThreads > MaxThreads:
+		return bad("intra_op_threads", "%d is outside 0..%d", c.IntraOpThreads, MaxThreads)
+	case c.InterOpThreads < 0 || c.InterOpThreads > MaxThreads:
+		return bad("inter_op_threads", "%d is outside 0..%d", c.InterOpThreads, MaxThreads)
+	case c.DefaultTimeoutMS < 0:
+		return bad("default_timeout_ms", "%g is negative", c.DefaultTimeoutMS)
+	}
+	for i, p := range c.Providers {
+		switch p {
+		case "cpu", "cuda", "tensorrt":
+		default:
+			return bad(fmt.Sprintf("providers[%d]", i), "%q is not one of cpu, cuda, tensorrt", p)
+		}
+	}
+	return nil
+}
+
+// ParseConfig reads config.yaml contents on top of the defaults. Unknown
+// fields are errors, so a misspelt option is not silently ignored.
+func ParseConfig(data []byte) (Config, error) {
+	c := DefaultConfig()
+	if len(bytes.TrimSpace(data)) == 0 {
+		return c, nil
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return c, errdefs.Invalid(fmt.Sprintf("%s: %v", ConfigFile, err))
+	}
+	if err := c.Validate(); err != nil {
+		return c, fmt.Errorf("%s: %w", ConfigFile, err)
+	}
+	return c, nil
+}
+
+// Model is one model found in the repository.
+type Model struct {
+	Name string
+	Dir  string
+	// Versions present, ascending by number.
+	Versions []string
+	Config   Config
+	// ConfigErr is set when config.yaml exists but is invalid; the model
+	// must then not be served.
+	ConfigErr error
+}
+
+// Latest is the highest version, or "" if none.
+func (m Model) Latest() string {
+	if len(m.Versions) == 0 {
+		return ""
+	}
+	return m.Versions[len(m.Versions)-1]
+}
+
+// Path is the model file of a version.
+func (m Model) Path(version string) string { return filepath.Join(m.Dir, version, ModelFile) }
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+
+// ValidName reports whether s may name a model.
+func ValidName(s string) bool { return nameRE.MatchString(s) && s != "." && s != ".." }
+
+// Scan lists the models under root, sorted by name. Directories that do not
+// look like models (no numeric version holding model.onnx) are skipped.
+func Scan(root string) ([]Model, error) {
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, errdefs.New(errdefs.ErrNotFound, fmt.Sprintf("model repository %s does not exist", root))
+		}
+		return nil, fmt.Errorf("read model repository: %w", err)
+	}
+	var out []Model
+	for _, e := range entries {
+		if !e.IsDir() || !ValidName(e.Name()) {
+			continue
+		}
+		m, ok, err := Read(root, e.Name())
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, m)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Read reads one model directory. ok is false when the directory holds no
+// version with a model file.
+func Read(root, name string) (m Model, ok bool, err error) {
+	if !ValidName(name) {
+		return m, false, errdefs.Invalid(fmt.Sprintf("invalid model name %q", name))
+	}
+	m = Model{Name: name, Dir: filepath.Join(root, name), Config: DefaultConfig()}
+	entries, err := os.ReadDir(m.Dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return m, false, nil
+		}
+		return m, false, fmt.Errorf("read model %s: %w", name, err)
+	}
+	var versions []int64
+	for _, e := range entries {
+		v, perr := strconv.ParseInt(e.Name(), 10, 64)
+		if !e.IsDir() || perr != nil || v < 0 {
+			continue
+		}
+		if _, serr := os.Stat(filepath.Join(m.Dir, e.Name(), ModelFile)); serr == nil {
+			versions = append(versions, v)
+		}
+	}
+	if len(versions) == 0 {
+		return m, false, nil
+	}
+	sort.Slice(versions, func(i, j int) bool { return versions[i] < versions[j] })
+	for _, v := range versions {
+		m.Versions = append(m.Versions, strconv.FormatInt(v, 10))
+	}
+	data, rerr := os.ReadFile(filepath.Join(m.Dir, ConfigFile))
+	switch {
+	case rerr == nil:
+		m.Config, m.ConfigErr = ParseConfig(data)
+	case !errors.Is(rerr, os.ErrNotExist):
+		m.ConfigErr = fmt.Errorf("read %s: %w", ConfigFile, rerr)
+	}
+	return m, true, nil
+}
