@@ -1,0 +1,45 @@
+# accelpool — the two commands a newcomer needs are `make up` and `make test`.
+GO       ?= go
+BIN      := bin/accelpool
+# Packages with concurrency run under the race detector in `make test`.
+RACE_PKGS := ./agent/... ./oip/... ./internal/auth/...
+
+.PHONY: all setup setup-test build up test vet fmt-check fuzz bench clean
+
+all: build
+
+## setup: install the ONNX Runtime library and the demo models into the cache
+setup:
+	./scripts/setup.sh
+
+## setup-test: setup plus ONNX's backend test data (Debian libonnx-testdata)
+setup-test:
+	./scripts/setup.sh --test
+
+build:
+	$(GO) build -o $(BIN) ./cmd/accelpool
+
+## up: set everything up and run the serving stack with the demo models
+up: setup build
+	./$(BIN) up
+
+## test: set everything up, then vet, format check, tests, race tests
+test: setup-test fmt-check vet
+	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -race $(RACE_PKGS)
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+## fuzz: run each fuzz target for FUZZTIME (default 60s)
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test ./tensor -run '^$$' -fuzz FuzzDecodeJSONData -fuzztime $(FUZZTIME)
+	$(GO) test ./oip/rest -run '^$$' -fuzz FuzzParseInferRequest -fuzztime $(FUZZTIME)
+
+clean:
+	rm -rf bin
