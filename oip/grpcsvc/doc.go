@@ -1,0 +1,26 @@
+// Package grpcsvc puts an oip.Service on gRPC as the Open Inference
+// Protocol's inference.GRPCInferenceService (api/inference), and takes it off
+// again: Server serves any oip.Service, Client is an oip.Service backed by a
+// remote server, so local and remote look alike and one test suite runs
+// against both.
+//
+// On the way in, raw_input_contents become tensor data without a copy;
+// typed contents are checked (one field, the one for the datatype, with
+// exactly the shape's element count, values in range) and encoded once into
+// raw little-endian bytes. Shapes and sizes are validated before anything is
+// allocated. Responses always carry raw_output_contents, as Triton's do.
+//
+// The gRPC deadline reaches oip.Service.Infer as its context, tightened by
+// a "timeout" request parameter in microseconds (Triton's convention).
+// Errors map to status codes through errdefs, and a panic in a handler
+// becomes codes.Internal without taking the server down.
+//
+// NewGRPCServer builds a *grpc.Server with message size limits (64 MiB by
+// default), keepalive, optional TLS and server reflection:
+//
+//	srv := grpcsvc.New(svc, grpcsvc.Options{Logger: log})
+//	gs, err := srv.NewGRPCServer()
+//	...
+//	go gs.Serve(lis)
+//	defer gs.GracefulStop()
+package grpcsvc

@@ -1,0 +1,167 @@
+package grpcsvc
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+
+	"google.golang.org/grpc"
+
+	pb "github.com/accelpool/accelpool/api/inference"
+	"github.com/accelpool/accelpool/errdefs"
+	"github.com/accelpool/accelpool/oip"
+)
+
+// Server serves an oip.Service as inference.GRPCInferenceService.
+type Server struct {
+	pb.UnimplementedGRPCInferenceServiceServer
+
+	svc  oip.Service
+	opts Options
+	log  *slog.Logger
+}
+
+var _ pb.GRPCInferenceServiceServer = (*Server)(nil)
+
+// New returns a Server for svc. Register it on a *grpc.Server, or build one
+// with NewGRPCServer.
+func New(svc oip.Service, opts Options) *Server {
+	opts = opts.withDefaults()
+	return &Server{svc: svc, opts: opts, log: opts.Logger.With("component", "grpcsvc")}
+}
+
+// Register adds the inference service to gs.
+func (s *Server) Register(gs grpc.ServiceRegistrar) {
+	pb.RegisterGRPCInferenceServiceServer(gs, s)
+}
+
+// ServerLive implements inference.GRPCInferenceServiceServer.
+func (s *Server) ServerLive(context.Context, *pb.ServerLiveRequest) (*pb.ServerLiveResponse, error) {
+	return &pb.ServerLiveResponse{Live: s.svc.Live()}, nil
+}
+
+// ServerReady implements inference.GRPCInferenceServiceServer.
+func (s *Server) ServerReady(context.Context, *pb.ServerReadyRequest) (*pb.ServerReadyResponse, error) {
+	return &pb.ServerReadyResponse{Ready: s.svc.Ready()}, nil
+}
+
+// ServerMetadata implements inference.GRPCInferenceServiceServer.
+func (s *Server) ServerMetadata(context.Context, *pb.ServerMetadataRequest) (*pb.ServerMetadataResponse, error) {
+	md := s.svc.ServerMetadata()
+	return &pb.ServerMetadataResponse{Name: md.Name, Version: md.Version, Extensions: md.Extensions}, nil
+}
+
+// ModelReady implements inference.GRPCInferenceServiceServer.
+func (s *Server) ModelReady(ctx context.Context, req *pb.ModelReadyRequest) (*pb.ModelReadyResponse, error) {
+	if req.GetName() == "" {
+		return nil, errdefs.ToGRPC(invalidf("name is required"))
+	}
+	ok, err := s.svc.ModelReady(ctx, req.GetName(), req.GetVersion())
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return &pb.ModelReadyResponse{Ready: ok}, nil
+}
+
+// ModelMetadata implements inference.GRPCInferenceServiceServer.
+func (s *Server) ModelMetadata(ctx context.Context, req *pb.ModelMetadataRequest) (*pb.ModelMetadataResponse, error) {
+	if req.GetName() == "" {
+		return nil, errdefs.ToGRPC(invalidf("name is required"))
+	}
+	md, err := s.svc.ModelMetadata(ctx, req.GetName(), req.GetVersion())
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return &pb.ModelMetadataResponse{
+		Name:     md.Name,
+		Versions: md.Versions,
+		Platform: md.Platform,
+		Inputs:   metadataToProto(md.Inputs),
+		Outputs:  metadataToProto(md.Outputs),
+	}, nil
+}
+
+// ModelInfer implements inference.GRPCInferenceServiceServer. The gRPC
+// deadline, tightened by a "timeout" parameter, bounds the call to
+// oip.Service.Infer through its context.
+func (s *Server) ModelInfer(ctx context.Context, req *pb.ModelInferRequest) (*pb.ModelInferResponse, error) {
+	ireq, err := decodeInferRequest(req)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	timeout, err := requestTimeout(ireq.Parameters)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	resp, err := s.svc.Infer(ctx, ireq)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	if resp == nil {
+		return nil, errdefs.ToGRPC(fmt.Errorf("model %q returned no response: %w", ireq.ModelName, errdefs.ErrInternal))
+	}
+	out, err := encodeInferResponse(resp, ireq)
+	if err != nil {
+		s.log.Error("bad inference response", "model", ireq.ModelName, "id", ireq.ID, "error", err)
+		return nil, errdefs.ToGRPC(fmt.Errorf("model %q: %v: %w", ireq.ModelName, err, errdefs.ErrInternal))
+	}
+	return out, nil
+}
+
+// RepositoryIndex implements inference.GRPCInferenceServiceServer. There is
+// one repository; repository_name is ignored.
+func (s *Server) RepositoryIndex(ctx context.Context, req *pb.RepositoryIndexRequest) (*pb.RepositoryIndexResponse, error) {
+	idx, err := s.svc.RepositoryIndex(ctx, req.GetReady())
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	out := &pb.RepositoryIndexResponse{Models: make([]*pb.RepositoryIndexResponse_ModelIndex, len(idx))}
+	for i, m := range idx {
+		out.Models[i] = &pb.RepositoryIndexResponse_ModelIndex{Name: m.Name, Version: m.Version, State: m.State, Reason: m.Reason}
+	}
+	return out, nil
+}
+
+// RepositoryModelLoad implements inference.GRPCInferenceServiceServer.
+// Load parameters (Triton's config and file overrides) are not supported.
+func (s *Server) RepositoryModelLoad(ctx context.Context, req *pb.RepositoryModelLoadRequest) (*pb.RepositoryModelLoadResponse, error) {
+	if err := checkRepositoryRequest(req.GetModelName(), req.GetParameters()); err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	if err := s.svc.LoadModel(ctx, req.GetModelName()); err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return &pb.RepositoryModelLoadResponse{}, nil
+}
+
+// RepositoryModelUnload implements inference.GRPCInferenceServiceServer.
+func (s *Server) RepositoryModelUnload(ctx context.Context, req *pb.RepositoryModelUnloadRequest) (*pb.RepositoryModelUnloadResponse, error) {
+	if err := checkRepositoryRequest(req.GetModelName(), req.GetParameters()); err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	if err := s.svc.UnloadModel(ctx, req.GetModelName()); err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return &pb.RepositoryModelUnloadResponse{}, nil
+}
+
+func checkRepositoryRequest(name string, params map[string]*pb.ModelRepositoryParameter) error {
+	if name == "" {
+		return invalidf("model_name is required")
+	}
+	if len(params) > 0 {
+		keys := make([]string, 0, len(params))
+		for k := range params {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		return invalidf("model %q: repository parameters are not supported (got %q)", name, keys)
+	}
+	return nil
+}
