@@ -1,0 +1,444 @@
+package rest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/accelpool/accelpool/errdefs"
+	"github.com/accelpool/accelpool/oip"
+)
+
+// DefaultMaxBodyBytes bounds a request body unless Options says otherwise.
+const DefaultMaxBodyBytes = 64 << 20
+
+// maxControlBody bounds the bodies of the small control requests
+// (repository index, load, unload).
+const maxControlBody = 1 << 20
+
+// maxPooledBuffer: larger buffers are left to the garbage collector rather
+// than kept in the pool.
+const maxPooledBuffer = 32 << 20
+
+// Options configure NewHandler.
+type Options struct {
+	// MaxBodyBytes bounds an inference request body; larger ones get 413.
+	// 0 means DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// Logger receives one debug line per request and an error per panic.
+	// nil means slog.Default().
+	Logger *slog.Logger
+}
+
+type handler struct {
+	svc oip.Service
+	max int64
+	log *slog.Logger
+	mux *http.ServeMux
+}
+
+// NewHandler serves svc over the Open Inference Protocol's REST API; see
+// the package documentation for routes and behaviour.
+func NewHandler(svc oip.Service, opts Options) http.Handler {
+	h := &handler{svc: svc, max: opts.MaxBodyBytes, log: opts.Logger, mux: http.NewServeMux()}
+	if h.max <= 0 {
+		h.max = DefaultMaxBodyBytes
+	}
+	if h.log == nil {
+		h.log = slog.Default()
+	}
+	h.log = h.log.With("component", "rest")
+	routes := []struct {
+		method, path string
+		fn           func(http.ResponseWriter, *http.Request) error
+	}{
+		{"GET", "/v2/health/live", h.live},
+		{"GET", "/v2/health/ready", h.ready},
+		{"GET", "/v2", h.serverMetadata},
+		{"GET", "/v2/models/{m}", h.modelMetadata},
+		{"GET", "/v2/models/{m}/versions/{v}", h.modelMetadata},
+		{"GET", "/v2/models/{m}/ready", h.modelReady},
+		{"GET", "/v2/models/{m}/versions/{v}/ready", h.modelReady},
+		{"POST", "/v2/models/{m}/infer", h.infer},
+		{"POST", "/v2/models/{m}/versions/{v}/infer", h.infer},
+		{"POST", "/v2/repository/index", h.repositoryIndex},
+		{"POST", "/v2/repository/models/{m}/load", h.load},
+		{"POST", "/v2/repository/models/{m}/unload", h.unload},
+	}
+	for _, rt := range routes {
+		h.mux.Handle(rt.method+" "+rt.path, h.handle(rt.fn))
+		// The same path without a method catches the other methods: the
+		// more specific pattern above wins for its own.
+		allow := rt.method
+		if allow == "GET" {
+			allow = "GET, HEAD"
+		}
+		h.mux.HandleFunc(rt.path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s (allowed: %s)", r.Method, rt.path, allow))
+		})
+	}
+	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
+	})
+	return h
+}
+
+// statusWriter remembers whether and what status was written.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w}
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			h.log.Error("panic serving request", "method", r.Method, "path", r.URL.Path,
+				"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			if sw.status == 0 {
+				writeError(sw, http.StatusInternalServerError, "internal error")
+			}
+		}
+		if h.log.Enabled(r.Context(), slog.LevelDebug) {
+			h.log.LogAttrs(r.Context(), slog.LevelDebug, "request",
+				slog.String("method", r.Method), slog.String("path", r.URL.Path),
+				slog.Int("status", sw.status), slog.Int64("bytes_in", r.ContentLength),
+				slog.Duration("duration", time.Since(start)))
+		}
+	}()
+	h.mux.ServeHTTP(sw, r)
+}
+
+// handle adapts a handler that returns an error: the error becomes the
+// JSON error response with the status errdefs gives it.
+func (h *handler) handle(fn func(http.ResponseWriter, *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := fn(w, r); err != nil {
+			code := errdefs.HTTPStatus(err)
+			if code >= 500 && code != http.StatusServiceUnavailable && code != http.StatusGatewayTimeout {
+				h.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", code, "err", err)
+			}
+			writeError(w, code, err.Error())
+		}
+	})
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	body, _ := json.Marshal(struct {
+		Error string `json:"error"`
+	}{msg})
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(code)
+	_, _ = w.Write(body)
+}
+
+func writeJSON(w http.ResponseWriter, v any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return errdefs.New(errdefs.ErrInternal, fmt.Sprintf("encoding response: %v", err))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	_, _ = w.Write(body)
+	return nil
+}
+
+func okOr503(w http.ResponseWriter, ok bool) {
+	if ok {
+		w.WriteHeader(http.StatusOK)
+	} else {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+}
+
+func (h *handler) live(w http.ResponseWriter, r *http.Request) error {
+	okOr503(w, h.svc.Live())
+	return nil
+}
+
+func (h *handler) ready(w http.ResponseWriter, r *http.Request) error {
+	okOr503(w, h.svc.Ready())
+	return nil
+}
+
+// JSON shapes of the metadata responses.
+type (
+	serverMetadataJSON struct {
+		Name       string   `json:"name"`
+		Version    string   `json:"version"`
+		Extensions []string `json:"extensions"`
+	}
+	tensorMetadataJSON struct {
+		Name     string  `json:"name"`
+		Datatype string  `json:"datatype"`
+		Shape    []int64 `json:"shape"`
+	}
+	modelMetadataJSON struct {
+		Name     string               `json:"name"`
+		Versions []string             `json:"versions"`
+		Platform string               `json:"platform"`
+		Inputs   []tensorMetadataJSON `json:"inputs"`
+		Outputs  []tensorMetadataJSON `json:"outputs"`
+	}
+	indexEntryJSON struct {
+		Name    string `json:"name"`
+		Version string `json:"version"`
+		State   string `json:"state"`
+		Reason  string `json:"reason"`
+	}
+)
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func (h *handler) serverMetadata(w http.ResponseWriter, r *http.Request) error {
+	m := h.svc.ServerMetadata()
+	return writeJSON(w, serverMetadataJSON{Name: m.Name, Version: m.Version, Extensions: nonNil(m.Extensions)})
+}
+
+func tensorMetadataToJSON(ts []oip.TensorMetadata) []tensorMetadataJSON {
+	out := make([]tensorMetadataJSON, len(ts))
+	for i, t := range ts {
+		out[i] = tensorMetadataJSON{Name: t.Name, Datatype: t.DataType.String(), Shape: nonNil(t.Shape)}
+	}
+	return out
+}
+
+func (h *handler) modelMetadata(w http.ResponseWriter, r *http.Request) error {
+	m, err := h.svc.ModelMetadata(r.Context(), r.PathValue("m"), r.PathValue("v"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, modelMetadataJSON{Name: m.Name, Versions: nonNil(m.Versions), Platform: m.Platform,
+		Inputs: tensorMetadataToJSON(m.Inputs), Outputs: tensorMetadataToJSON(m.Outputs)})
+}
+
+func (h *handler) modelReady(w http.ResponseWriter, r *http.Request) error {
+	ok, err := h.svc.ModelReady(r.Context(), r.PathValue("m"), r.PathValue("v"))
+	if err != nil {
+		return err
+	}
+	okOr503(w, ok)
+	return nil
+}
+
+func (h *handler) repositoryIndex(w http.ResponseWriter, r *http.Request) error {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxControlBody))
+	if err != nil {
+		return bodyError(err, maxControlBody)
+	}
+	var q struct {
+		Ready bool `json:"ready"`
+	}
+	if len(strings.TrimSpace(string(body))) > 0 {
+		if err := json.Unmarshal(body, &q); err != nil {
+			return invalidf("repository index request is not valid JSON: %v", err)
+		}
+	}
+	entries, err := h.svc.RepositoryIndex(r.Context(), q.Ready)
+	if err != nil {
+		return err
+	}
+	out := make([]indexEntryJSON, len(entries))
+	for i, e := range entries {
+		out[i] = indexEntryJSON(e)
+	}
+	return writeJSON(w, out)
+}
+
+func (h *handler) load(w http.ResponseWriter, r *http.Request) error {
+	if err := h.svc.LoadModel(r.Context(), r.PathValue("m")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+func (h *handler) unload(w http.ResponseWriter, r *http.Request) error {
+	if err := h.svc.UnloadModel(r.Context(), r.PathValue("m")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+// bodyError classifies an error reading a request body.
+func bodyError(err error, limit int64) error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return errdefs.New(errdefs.ErrTooLarge, fmt.Sprintf("request body exceeds the %d-byte limit", limit))
+	}
+	return invalidf("reading request body: %v", err)
+}
+
+var bufPool = sync.Pool{New: func() any { return new([]byte) }}
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	if cap(*b) > maxPooledBuffer {
+		return
+	}
+	*b = (*b)[:0]
+	bufPool.Put(b)
+}
+
+// readBody reads the whole body into a pooled buffer, within h.max.
+func (h *handler) readBody(w http.ResponseWriter, r *http.Request, bp *[]byte) error {
+	if r.ContentLength > h.max {
+		return errdefs.New(errdefs.ErrTooLarge, fmt.Sprintf("request body of %d bytes exceeds the %d-byte limit", r.ContentLength, h.max))
+	}
+	body := http.MaxBytesReader(w, r.Body, h.max)
+	buf := (*bp)[:0]
+	if r.ContentLength >= 0 {
+		n := int(r.ContentLength)
+		if cap(buf) < n {
+			buf = make([]byte, n)
+		}
+		buf = buf[:n]
+		if _, err := io.ReadFull(body, buf); err != nil {
+			*bp = buf[:0]
+			return bodyError(err, h.max)
+		}
+		*bp = buf
+		return nil
+	}
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			*bp = buf[:0]
+			return bodyError(err, h.max)
+		}
+	}
+	*bp = buf
+	return nil
+}
+
+func (h *handler) infer(w http.ResponseWriter, r *http.Request) error {
+	headerLen := 0
+	if v := r.Header.Get(HeaderContentLength); v != "" {
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		switch {
+		case err != nil:
+			return invalidf("%s %q is not an integer", HeaderContentLength, v)
+		case n < 0:
+			return invalidf("%s %d is negative", HeaderContentLength, n)
+		case n > h.max:
+			return invalidf("%s %d is larger than the %d-byte body limit", HeaderContentLength, n, h.max)
+		}
+		headerLen = int(n)
+	}
+	bp := getBuf()
+	reuse := true
+	defer func() {
+		if reuse {
+			putBuf(bp)
+		}
+	}()
+	if err := h.readBody(w, r, bp); err != nil {
+		return err
+	}
+	req, err := ParseInferRequest(*bp, headerLen)
+	if err != nil {
+		return err
+	}
+	req.ModelName, req.ModelVersion = r.PathValue("m"), r.PathValue("v")
+	ctx := r.Context()
+	if d, _ := requestTimeout(req.Parameters); d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	resp, err := h.svc.Infer(ctx, req)
+	if err != nil {
+		// The service may still be reading the inputs (work abandoned on a
+		// deadline): leave the buffer to the garbage collector.
+		reuse = false
+		return err
+	}
+	if resp == nil {
+		return errdefs.New(errdefs.ErrInternal, "model returned no response")
+	}
+	if resp.ModelName == "" {
+		resp.ModelName = req.ModelName
+	}
+	if resp.ModelVersion == "" {
+		resp.ModelVersion = req.ModelVersion
+	}
+	if resp.ID == "" {
+		resp.ID = req.ID
+	}
+	hp := getBuf()
+	defer putBuf(hp)
+	header, blobs, err := EncodeInferResponse((*hp)[:0], req, resp)
+	*hp = header
+	if err != nil {
+		return err
+	}
+	total := len(header)
+	for _, b := range blobs {
+		total += len(b)
+	}
+	hdr := w.Header()
+	if len(blobs) > 0 {
+		hdr.Set("Content-Type", "application/octet-stream")
+		hdr.Set(HeaderContentLength, strconv.Itoa(len(header)))
+	} else {
+		hdr.Set("Content-Type", "application/json")
+	}
+	hdr.Set("Content-Length", strconv.Itoa(total))
+	w.WriteHeader(http.StatusOK)
+	// Header, then each raw output straight from its tensor. A write error
+	// means the client went away; there is no one left to tell.
+	if _, err := w.Write(header); err != nil {
+		return nil
+	}
+	for _, b := range blobs {
+		if _, err := w.Write(b); err != nil {
+			return nil
+		}
+	}
+	return nil
+}

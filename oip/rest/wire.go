@@ -1,0 +1,738 @@
+package rest
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"net"
+	"reflect"
+	"slices"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/accelpool/accelpool/errdefs"
+	"github.com/accelpool/accelpool/oip"
+	"github.com/accelpool/accelpool/tensor"
+)
+
+// HeaderContentLength is the HTTP header of the binary tensor extension: the
+// byte length of the JSON header at the front of the body.
+const HeaderContentLength = "Inference-Header-Content-Length"
+
+// Parameters with a meaning on the wire.
+const (
+	// ParamBinaryDataSize on an input or output: its data follows the JSON
+	// header as this many raw bytes.
+	ParamBinaryDataSize = "binary_data_size"
+	// ParamBinaryData on a requested output: return it raw (bool).
+	ParamBinaryData = "binary_data"
+	// ParamBinaryDataOutput on a request: return every output raw unless the
+	// output says binary_data: false (bool).
+	ParamBinaryDataOutput = "binary_data_output"
+	// ParamTimeout on a request bounds it, in microseconds (Triton's
+	// convention); 0 means no bound.
+	ParamTimeout = "timeout"
+)
+
+func invalidf(format string, args ...any) error {
+	return errdefs.Invalid(fmt.Sprintf(format, args...))
+}
+
+// The JSON shapes of requests and responses. Tensor data stays raw JSON so
+// that it reaches the streaming codec untouched.
+type (
+	wireParams map[string]json.RawMessage
+
+	wireTensor struct {
+		Name       string          `json:"name"`
+		Shape      []int64         `json:"shape"`
+		Datatype   string          `json:"datatype"`
+		Parameters wireParams      `json:"parameters"`
+		Data       json.RawMessage `json:"data"`
+	}
+
+	wireOutput struct {
+		Name       string     `json:"name"`
+		Parameters wireParams `json:"parameters"`
+	}
+
+	wireRequest struct {
+		ID         string       `json:"id"`
+		Parameters wireParams   `json:"parameters"`
+		Inputs     []wireTensor `json:"inputs"`
+		Outputs    []wireOutput `json:"outputs"`
+	}
+
+	wireResponse struct {
+		ModelName    string       `json:"model_name"`
+		ModelVersion string       `json:"model_version"`
+		ID           string       `json:"id"`
+		Parameters   wireParams   `json:"parameters"`
+		Outputs      []wireTensor `json:"outputs"`
+	}
+)
+
+// paramValue converts one JSON parameter value to the types oip.Parameters
+// allows: bool, int64, uint64, float64 or string.
+func paramValue(raw json.RawMessage) (any, error) {
+	if len(raw) == 0 {
+		return nil, fmt.Errorf("empty value")
+	}
+	switch raw[0] {
+	case 't', 'f':
+		var b bool
+		err := json.Unmarshal(raw, &b)
+		return b, err
+	case '"':
+		var s string
+		err := json.Unmarshal(raw, &s)
+		return s, err
+	case 'n':
+		return nil, fmt.Errorf("null is not a parameter value")
+	case '[', '{':
+		return nil, fmt.Errorf("want a bool, number or string, not an array or object")
+	}
+	s := string(raw)
+	if i, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return i, nil
+	}
+	if u, err := strconv.ParseUint(s, 10, 64); err == nil {
+		return u, nil
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return nil, fmt.Errorf("%s is not a usable number", s)
+	}
+	return f, nil
+}
+
+// toParams converts wire parameters, leaving out the keys in skip (which the
+// transport consumes itself).
+func (p wireParams) toParams(where string, skip ...string) (oip.Parameters, error) {
+	if len(p) == 0 {
+		return nil, nil
+	}
+	out := make(oip.Parameters, len(p))
+	for k, raw := range p {
+		if slices.Contains(skip, k) {
+			continue
+		}
+		v, err := paramValue(raw)
+		if err != nil {
+			return nil, invalidf("%s parameter %q: %v", where, k, err)
+		}
+		out[k] = v
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return out, nil
+}
+
+// boolParam reads an optional bool parameter.
+func (p wireParams) boolParam(where, key string) (v, ok bool, err error) {
+	raw, ok := p[key]
+	if !ok {
+		return false, false, nil
+	}
+	x, err := paramValue(raw)
+	b, isBool := x.(bool)
+	if err != nil || !isBool {
+		return false, false, invalidf("%s parameter %q must be true or false, got %s", where, key, shorten(raw))
+	}
+	return b, true, nil
+}
+
+// sizeParam reads an optional non-negative integer parameter.
+func (p wireParams) sizeParam(where, key string) (v int64, ok bool, err error) {
+	raw, ok := p[key]
+	if !ok {
+		return 0, false, nil
+	}
+	x, err := paramValue(raw)
+	n, isInt := x.(int64)
+	if err != nil || !isInt || n < 0 {
+		return 0, false, invalidf("%s parameter %q must be a non-negative integer, got %s", where, key, shorten(raw))
+	}
+	return n, true, nil
+}
+
+func shorten(b []byte) string {
+	if len(b) > 40 {
+		return string(b[:40]) + "..."
+	}
+	return string(b)
+}
+
+// splitBody checks the header length against the body and returns the JSON
+// header and the binary part. headerLen 0 means the whole body is JSON.
+func splitBody(body []byte, headerLen int) (header, binary []byte, err error) {
+	switch {
+	case headerLen < 0:
+		return nil, nil, invalidf("%s %d is negative", HeaderContentLength, headerLen)
+	case headerLen > len(body):
+		return nil, nil, invalidf("%s %d is larger than the %d-byte body", HeaderContentLength, headerLen, len(body))
+	case headerLen == 0:
+		return body, nil, nil
+	}
+	return body[:headerLen], body[headerLen:], nil
+}
+
+// binaryPart slices the binary section among the tensors that declared a
+// binary_data_size, in order, after checking the sizes add up exactly.
+func binaryPart(what string, sizes []int64, bin []byte) ([][]byte, error) {
+	var total int64
+	for _, s := range sizes {
+		if s > math.MaxInt64-total {
+			return nil, invalidf("%s binary_data_size values overflow", what)
+		}
+		total += s
+	}
+	switch {
+	case total > 0 && bin == nil:
+		return nil, invalidf("%s declare %d bytes in binary_data_size but there is no %s header to say where the JSON ends", what, total, HeaderContentLength)
+	case total > int64(len(bin)):
+		return nil, invalidf("binary data truncated: %s declare %d bytes in binary_data_size but only %d follow the JSON header", what, total, len(bin))
+	case total < int64(len(bin)):
+		return nil, invalidf("%d extra trailing bytes: %s declare %d bytes in binary_data_size but %d follow the JSON header", int64(len(bin))-total, what, total, len(bin))
+	}
+	out := make([][]byte, len(sizes))
+	off := int64(0)
+	for i, s := range sizes {
+		out[i] = bin[off : off+s : off+s]
+		off += s
+	}
+	return out, nil
+}
+
+// decodeTensors turns wire tensors into tensors: JSON data through the
+// streaming codec, binary data as slices of bin (no copy). kind is "input"
+// or "output".
+func decodeTensors(kind string, ws []wireTensor, bin []byte) ([]tensor.Tensor, []oip.Parameters, error) {
+	ts := make([]tensor.Tensor, len(ws))
+	params := make([]oip.Parameters, len(ws))
+	binIdx := make([]int, 0, len(ws))
+	var sizes []int64
+	var seen map[string]bool
+	if len(ws) > 8 {
+		seen = make(map[string]bool, len(ws))
+	}
+	for i := range ws {
+		w := &ws[i]
+		if w.Name == "" {
+			return nil, nil, invalidf("%s %d has no name", kind, i)
+		}
+		if seen != nil {
+			if seen[w.Name] {
+				return nil, nil, invalidf("%s %q appears twice", kind, w.Name)
+			}
+			seen[w.Name] = true
+		} else {
+			for j := range i {
+				if ws[j].Name == w.Name {
+					return nil, nil, invalidf("%s %q appears twice", kind, w.Name)
+				}
+			}
+		}
+		where := fmt.Sprintf("%s %q", kind, w.Name)
+		if w.Datatype == "" {
+			return nil, nil, invalidf("%s has no datatype", where)
+		}
+		dt, err := tensor.ParseDataType(w.Datatype)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", where, err)
+		}
+		if w.Shape == nil {
+			return nil, nil, invalidf("%s has no shape", where)
+		}
+		if _, err := tensor.NumElements(w.Shape); err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", where, err)
+		}
+		size, hasSize, err := w.Parameters.sizeParam(where, ParamBinaryDataSize)
+		if err != nil {
+			return nil, nil, err
+		}
+		if params[i], err = w.Parameters.toParams(where, ParamBinaryDataSize); err != nil {
+			return nil, nil, err
+		}
+		hasData := len(w.Data) > 0 && string(w.Data) != "null"
+		ts[i] = tensor.Tensor{Name: w.Name, DataType: dt, Shape: w.Shape}
+		switch {
+		case hasData && hasSize:
+			return nil, nil, invalidf("%s has both data and binary_data_size; give one", where)
+		case !hasData && !hasSize:
+			return nil, nil, invalidf("%s has neither data nor binary_data_size", where)
+		case hasData:
+			if ts[i].Data, err = tensor.DecodeJSONData(dt, w.Shape, w.Data); err != nil {
+				return nil, nil, fmt.Errorf("%s: %w", where, err)
+			}
+		default:
+			want, _ := tensor.ExpectedBytes(dt, w.Shape)
+			if want >= 0 && size != want {
+				return nil, nil, invalidf("%s: binary_data_size is %d but %s%v needs %d bytes", where, size, dt, w.Shape, want)
+			}
+			binIdx = append(binIdx, i)
+			sizes = append(sizes, size)
+		}
+	}
+	parts, err := binaryPart(kind+"s", sizes, bin)
+	if err != nil {
+		return nil, nil, err
+	}
+	for k, i := range binIdx {
+		ts[i].Data = parts[k]
+		switch ts[i].DataType {
+		case tensor.Bytes:
+			n, _ := tensor.NumElements(ts[i].Shape)
+			if _, err := tensor.CountBytesElements(ts[i].Data, n); err != nil {
+				return nil, nil, fmt.Errorf("%s %q: %w", kind, ts[i].Name, err)
+			}
+		case tensor.Bool:
+			for j, b := range ts[i].Data {
+				if b > 1 {
+					return nil, nil, invalidf("%s %q: BOOL element %d is %d, not 0 or 1", kind, ts[i].Name, j, b)
+				}
+			}
+		}
+	}
+	return ts, params, nil
+}
+
+// ParseInferRequest parses an inference request body. headerLen is the
+// value of Inference-Header-Content-Length: the JSON header's length, the
+// rest of body being binary input data; 0 means the whole body is JSON.
+// Binary inputs alias body. Every error wraps errdefs.ErrInvalid.
+//
+// ModelName and ModelVersion are left for the caller (they come from the
+// URL). Requested outputs carry Binary resolved from binary_data and
+// binary_data_output; binary_data_output stays in Parameters as the default
+// for outputs the request does not list, and binary_data_size and
+// binary_data are consumed.
+func ParseInferRequest(body []byte, headerLen int) (*oip.InferRequest, error) {
+	header, bin, err := splitBody(body, headerLen)
+	if err != nil {
+		return nil, err
+	}
+	var w wireRequest
+	if err := json.Unmarshal(header, &w); err != nil {
+		return nil, jsonError("request", err)
+	}
+	req := &oip.InferRequest{ID: w.ID}
+	if req.Parameters, err = w.Parameters.toParams("request"); err != nil {
+		return nil, err
+	}
+	binaryAll, _, err := w.Parameters.boolParam("request", ParamBinaryDataOutput)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := requestTimeout(req.Parameters); err != nil {
+		return nil, err
+	}
+	if len(w.Inputs) == 0 {
+		return nil, invalidf("request has no inputs")
+	}
+	ts, params, err := decodeTensors("input", w.Inputs, bin)
+	if err != nil {
+		return nil, err
+	}
+	req.Inputs = make([]oip.InferInput, len(ts))
+	for i := range ts {
+		req.Inputs[i] = oip.InferInput{Tensor: ts[i], Parameters: params[i]}
+	}
+	if len(w.Outputs) > 0 {
+		req.Outputs = make([]oip.RequestedOutput, len(w.Outputs))
+	}
+	for i, o := range w.Outputs {
+		if o.Name == "" {
+			return nil, invalidf("requested output %d has no name", i)
+		}
+		where := fmt.Sprintf("output %q", o.Name)
+		b, ok, err := o.Parameters.boolParam(where, ParamBinaryData)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			b = binaryAll
+		}
+		p, err := o.Parameters.toParams(where, ParamBinaryData)
+		if err != nil {
+			return nil, err
+		}
+		req.Outputs[i] = oip.RequestedOutput{Name: o.Name, Binary: b, Parameters: p}
+	}
+	return req, nil
+}
+
+// jsonError explains why encoding/json refused a request or response.
+func jsonError(what string, err error) error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		if te.Field == "" {
+			return invalidf("malformed %s JSON: want an object, got %s", what, te.Value)
+		}
+		want := te.Type.Kind().String()
+		switch te.Type.Kind() {
+		case reflect.Slice:
+			want = "array"
+		case reflect.Map, reflect.Struct:
+			want = "object"
+		}
+		return invalidf("malformed %s JSON: field %q: %s is not a valid %s", what, te.Field, te.Value, want)
+	}
+	return invalidf("malformed %s JSON: %v", what, err)
+}
+
+// requestTimeout reads the timeout parameter: a non-negative integer count
+// of microseconds; 0 or absent means none.
+func requestTimeout(p oip.Parameters) (time.Duration, error) {
+	v, ok := p[ParamTimeout]
+	if !ok {
+		return 0, nil
+	}
+	var us uint64
+	switch v := v.(type) {
+	case int64:
+		if v < 0 {
+			return 0, invalidf("parameter %q is %d; want a non-negative number of microseconds", ParamTimeout, v)
+		}
+		us = uint64(v)
+	case uint64:
+		us = v
+	default:
+		return 0, invalidf("parameter %q is %v; want an integer number of microseconds", ParamTimeout, v)
+	}
+	if us > uint64(math.MaxInt64/int64(time.Microsecond)) {
+		return 0, nil // longer than any deadline can be: no bound
+	}
+	return time.Duration(us) * time.Microsecond, nil
+}
+
+// binaryChoice tells, per output name, whether the response carries it raw.
+func binaryChoice(req *oip.InferRequest) func(name string) bool {
+	if req == nil {
+		return func(string) bool { return false }
+	}
+	def, _ := req.Parameters[ParamBinaryDataOutput].(bool)
+	return func(name string) bool {
+		for i := range req.Outputs {
+			if req.Outputs[i].Name == name {
+				return req.Outputs[i].Binary
+			}
+		}
+		return def
+	}
+}
+
+// EncodeInferResponse appends the JSON of resp to dst and returns it with
+// the raw output data that follows it on the wire (aliasing the outputs, not
+// copied). req says which outputs go raw: its requested outputs' Binary, and
+// binary_data_output for the rest; a nil req means all JSON. With no raw
+// outputs the JSON is the whole body; otherwise it is the header of an
+// application/octet-stream body and its length goes in
+// Inference-Header-Content-Length.
+//
+// An output that fails tensor validation is a server fault (ErrInternal); a
+// BYTES output that is not UTF-8 and was not asked for raw is ErrInvalid,
+// with a message telling the client to ask for binary_data.
+func EncodeInferResponse(dst []byte, req *oip.InferRequest, resp *oip.InferResponse) (header []byte, blobs net.Buffers, err error) {
+	isBinary := binaryChoice(req)
+	dst = append(dst, `{"model_name":`...)
+	dst = appendString(dst, resp.ModelName)
+	if resp.ModelVersion != "" {
+		dst = append(dst, `,"model_version":`...)
+		dst = appendString(dst, resp.ModelVersion)
+	}
+	if resp.ID != "" {
+		dst = append(dst, `,"id":`...)
+		dst = appendString(dst, resp.ID)
+	}
+	if len(resp.Parameters) > 0 {
+		dst = append(dst, `,"parameters":`...)
+		if dst, err = appendParams(dst, resp.Parameters, "", 0); err != nil {
+			return dst, nil, errdefs.New(errdefs.ErrInternal, fmt.Sprintf("response parameters: %v", err))
+		}
+	}
+	dst = append(dst, `,"outputs":[`...)
+	for i := range resp.Outputs {
+		o := &resp.Outputs[i]
+		if err := o.Validate(); err != nil {
+			return dst, nil, errdefs.New(errdefs.ErrInternal, fmt.Sprintf("model returned a bad output: %v", err))
+		}
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendTensorHead(dst, o)
+		if isBinary(o.Name) {
+			dst = append(dst, `,"parameters":{"binary_data_size":`...)
+			dst = strconv.AppendInt(dst, int64(len(o.Data)), 10)
+			dst = append(dst, "}}"...)
+			blobs = append(blobs, o.Data)
+			continue
+		}
+		dst = append(dst, `,"data":`...)
+		if dst, err = tensor.AppendJSONData(dst, o); err != nil {
+			return dst, nil, err
+		}
+		dst = append(dst, '}')
+	}
+	dst = append(dst, "]}"...)
+	return dst, blobs, nil
+}
+
+// appendTensorHead writes `{"name":..,"datatype":..,"shape":[..]` (open).
+func appendTensorHead(dst []byte, t *tensor.Tensor) []byte {
+	dst = append(dst, `{"name":`...)
+	dst = appendString(dst, t.Name)
+	dst = append(dst, `,"datatype":"`...)
+	dst = append(dst, t.DataType.String()...)
+	dst = append(dst, `","shape":[`...)
+	for j, d := range t.Shape {
+		if j > 0 {
+			dst = append(dst, ',')
+		}
+		dst = strconv.AppendInt(dst, d, 10)
+	}
+	return append(dst, ']')
+}
+
+// encodeMode says how EncodeInferRequest carries input data.
+type encodeMode int
+
+const (
+	jsonOnly      encodeMode = iota // every input as JSON; fail if one cannot be
+	jsonPreferred                   // JSON, but raw for BYTES JSON cannot carry
+	binaryInputs                    // every input raw
+)
+
+// EncodeInferRequest appends the JSON of req to dst and returns it with the
+// raw input data that follows it (aliasing the inputs). With binary set
+// every input travels raw; otherwise inputs are JSON, except BYTES inputs
+// that are not UTF-8, which go raw since JSON cannot carry them. When blobs
+// is non-empty the JSON is a header whose length goes in
+// Inference-Header-Content-Length. Requested outputs ask for binary_data
+// when their Binary is set.
+func EncodeInferRequest(dst []byte, req *oip.InferRequest, binary bool) (header []byte, blobs net.Buffers, err error) {
+	mode := jsonPreferred
+	if binary {
+		mode = binaryInputs
+	}
+	return encodeRequest(dst, req, mode)
+}
+
+// EncodeInferRequestJSON encodes req as a JSON body with every input's data
+// inline, for printing or for clients without the binary extension. A BYTES
+// input that is not UTF-8 is an error.
+func EncodeInferRequestJSON(req *oip.InferRequest) ([]byte, error) {
+	b, _, err := encodeRequest(nil, req, jsonOnly)
+	return b, err
+}
+
+func encodeRequest(dst []byte, req *oip.InferRequest, mode encodeMode) ([]byte, net.Buffers, error) {
+	var blobs net.Buffers
+	var err error
+	dst = append(dst, '{')
+	if req.ID != "" {
+		dst = append(dst, `"id":`...)
+		dst = appendString(dst, req.ID)
+		dst = append(dst, ',')
+	}
+	if len(req.Parameters) > 0 {
+		dst = append(dst, `"parameters":`...)
+		if dst, err = appendParams(dst, req.Parameters, "", 0); err != nil {
+			return dst, nil, errdefs.Invalid(fmt.Sprintf("request parameters: %v", err))
+		}
+		dst = append(dst, ',')
+	}
+	dst = append(dst, `"inputs":[`...)
+	for i := range req.Inputs {
+		in := &req.Inputs[i]
+		if err := in.Validate(); err != nil {
+			return dst, nil, err
+		}
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendTensorHead(dst, &in.Tensor)
+		raw := mode == binaryInputs
+		var js []byte
+		if !raw {
+			js, err = tensor.AppendJSONData(nil, &in.Tensor)
+			if err != nil {
+				if mode == jsonOnly || in.DataType != tensor.Bytes {
+					return dst, nil, fmt.Errorf("input %q: %w", in.Name, err)
+				}
+				raw = true
+			}
+		}
+		if raw {
+			dst = append(dst, `,"parameters":`...)
+			if dst, err = appendParams(dst, in.Parameters, ParamBinaryDataSize, int64(len(in.Data))); err != nil {
+				return dst, nil, errdefs.Invalid(fmt.Sprintf("input %q parameters: %v", in.Name, err))
+			}
+			blobs = append(blobs, in.Data)
+		} else {
+			if len(in.Parameters) > 0 {
+				dst = append(dst, `,"parameters":`...)
+				if dst, err = appendParams(dst, in.Parameters, "", 0); err != nil {
+					return dst, nil, errdefs.Invalid(fmt.Sprintf("input %q parameters: %v", in.Name, err))
+				}
+			}
+			dst = append(dst, `,"data":`...)
+			dst = append(dst, js...)
+		}
+		dst = append(dst, '}')
+	}
+	dst = append(dst, ']')
+	if len(req.Outputs) > 0 {
+		dst = append(dst, `,"outputs":[`...)
+		for i, o := range req.Outputs {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = append(dst, `{"name":`...)
+			dst = appendString(dst, o.Name)
+			p := o.Parameters
+			if o.Binary {
+				p = maps.Clone(p)
+				if p == nil {
+					p = oip.Parameters{}
+				}
+				p[ParamBinaryData] = true
+			}
+			if len(p) > 0 {
+				dst = append(dst, `,"parameters":`...)
+				if dst, err = appendParams(dst, p, "", 0); err != nil {
+					return dst, nil, errdefs.Invalid(fmt.Sprintf("output %q parameters: %v", o.Name, err))
+				}
+			}
+			dst = append(dst, '}')
+		}
+		dst = append(dst, ']')
+	}
+	dst = append(dst, '}')
+	return dst, blobs, nil
+}
+
+// ParseInferResponse parses an inference response body, the client side of
+// EncodeInferResponse. headerLen is the response's
+// Inference-Header-Content-Length (0 when absent). Raw outputs alias body.
+func ParseInferResponse(body []byte, headerLen int) (*oip.InferResponse, error) {
+	header, bin, err := splitBody(body, headerLen)
+	if err != nil {
+		return nil, err
+	}
+	var w wireResponse
+	if err := json.Unmarshal(header, &w); err != nil {
+		return nil, jsonError("response", err)
+	}
+	resp := &oip.InferResponse{ModelName: w.ModelName, ModelVersion: w.ModelVersion, ID: w.ID}
+	if resp.Parameters, err = w.Parameters.toParams("response"); err != nil {
+		return nil, err
+	}
+	if resp.Outputs, _, err = decodeTensors("output", w.Outputs, bin); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// appendParams writes p as a JSON object with sorted keys; extraKey, when
+// not empty, is written (replacing any entry of that name) with extraVal.
+func appendParams(dst []byte, p oip.Parameters, extraKey string, extraVal int64) ([]byte, error) {
+	dst = append(dst, '{')
+	first := true
+	for _, k := range slices.Sorted(maps.Keys(p)) {
+		if k == extraKey {
+			continue
+		}
+		if !first {
+			dst = append(dst, ',')
+		}
+		first = false
+		dst = appendString(dst, k)
+		dst = append(dst, ':')
+		switch v := p[k].(type) {
+		case bool:
+			dst = strconv.AppendBool(dst, v)
+		case int64:
+			dst = strconv.AppendInt(dst, v, 10)
+		case int:
+			dst = strconv.AppendInt(dst, int64(v), 10)
+		case int32:
+			dst = strconv.AppendInt(dst, int64(v), 10)
+		case uint64:
+			dst = strconv.AppendUint(dst, v, 10)
+		case uint32:
+			dst = strconv.AppendUint(dst, uint64(v), 10)
+		case float64:
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				return dst, fmt.Errorf("parameter %q is %v, which JSON cannot carry", k, v)
+			}
+			dst = strconv.AppendFloat(dst, v, 'g', -1, 64)
+		case float32:
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				return dst, fmt.Errorf("parameter %q is %v, which JSON cannot carry", k, v)
+			}
+			dst = strconv.AppendFloat(dst, float64(v), 'g', -1, 32)
+		case string:
+			dst = appendString(dst, v)
+		default:
+			return dst, fmt.Errorf("parameter %q has unsupported type %T (want bool, integer, float or string)", k, v)
+		}
+	}
+	if extraKey != "" {
+		if !first {
+			dst = append(dst, ',')
+		}
+		dst = appendString(dst, extraKey)
+		dst = append(dst, ':')
+		dst = strconv.AppendInt(dst, extraVal, 10)
+	}
+	return append(dst, '}'), nil
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString writes s as a JSON string; invalid UTF-8 becomes U+FFFD.
+func appendString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if c >= utf8.RuneSelf {
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if r != utf8.RuneError || size != 1 {
+				i += size
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i++
+			start = i
+			continue
+		}
+		dst = append(dst, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			dst = append(dst, '\\', c)
+		case '\n':
+			dst = append(dst, '\\', 'n')
+		case '\r':
+			dst = append(dst, '\\', 'r')
+		case '\t':
+			dst = append(dst, '\\', 't')
+		default:
+			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		}
+		i++
+		start = i
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
