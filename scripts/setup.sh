@@ -197,11 +197,14 @@ setup: error: no ONNX Runtime library is packaged for $(uname -s)/$(uname -m); s
 EOF
 fi
 
-# 3. Conformance test data.
+# 3. Conformance test data, and the en_US.UTF-8 locale ONNX Runtime's
+# StringNormalizer needs for its cases.
+has_locale() { locale -a 2>/dev/null | grep -qiE '^en_US\.utf-?8$'; }
+can_apt() { [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; }
 if ((want_test)); then
 	if [[ -d $TESTDATA ]]; then
 		log "ok      ONNX conformance cases in $TESTDATA"
-	elif [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+	elif can_apt; then
 		log "installing libonnx-testdata with apt-get"
 		apt-get update
 		DEBIAN_FRONTEND=noninteractive apt-get install -y libonnx-testdata
@@ -209,6 +212,22 @@ if ((want_test)); then
 	else
 		die "the ONNX conformance cases ($TESTDATA) are missing; run as root:
     apt-get update && apt-get install -y libonnx-testdata"
+	fi
+	if has_locale; then
+		log "ok      locale en_US.UTF-8"
+	elif can_apt; then
+		log "generating locale en_US.UTF-8"
+		if ! command -v locale-gen >/dev/null 2>&1; then
+			apt-get update
+			DEBIAN_FRONTEND=noninteractive apt-get install -y locales
+		fi
+		grep -qE '^en_US\.UTF-8 UTF-8' /etc/locale.gen 2>/dev/null ||
+			echo 'en_US.UTF-8 UTF-8' >>/etc/locale.gen
+		locale-gen
+		has_locale || die "locale-gen ran but en_US.UTF-8 is still missing"
+	else
+		die "the en_US.UTF-8 locale (needed by the StringNormalizer cases) is missing; run as root:
+    apt-get install -y locales && echo 'en_US.UTF-8 UTF-8' >>/etc/locale.gen && locale-gen"
 	fi
 fi
 

@@ -117,6 +117,11 @@ func ReadCase(c Case) (CaseData, error) {
 				return nil, err
 			}
 			t.Name = vis[i].Name
+			if vis[i].DataType == tensor.BF16 && t.DataType == tensor.Uint16 {
+				// ONNX's generator saves bfloat16 data as uint16 bit
+				// patterns (numpy has no bfloat16); the model says which.
+				t.DataType = tensor.BF16
+			}
 			ts[i] = t
 		}
 		return ts, nil
