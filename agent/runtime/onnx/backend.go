@@ -81,6 +81,9 @@ func (b *Backend) Load(ctx context.Context, path string, opts runtime.Options) (
 	if err := ctx.Err(); err != nil {
 		return nil, contextError("load", err)
 	}
+	if _, _, _, ok := LibraryInfo(); !ok || b.log == nil {
+		return nil, errdefs.New(errdefs.ErrUnavailable, "onnxruntime: backend not initialised; create it with New")
+	}
 	for _, p := range opts.Providers {
 		if _, ok := providerNames[strings.ToLower(p)]; !ok {
 			return nil, errdefs.Invalid(fmt.Sprintf("onnxruntime: unknown execution provider %q (want cuda, tensorrt or cpu)", p))

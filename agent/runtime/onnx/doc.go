@@ -3,14 +3,19 @@
 //
 // # Binding
 //
-// The package binds the ONNX Runtime C API itself (ort.c, a few dozen lines
-// of shims over the OrtApi function table) instead of using
-// github.com/yalue/onnxruntime_go. That module, as of v1.27.0, cannot return
-// rank-0 (scalar) outputs (its Shape.Validate rejects them), copies only N
-// bytes for an N-element FP16, BF16 or other custom-typed output, cannot
-// create scalar string tensors or empty custom-typed tensors, and copies
-// every output twice. Serving arbitrary models over the Open Inference
-// Protocol needs all of those, and the hot path wants one copy.
+// The package binds the ONNX Runtime C API itself (ort.c: small shims over
+// the OrtApi function table, one per call or per hot-path step) instead of
+// using github.com/yalue/onnxruntime_go. That module, as of v1.27.0, cannot
+// return rank-0 (scalar) outputs (its Shape.Validate rejects them), copies
+// only N bytes for an N-element FP16, BF16 or other custom-typed output,
+// cannot create scalar string tensors or empty custom-typed tensors, and
+// copies every output twice. Serving arbitrary models over the Open
+// Inference Protocol needs all of those, and the hot path wants one copy.
+//
+// The CPU build that scripts/setup.sh installs lists the CUDA and TensorRT
+// providers as available but ships without their shared libraries, so
+// asking for them fails when they are appended and Load falls back to the
+// CPU, as described below.
 //
 // The library is never linked: Init opens it with dlopen, finds
 // OrtGetApiBase, and asks for the highest C API version from the header's
