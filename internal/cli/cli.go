@@ -31,6 +31,7 @@ var commands = map[string]command{
 	"models":  {"list the models of a running server and their states", runModels},
 	"load":    {"load (or reload) a model from the server's repository", runLoad},
 	"unload":  {"unload a model, freeing its memory", runUnload},
+	"bench":   {"run benchmarks (overhead: serving vs in-process ONNX Runtime)", runBench},
 	"version": {"print the version", runVersion},
 }
 

@@ -1,0 +1,775 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/accelpool/accelpool/agent"
+	"github.com/accelpool/accelpool/agent/repository"
+	"github.com/accelpool/accelpool/agent/runtime"
+	"github.com/accelpool/accelpool/oip"
+	"github.com/accelpool/accelpool/oip/grpcsvc"
+	"github.com/accelpool/accelpool/oip/rest"
+	"github.com/accelpool/accelpool/tensor"
+)
+
+// Mode is one way of reaching a model.
+type Mode string
+
+// The modes RunOverhead compares: Session.Run in this process, and the
+// serving node reached over gRPC (raw contents) or REST (binary tensor
+// extension), client and server both in this process over loopback.
+const (
+	InProcess Mode = "in-process"
+	GRPC      Mode = "grpc"
+	REST      Mode = "rest-binary"
+)
+
+// DefaultModels are measured when OverheadConfig.Models is empty.
+var DefaultModels = []string{"blazeface-back", "ocr-det"}
+
+// DefaultBatchModel is the model of the dynamic batching phase: the
+// PaddleOCR angle classifier, whose first dimension is dynamic.
+const DefaultBatchModel = "ocr-cls"
+
+// OverheadConfig configures RunOverhead. Zero values take the defaults
+// given on each field.
+type OverheadConfig struct {
+	// Backend loads models, both for the in-process baseline and inside
+	// the serving node (required).
+	Backend runtime.Backend
+	// Runtime describes the backend for the report header, e.g.
+	// "onnxruntime 1.30.0".
+	Runtime string
+	// Repository is the model repository the models are read from
+	// (<name>/<version>/model.onnx). Its config.yaml files are not used:
+	// the benchmark writes its own into a scratch repository.
+	Repository string
+	// Models to measure (default DefaultModels).
+	Models []string
+	// Duration is each measurement window (default 5s); Rounds how many
+	// times every mode is measured, interleaved (default 3).
+	Duration time.Duration
+	Rounds   int
+	// Requests, when > 0, makes each concurrency-1 measurement exactly this
+	// many requests instead of lasting Duration.
+	Requests int
+	// Concurrency is K, the goroutines calling the session in process and
+	// the executors of the served model (config.yaml concurrency). 0 picks,
+	// per model, the in-process K of 1 or 2 with the best throughput.
+	Concurrency int
+	// ClientsPerExecutor sets the served saturation clients to this many
+	// times K (default 4), enough to keep the queue non-empty.
+	ClientsPerExecutor int
+	// IntraOpThreads and InterOpThreads are given to every session, in
+	// process and served alike (0: the runtime's default).
+	IntraOpThreads int
+	InterOpThreads int
+	// BatchModel is the dynamic batching phase's model (default
+	// DefaultBatchModel); SkipBatching leaves the phase out.
+	BatchModel   string
+	SkipBatching bool
+	// BatchClients is how many concurrent single-row gRPC clients the
+	// batching phase runs (default 32); BatchMaxSize and BatchDelay its
+	// max_batch_size (default 8) and max_queue_delay_ms (default 2ms).
+	BatchClients int
+	BatchMaxSize int
+	BatchDelay   time.Duration
+	// Image feeds image inputs; nil uses SyntheticImage. ImageName
+	// describes it in the report.
+	Image     image.Image
+	ImageName string
+	// WorkDir holds the scratch model repositories; empty makes (and then
+	// removes) a temporary directory.
+	WorkDir string
+	// Logger receives the serving node's logs; nil discards them.
+	Logger *slog.Logger
+	// Profile, if set, is called as each mode's saturation window of the
+	// last round starts, and the function it returns as the window ends
+	// (for CPU profiles of one mode at a time).
+	Profile func(model string, mode Mode) (stop func())
+}
+
+func (c OverheadConfig) withDefaults() OverheadConfig {
+	if len(c.Models) == 0 {
+		c.Models = DefaultModels
+	}
+	if c.Duration <= 0 {
+		c.Duration = 5 * time.Second
+	}
+	if c.Rounds <= 0 {
+		c.Rounds = 3
+	}
+	if c.ClientsPerExecutor <= 0 {
+		c.ClientsPerExecutor = 4
+	}
+	if c.BatchModel == "" {
+		c.BatchModel = DefaultBatchModel
+	}
+	if c.BatchClients <= 0 {
+		c.BatchClients = 32
+	}
+	if c.BatchMaxSize <= 1 {
+		c.BatchMaxSize = 8
+	}
+	if c.BatchDelay <= 0 {
+		c.BatchDelay = 2 * time.Millisecond
+	}
+	if c.Image == nil {
+		c.Image = SyntheticImage()
+		c.ImageName = "a synthetic 640x480 gradient image with text-like bars"
+	} else if c.ImageName == "" {
+		c.ImageName = "the given image"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// ModeStats are one mode's figures for one model, each the median over
+// rounds.
+type ModeStats struct {
+	Mode Mode
+	// Concurrency 1: latency percentiles, throughput and process CPU time
+	// per request.
+	P50, P99      time.Duration
+	SeqThroughput float64
+	SeqCPUPerReq  time.Duration
+	SeqRequests   int // requests per round (the smallest round)
+	// Saturation: throughput, its value in each round, and CPU per request.
+	SatThroughput float64
+	SatRounds     []float64
+	SatCPUPerReq  time.Duration
+	// Workers is the goroutines (in process) or clients (served) of the
+	// saturation window.
+	Workers int
+}
+
+// ModelReport is one model's result.
+type ModelReport struct {
+	Model string
+	// Input describes the tensors sent.
+	Input string
+	// K is the executors used; KByThroughput holds the in-process
+	// saturation throughput of each K tried when K was picked (nil when it
+	// was given).
+	K             int
+	KByThroughput map[int]float64
+	// Modes lists InProcess first, then the transports.
+	Modes []ModeStats
+}
+
+// Mode returns the stats of one mode.
+func (r ModelReport) Mode(m Mode) (ModeStats, bool) {
+	for _, s := range r.Modes {
+		if s.Mode == m {
+			return s, true
+		}
+	}
+	return ModeStats{}, false
+}
+
+// SaturationRatio is the mode's saturation throughput over in-process.
+func (r ModelReport) SaturationRatio(m Mode) float64 {
+	s, _ := r.Mode(m)
+	base, _ := r.Mode(InProcess)
+	return ratio(s.SatThroughput, base.SatThroughput)
+}
+
+// AddedP50 is the mode's concurrency-1 p50 latency minus in-process.
+func (r ModelReport) AddedP50(m Mode) time.Duration {
+	s, _ := r.Mode(m)
+	base, _ := r.Mode(InProcess)
+	return s.P50 - base.P50
+}
+
+// BatchReport is the dynamic batching phase's result.
+type BatchReport struct {
+	Model   string
+	Input   string
+	K       int
+	Clients int
+	// MaxBatchSize and Delay configure the batched variant.
+	MaxBatchSize int
+	Delay        time.Duration
+	// Unbatched and Batched are saturation throughputs (median over
+	// rounds) with max_batch_size 0 and MaxBatchSize; the Rounds fields
+	// hold each round's value.
+	Unbatched, Batched             float64
+	UnbatchedRounds, BatchedRounds []float64
+	// MeanBatch is the mean rows per execution with batching (median over
+	// rounds), from the node's accelpool_inference_batch_size histogram.
+	MeanBatch float64
+	// Skipped, when set, says why the phase did not run.
+	Skipped string
+}
+
+// Gain is batched over unbatched throughput.
+func (b BatchReport) Gain() float64 { return ratio(b.Batched, b.Unbatched) }
+
+// OverheadReport is RunOverhead's result.
+type OverheadReport struct {
+	Models []ModelReport
+	Batch  *BatchReport
+	// CPUs and GOMAXPROCS describe the machine the figures come from.
+	CPUs, GOMAXPROCS int
+}
+
+// RunOverhead measures the serving overhead of each configured model and
+// the dynamic batching gain, printing progress, the table and the summary
+// lines to out.
+func RunOverhead(ctx context.Context, cfg OverheadConfig, out io.Writer) (OverheadReport, error) {
+	if cfg.Backend == nil {
+		return OverheadReport{}, errors.New("bench: no runtime backend")
+	}
+	cfg = cfg.withDefaults()
+	if cfg.WorkDir == "" {
+		dir, err := os.MkdirTemp("", "accelpool-bench-")
+		if err != nil {
+			return OverheadReport{}, err
+		}
+		defer os.RemoveAll(dir)
+		cfg.WorkDir = dir
+	}
+	r := &runner{cfg: cfg, out: out}
+	rep := OverheadReport{CPUs: numCPU(), GOMAXPROCS: gomaxprocs()}
+	r.header(rep)
+	for _, m := range cfg.Models {
+		mr, err := r.model(ctx, m)
+		if err != nil {
+			return rep, fmt.Errorf("model %s: %w", m, err)
+		}
+		rep.Models = append(rep.Models, mr)
+	}
+	if !cfg.SkipBatching {
+		br, err := r.batching(ctx)
+		if err != nil {
+			return rep, fmt.Errorf("batching on %s: %w", cfg.BatchModel, err)
+		}
+		rep.Batch = br
+	}
+	rep.Print(out, cfg)
+	return rep, nil
+}
+
+type runner struct {
+	cfg OverheadConfig
+	out io.Writer
+}
+
+func (r *runner) printf(format string, a ...any) { fmt.Fprintf(r.out, format, a...) }
+
+func (r *runner) header(rep OverheadReport) {
+	rt := r.cfg.Runtime
+	if rt == "" {
+		rt = r.cfg.Backend.Name()
+	}
+	r.printf("accelpool bench overhead: %s; %d CPUs, GOMAXPROCS %d; %s\n", rt, rep.CPUs, rep.GOMAXPROCS, goVersion())
+	r.printf("%d rounds, modes interleaved per round; each measurement lasts %v", r.cfg.Rounds, r.cfg.Duration)
+	if r.cfg.Requests > 0 {
+		r.printf(" (concurrency 1: %d requests)", r.cfg.Requests)
+	}
+	r.printf(", saturation after a %v ramp\n", rampFor(r.cfg.Duration))
+	r.printf("clients and server run in this process over loopback; ONNX Runtime's threads, the server and the clients share the same %d CPUs\n\n", rep.CPUs)
+}
+
+func (r *runner) sessionOptions() runtime.Options {
+	return runtime.Options{IntraOpThreads: r.cfg.IntraOpThreads, InterOpThreads: r.cfg.InterOpThreads}
+}
+
+// modelFile is the latest version's model file of name in repo.
+func modelFile(repo, name string) (string, error) {
+	m, ok, err := repository.Read(repo, name)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", fmt.Errorf("not in the model repository %s (install the demo models with scripts/setup.sh, or give --model-repository)", repo)
+	}
+	p, err := filepath.Abs(m.Path(m.Latest()))
+	if err != nil {
+		return "", err
+	}
+	return p, nil
+}
+
+// modeRun is one mode ready to measure.
+type modeRun struct {
+	mode    Mode
+	newCall func() callFunc
+	workers int // saturation goroutines or clients
+}
+
+func sessionCall(s runtime.Session, inputs []tensor.Tensor) func() callFunc {
+	return func() callFunc {
+		return func(ctx context.Context) error {
+			_, err := s.Run(ctx, inputs, nil)
+			return err
+		}
+	}
+}
+
+func servedCall(svc oip.Service, model string, inputs []tensor.Tensor) func() callFunc {
+	return func() callFunc {
+		req := &oip.InferRequest{ModelName: model}
+		for _, t := range inputs {
+			req.Inputs = append(req.Inputs, oip.InferInput{Tensor: t})
+		}
+		return func(ctx context.Context) error {
+			resp, err := svc.Infer(ctx, req)
+			if err != nil {
+				return err
+			}
+			if len(resp.Outputs) == 0 {
+				return errors.New("response has no outputs")
+			}
+			return nil
+		}
+	}
+}
+
+// warm makes at least 3 requests and keeps going for 300 ms.
+func warm(ctx context.Context, call callFunc) error {
+	start := time.Now()
+	for i := 0; i < 3 || time.Since(start) < 300*time.Millisecond; i++ {
+		if err := call(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// chooseK measures in-process saturation with 1 and 2 goroutines over the
+// rounds and returns the K with the best median throughput.
+func (r *runner) chooseK(ctx context.Context, model string, newCall func() callFunc) (int, map[int]float64, error) {
+	if r.cfg.Concurrency > 0 {
+		return r.cfg.Concurrency, nil, nil
+	}
+	ks := []int{1, 2}
+	rounds := map[int][]float64{}
+	for round := range r.cfg.Rounds {
+		for _, k := range rotate(ks, round) {
+			s, err := measureSaturation(ctx, newCall, k, rampFor(r.cfg.Duration), r.cfg.Duration, window{})
+			if err != nil {
+				return 0, nil, fmt.Errorf("in-process saturation with K=%d: %w", k, err)
+			}
+			rounds[k] = append(rounds[k], s.Throughput)
+		}
+	}
+	med := map[int]float64{}
+	var parts []string
+	for _, k := range ks {
+		med[k] = median(rounds[k])
+		parts = append(parts, fmt.Sprintf("K=%d %.1f req/s %s", k, med[k], fmtRounds(rounds[k])))
+	}
+	k := bestK(med)
+	r.printf("%s: choosing K in process: %s -> K=%d\n", model, strings.Join(parts, ", "), k)
+	return k, med, nil
+}
+
+// model measures one model in every mode.
+func (r *runner) model(ctx context.Context, name string) (ModelReport, error) {
+	path, err := modelFile(r.cfg.Repository, name)
+	if err != nil {
+		return ModelReport{}, err
+	}
+	sess, err := r.cfg.Backend.Load(ctx, path, r.sessionOptions())
+	if err != nil {
+		return ModelReport{}, err
+	}
+	defer sess.Close()
+	inputs, desc, err := buildInputs(name, sess.Metadata(), r.cfg.Image, r.cfg.ImageName)
+	if err != nil {
+		return ModelReport{}, err
+	}
+	rep := ModelReport{Model: name, Input: desc}
+	r.printf("%s: input %s\n", name, desc)
+	ref, err := sess.Run(ctx, inputs, nil)
+	if err != nil {
+		return rep, fmt.Errorf("in-process run: %w", err)
+	}
+	inproc := sessionCall(sess, inputs)
+	if err := warm(ctx, inproc()); err != nil {
+		return rep, err
+	}
+	if rep.K, rep.KByThroughput, err = r.chooseK(ctx, name, inproc); err != nil {
+		return rep, err
+	}
+	clients := r.cfg.ClientsPerExecutor * rep.K
+
+	dir := filepath.Join(r.cfg.WorkDir, name)
+	conf := serveConfig{concurrency: rep.K, queue: max(128, 2*clients), intra: r.cfg.IntraOpThreads, inter: r.cfg.InterOpThreads}
+	if err := writeRepository(dir, []repoEntry{{name: name, file: path, config: conf}}); err != nil {
+		return rep, err
+	}
+	srv, err := r.serve(ctx, dir, clients)
+	if err != nil {
+		return rep, err
+	}
+	defer srv.close()
+
+	modes := []modeRun{
+		{InProcess, inproc, rep.K},
+		{GRPC, servedCall(srv.grpc, name, inputs), clients},
+		{REST, servedCall(srv.rest, name, inputs), clients},
+	}
+	for _, m := range modes[1:] {
+		if err := checkSame(ctx, m, name, ref, srv.svc(m.mode), inputs); err != nil {
+			return rep, err
+		}
+		if err := warm(ctx, m.newCall()); err != nil {
+			return rep, fmt.Errorf("%s warm-up: %w", m.mode, err)
+		}
+	}
+
+	seq := map[Mode][]seqResult{}
+	sat := map[Mode][]satResult{}
+	for round := range r.cfg.Rounds {
+		order := rotate(modes, round)
+		for _, m := range order {
+			s, err := measureSequential(ctx, m.newCall(), r.cfg.Duration, r.cfg.Requests)
+			if err != nil {
+				return rep, fmt.Errorf("%s at concurrency 1: %w", m.mode, err)
+			}
+			seq[m.mode] = append(seq[m.mode], s)
+		}
+		for _, m := range order {
+			var w window
+			if r.cfg.Profile != nil && round == r.cfg.Rounds-1 {
+				var stop func()
+				w.start = func() { stop = r.cfg.Profile(name, m.mode) }
+				w.end = func() {
+					if stop != nil {
+						stop()
+					}
+				}
+			}
+			s, err := measureSaturation(ctx, m.newCall, m.workers, rampFor(r.cfg.Duration), r.cfg.Duration, w)
+			if err != nil {
+				return rep, fmt.Errorf("%s at saturation: %w", m.mode, err)
+			}
+			sat[m.mode] = append(sat[m.mode], s)
+		}
+		var p50s, sats []string
+		for _, m := range modes {
+			p50s = append(p50s, fmt.Sprintf("%s %s", m.mode, fmtMS(seq[m.mode][round].P50)))
+			sats = append(sats, fmt.Sprintf("%s %.1f", m.mode, sat[m.mode][round].Throughput))
+		}
+		r.printf("%s round %d/%d: c1 p50 %s; saturation req/s %s\n", name, round+1, r.cfg.Rounds,
+			strings.Join(p50s, ", "), strings.Join(sats, ", "))
+	}
+	for _, m := range modes {
+		rep.Modes = append(rep.Modes, aggregate(m, seq[m.mode], sat[m.mode]))
+	}
+	r.printf("\n")
+	return rep, nil
+}
+
+func aggregate(m modeRun, seq []seqResult, sat []satResult) ModeStats {
+	st := ModeStats{Mode: m.mode, Workers: m.workers}
+	var p50, p99, cpu, scpu []time.Duration
+	var tput []float64
+	st.SeqRequests = math.MaxInt
+	for _, s := range seq {
+		p50, p99, cpu = append(p50, s.P50), append(p99, s.P99), append(cpu, s.CPUPerReq)
+		tput = append(tput, s.Throughput)
+		st.SeqRequests = min(st.SeqRequests, s.Requests)
+	}
+	for _, s := range sat {
+		st.SatRounds = append(st.SatRounds, s.Throughput)
+		scpu = append(scpu, s.CPUPerReq)
+	}
+	st.P50, st.P99, st.SeqCPUPerReq = medianDuration(p50), medianDuration(p99), medianDuration(cpu)
+	st.SeqThroughput = median(tput)
+	st.SatThroughput, st.SatCPUPerReq = median(st.SatRounds), medianDuration(scpu)
+	return st
+}
+
+// checkSame compares one served answer with the in-process one, so the
+// benchmark cannot time a path that computes something else.
+func checkSame(ctx context.Context, m modeRun, model string, ref []tensor.Tensor, svc oip.Service, inputs []tensor.Tensor) error {
+	req := &oip.InferRequest{ModelName: model}
+	for _, t := range inputs {
+		req.Inputs = append(req.Inputs, oip.InferInput{Tensor: t})
+	}
+	resp, err := svc.Infer(ctx, req)
+	if err != nil {
+		return fmt.Errorf("%s: %w", m.mode, err)
+	}
+	if len(resp.Outputs) != len(ref) {
+		return fmt.Errorf("%s returned %d outputs, in-process %d", m.mode, len(resp.Outputs), len(ref))
+	}
+	for i, o := range resp.Outputs {
+		want := ref[i]
+		if o.Name != want.Name || o.DataType != want.DataType || fmt.Sprint(o.Shape) != fmt.Sprint(want.Shape) || len(o.Data) != len(want.Data) {
+			return fmt.Errorf("%s output %d is %s %s%v, in-process %s %s%v", m.mode, i, o.Name, o.DataType, o.Shape, want.Name, want.DataType, want.Shape)
+		}
+		if o.DataType == tensor.Bytes {
+			continue
+		}
+		n := len(o.Data) / o.DataType.Size()
+		for j := range n {
+			a, b := o.Float64At(j), want.Float64At(j)
+			if math.Abs(a-b) > 1e-4+1e-3*math.Abs(b) {
+				return fmt.Errorf("%s output %s element %d is %g, in-process %g", m.mode, o.Name, j, a, b)
+			}
+		}
+	}
+	return nil
+}
+
+// serveConfig is the config.yaml a benchmarked model is served with.
+type serveConfig struct {
+	concurrency, queue, maxBatch int
+	delay                        time.Duration
+	intra, inter                 int
+}
+
+func (c serveConfig) yaml() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# written by accelpool bench\nconcurrency: %d\nmax_queue_size: %d\nmax_batch_size: %d\n", c.concurrency, c.queue, c.maxBatch)
+	if c.delay > 0 {
+		fmt.Fprintf(&b, "max_queue_delay_ms: %g\n", float64(c.delay)/float64(time.Millisecond))
+	}
+	if c.intra > 0 {
+		fmt.Fprintf(&b, "intra_op_threads: %d\n", c.intra)
+	}
+	if c.inter > 0 {
+		fmt.Fprintf(&b, "inter_op_threads: %d\n", c.inter)
+	}
+	return b.String()
+}
+
+type repoEntry struct {
+	name   string
+	file   string // the model file, linked (or copied) into the repository
+	config serveConfig
+}
+
+// writeRepository makes a model repository at dir holding entries, each as
+// version 1 with its config.yaml.
+func writeRepository(dir string, entries []repoEntry) error {
+	for _, e := range entries {
+		vdir := filepath.Join(dir, e.name, "1")
+		if err := os.MkdirAll(vdir, 0o755); err != nil {
+			return err
+		}
+		dst := filepath.Join(vdir, repository.ModelFile)
+		_ = os.Remove(dst)
+		if err := os.Symlink(e.file, dst); err != nil {
+			if err := copyFile(e.file, dst); err != nil {
+				return err
+			}
+		}
+		if err := os.WriteFile(filepath.Join(dir, e.name, repository.ConfigFile), []byte(e.config.yaml()), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func copyFile(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o644)
+}
+
+// server is a running node with a client for each transport.
+type server struct {
+	node *agent.Node
+	reg  *prometheus.Registry
+	grpc *grpcsvc.Client
+	rest *rest.Client
+	hc   *http.Client
+}
+
+func (s *server) svc(m Mode) oip.Service {
+	if m == GRPC {
+		return s.grpc
+	}
+	return s.rest
+}
+
+// serve starts a node on loopback over repo and checks every model loaded.
+// conns sizes the REST client's connection pool.
+func (r *runner) serve(ctx context.Context, repo string, conns int) (*server, error) {
+	reg := prometheus.NewRegistry()
+	node, err := agent.StartNode(ctx, agent.NodeConfig{
+		Manager:  agent.Config{Repository: repo, Backend: r.cfg.Backend, Logger: r.cfg.Logger, Registry: reg, ServerName: "accelpool-bench"},
+		HTTPAddr: "127.0.0.1:0",
+		GRPCAddr: "127.0.0.1:0",
+	})
+	if err != nil {
+		return nil, err
+	}
+	s := &server{node: node, reg: reg}
+	idx, err := node.Manager.RepositoryIndex(ctx, false)
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	for _, e := range idx {
+		if e.State != agent.StateReady {
+			s.close()
+			return nil, fmt.Errorf("served model %s is %s: %s", e.Name, e.State, e.Reason)
+		}
+	}
+	if s.grpc, err = grpcsvc.Dial(node.GRPCAddr()); err != nil {
+		s.close()
+		return nil, err
+	}
+	s.hc = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conns + 4, DisableCompression: true}}
+	s.rest = rest.NewClient("http://"+node.HTTPAddr(), rest.ClientOptions{Binary: true, HTTPClient: s.hc})
+	return s, nil
+}
+
+func (s *server) close() {
+	if s.grpc != nil {
+		_ = s.grpc.Close()
+	}
+	if s.hc != nil {
+		s.hc.CloseIdleConnections()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = s.node.Close(ctx)
+}
+
+// batchable reports whether every input and output has a dynamic first
+// dimension (what the agent needs to batch a model).
+func batchable(meta runtime.Metadata) bool {
+	if len(meta.Inputs) == 0 || len(meta.Outputs) == 0 {
+		return false
+	}
+	for _, list := range [][]runtime.IOSpec{meta.Inputs, meta.Outputs} {
+		for _, s := range list {
+			if len(s.Shape) == 0 || s.Shape[0] != -1 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// batchHistogram reads the node's batch size histogram for one model.
+func batchHistogram(g prometheus.Gatherer, model string) (sum float64, count uint64) {
+	mfs, err := g.Gather()
+	if err != nil {
+		return 0, 0
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "accelpool_inference_batch_size" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "model" && l.GetValue() == model {
+					return m.GetHistogram().GetSampleSum(), m.GetHistogram().GetSampleCount()
+				}
+			}
+		}
+	}
+	return 0, 0
+}
+
+// batching serves the batch model twice from one node, without batching and
+// with it, and drives both to saturation with single-row gRPC clients.
+func (r *runner) batching(ctx context.Context) (*BatchReport, error) {
+	name := r.cfg.BatchModel
+	br := &BatchReport{Model: name, Clients: r.cfg.BatchClients, MaxBatchSize: r.cfg.BatchMaxSize, Delay: r.cfg.BatchDelay}
+	path, err := modelFile(r.cfg.Repository, name)
+	if err != nil {
+		return nil, err
+	}
+	sess, err := r.cfg.Backend.Load(ctx, path, r.sessionOptions())
+	if err != nil {
+		return nil, err
+	}
+	defer sess.Close()
+	meta := sess.Metadata()
+	if !batchable(meta) {
+		br.Skipped = fmt.Sprintf("%s cannot be batched: not every input and output has a dynamic first dimension", name)
+		r.printf("batching: %s\n\n", br.Skipped)
+		return br, nil
+	}
+	inputs, desc, err := buildInputs(name, meta, r.cfg.Image, r.cfg.ImageName)
+	if err != nil {
+		return nil, err
+	}
+	br.Input = desc
+	r.printf("%s (batching phase): input %s\n", name, desc)
+	inproc := sessionCall(sess, inputs)
+	if err := warm(ctx, inproc()); err != nil {
+		return nil, err
+	}
+	if br.K, _, err = r.chooseK(ctx, name, inproc); err != nil {
+		return nil, err
+	}
+
+	plain, batched := name+"-nobatch", name+fmt.Sprintf("-batch%d", r.cfg.BatchMaxSize)
+	queue := max(128, 2*br.Clients)
+	dir := filepath.Join(r.cfg.WorkDir, name+"-batching")
+	base := serveConfig{concurrency: br.K, queue: queue, intra: r.cfg.IntraOpThreads, inter: r.cfg.InterOpThreads}
+	withBatch := base
+	withBatch.maxBatch, withBatch.delay = r.cfg.BatchMaxSize, r.cfg.BatchDelay
+	if err := writeRepository(dir, []repoEntry{{plain, path, base}, {batched, path, withBatch}}); err != nil {
+		return nil, err
+	}
+	srv, err := r.serve(ctx, dir, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.close()
+
+	variants := []string{plain, batched}
+	for _, v := range variants {
+		if err := warm(ctx, servedCall(srv.grpc, v, inputs)()); err != nil {
+			return nil, fmt.Errorf("%s warm-up: %w", v, err)
+		}
+	}
+	var means []float64
+	for round := range r.cfg.Rounds {
+		for _, v := range rotate(variants, round) {
+			var sum0, sum1 float64
+			var n0, n1 uint64
+			w := window{
+				start: func() { sum0, n0 = batchHistogram(srv.reg, v) },
+				end:   func() { sum1, n1 = batchHistogram(srv.reg, v) },
+			}
+			s, err := measureSaturation(ctx, servedCall(srv.grpc, v, inputs), br.Clients, rampFor(r.cfg.Duration), r.cfg.Duration, w)
+			if err != nil {
+				return nil, fmt.Errorf("%s at saturation: %w", v, err)
+			}
+			mean := 0.0
+			if n1 > n0 {
+				mean = (sum1 - sum0) / float64(n1-n0)
+			}
+			if v == plain {
+				br.UnbatchedRounds = append(br.UnbatchedRounds, s.Throughput)
+			} else {
+				br.BatchedRounds = append(br.BatchedRounds, s.Throughput)
+				means = append(means, mean)
+			}
+		}
+		r.printf("%s batching round %d/%d: max_batch_size 0 %.1f req/s, max_batch_size %d %.1f req/s (mean batch %.2f)\n",
+			name, round+1, r.cfg.Rounds, br.UnbatchedRounds[round], r.cfg.BatchMaxSize, br.BatchedRounds[round], means[round])
+	}
+	br.Unbatched, br.Batched, br.MeanBatch = median(br.UnbatchedRounds), median(br.BatchedRounds), median(means)
+	r.printf("\n")
+	return br, nil
+}

@@ -1,0 +1,121 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	goruntime "runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Targets the serving path is held to.
+const (
+	// TargetSaturationRatio is the least served/in-process throughput.
+	TargetSaturationRatio = 0.95
+	// TargetAddedP50 is the most p50 latency serving may add at
+	// concurrency 1, for BlazeFace.
+	TargetAddedP50 = 500 * time.Microsecond
+)
+
+func numCPU() int     { return goruntime.NumCPU() }
+func gomaxprocs() int { return goruntime.GOMAXPROCS(0) }
+func goVersion() string {
+	return fmt.Sprintf("%s %s/%s", goruntime.Version(), goruntime.GOOS, goruntime.GOARCH)
+}
+
+// fmtMS prints a duration in milliseconds with two decimals.
+func fmtMS(d time.Duration) string {
+	return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond))
+}
+
+// fmtRounds prints per-round values, e.g. "[210.1 212.4 209.9]".
+func fmtRounds(v []float64) string {
+	parts := make([]string, len(v))
+	for i, x := range v {
+		parts[i] = fmt.Sprintf("%.1f", x)
+	}
+	return "[" + strings.Join(parts, " ") + "]"
+}
+
+// Print writes the tables, notes and summary lines. cfg supplies the
+// settings shown in the notes.
+func (rep OverheadReport) Print(w io.Writer, cfg OverheadConfig) {
+	for _, mr := range rep.Models {
+		fmt.Fprintf(w, "== %s (K=%d", mr.Model, mr.K)
+		if mr.KByThroughput != nil {
+			fmt.Fprintf(w, ", the better in-process K of 1 (%.1f req/s) and 2 (%.1f req/s)", mr.KByThroughput[1], mr.KByThroughput[2])
+		} else {
+			fmt.Fprintf(w, ", as given")
+		}
+		fmt.Fprintf(w, ")\n   input %s\n", mr.Input)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "mode\tc1 p50\tc1 p99\tc1 req/s\tc1 cpu/req\tsat workers\tsat req/s\tsat spread\tsat cpu/req\tsat ratio\tadded p50\t")
+		for _, s := range mr.Modes {
+			added, sr := "-", "1.00"
+			if s.Mode != InProcess {
+				added = fmt.Sprintf("%+.2fms", float64(mr.AddedP50(s.Mode))/float64(time.Millisecond))
+				sr = fmt.Sprintf("%.2f", mr.SaturationRatio(s.Mode))
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f\t%s\t%d\t%.1f\t%.0f%%\t%s\t%s\t%s\t\n", s.Mode, fmtMS(s.P50), fmtMS(s.P99), s.SeqThroughput,
+				fmtMS(s.SeqCPUPerReq), s.Workers, s.SatThroughput, 100*spread(s.SatRounds), fmtMS(s.SatCPUPerReq), sr, added)
+		}
+		_ = tw.Flush()
+		fmt.Fprintln(w)
+	}
+	if b := rep.Batch; b != nil && b.Skipped == "" {
+		fmt.Fprintf(w, "== dynamic batching: %s over gRPC, %d concurrent single-row clients, K=%d executors\n   input %s\n", b.Model, b.Clients, b.K, b.Input)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "config\tsat req/s\tsat spread\tmean batch\t")
+		fmt.Fprintf(tw, "max_batch_size 0\t%.1f\t%.0f%%\t1.0\t\n", b.Unbatched, 100*spread(b.UnbatchedRounds))
+		fmt.Fprintf(tw, "max_batch_size %d, max_queue_delay_ms %g\t%.1f\t%.0f%%\t%.2f\t\n", b.MaxBatchSize,
+			float64(b.Delay)/float64(time.Millisecond), b.Batched, 100*spread(b.BatchedRounds), b.MeanBatch)
+		_ = tw.Flush()
+		fmt.Fprintln(w)
+	}
+
+	fmt.Fprintln(w, "notes:")
+	fmt.Fprintf(w, "  - clients and server run in this one process and talk over loopback (127.0.0.1); in-process is Session.Run\n")
+	fmt.Fprintf(w, "    on a separate session loaded with the same options; figures are medians over %d interleaved rounds\n", cfg.Rounds)
+	fmt.Fprintf(w, "  - %d CPUs (GOMAXPROCS %d): ONNX Runtime's intra-op threads, the Go server and the clients compete for them,\n", rep.CPUs, rep.GOMAXPROCS)
+	fmt.Fprintf(w, "    so every CPU cycle the transport spends is taken from the model; cpu/req is process CPU time per request\n")
+	fmt.Fprintf(w, "  - sat spread is (max-min)/median of the rounds' saturation throughput; p99 of a round with few requests is near its maximum\n")
+	for _, mr := range rep.Models {
+		for _, s := range mr.Modes {
+			if s.Mode == InProcess {
+				continue
+			}
+			sr := mr.SaturationRatio(s.Mode)
+			verdict := "meets"
+			if sr < TargetSaturationRatio {
+				verdict = "misses"
+			}
+			line := fmt.Sprintf("  - %s %s: saturation ratio %.2f %s the %.2f target", mr.Model, s.Mode, sr, verdict, TargetSaturationRatio)
+			if strings.HasPrefix(mr.Model, "blazeface") {
+				a := mr.AddedP50(s.Mode)
+				v := "meets"
+				if a > TargetAddedP50 {
+					v = "misses"
+				}
+				line += fmt.Sprintf("; added p50 %s %s the %s target", fmtMS(a), v, fmtMS(TargetAddedP50))
+			}
+			fmt.Fprintln(w, line)
+		}
+	}
+	fmt.Fprintln(w)
+	for _, mr := range rep.Models {
+		for _, s := range mr.Modes {
+			if s.Mode == InProcess {
+				continue
+			}
+			fmt.Fprintf(w, "overhead: %s %s saturation ratio %.2f, added p50 %s\n", mr.Model, s.Mode, mr.SaturationRatio(s.Mode), fmtMS(mr.AddedP50(s.Mode)))
+		}
+	}
+	if b := rep.Batch; b != nil {
+		if b.Skipped != "" {
+			fmt.Fprintf(w, "batching: %s skipped (%s)\n", b.Model, b.Skipped)
+		} else {
+			fmt.Fprintf(w, "batching: %s gain %.2fx (mean batch %.1f)\n", b.Model, b.Gain(), b.MeanBatch)
+		}
+	}
+}

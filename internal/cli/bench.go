@@ -1,0 +1,155 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"strings"
+	"time"
+
+	"github.com/accelpool/accelpool/agent/runtime/onnx"
+	"github.com/accelpool/accelpool/bench"
+	"github.com/accelpool/accelpool/internal/cache"
+	"github.com/accelpool/accelpool/preprocess"
+)
+
+const benchHelp = `
+Runs a benchmark. Subcommands:
+
+  overhead   serving overhead against in-process ONNX Runtime
+
+Run 'accelpool bench overhead --help' for its flags.`
+
+const benchOverheadHelp = `
+Measures what serving adds on top of calling ONNX Runtime directly. For each
+model it loads an in-process session and starts a real serving node on
+loopback in this process, then interleaves, round by round, Session.Run,
+gRPC (raw contents) and REST (binary tensor extension):
+
+  - concurrency 1: sequential requests, p50/p99 latency and throughput;
+  - saturation: K goroutines on the session against K executors
+    (config.yaml concurrency) fed by 4K concurrent clients; K is the
+    in-process K of 1 or 2 with the best throughput unless --concurrency
+    is given.
+
+It prints each figure as the median over rounds, the served/in-process
+throughput ratio at saturation and the p50 latency serving adds, then
+compares dynamic batching (max_batch_size 8, 2 ms delay) with none on
+--batch-model over gRPC. Inputs are deterministic: --image, or a synthetic
+gradient image, through the same preprocessing as 'accelpool infer'.
+
+The last lines read:
+  overhead: <model> <transport> saturation ratio R.RR, added p50 X.XXms
+  batching: <model> gain G.GGx (mean batch B.B)`
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "overhead" {
+		return runBenchOverhead(ctx, args[1:], stdout, stderr)
+	}
+	fs := newFlags("bench", "bench <benchmark> [flags]", benchHelp, stderr)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	fs.Usage()
+	if fs.NArg() == 0 {
+		return fmt.Errorf("name a benchmark: overhead")
+	}
+	return fmt.Errorf("unknown benchmark %q (want overhead)", fs.Arg(0))
+}
+
+func runBenchOverhead(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("bench overhead", "bench overhead [flags]", benchOverheadHelp, stderr)
+	models := fs.String("models", strings.Join(bench.DefaultModels, ","), "comma-separated model `names`")
+	duration := fs.Duration("duration", 5*time.Second, "length of each measurement")
+	rounds := fs.Int("rounds", 3, "interleaved `rounds`; figures are medians over them")
+	requests := fs.Int("requests", 0, "concurrency 1: `N` requests per round instead of --duration")
+	concurrency := fs.Int("concurrency", 0, "K, in-process goroutines and served executors (0: the better of 1 and 2 in process)")
+	clientsPer := fs.Int("clients-per-executor", 4, "served saturation clients per executor")
+	intra := fs.Int("intra-op-threads", 0, "ONNX Runtime intra-op `threads` for every session (0: its default)")
+	batchModel := fs.String("batch-model", bench.DefaultBatchModel, "model for the dynamic batching phase; \"none\" skips it")
+	batchClients := fs.Int("batch-clients", 32, "concurrent single-row gRPC clients in the batching phase")
+	image := fs.String("image", "", "image `file` (JPEG/PNG) for image inputs (default: a synthetic gradient image)")
+	repo := fs.String("model-repository", cache.ModelRepository(), "model repository `dir` the models are read from")
+	ortLib := fs.String("ort-lib", "", "ONNX Runtime library `path` (default: $ACCELPOOL_ORT_LIB, the cache, then the system)")
+	profDir := fs.String("cpuprofile", "", "write a CPU profile of each mode's last saturation window into `dir`")
+	logLevel := fs.String("log-level", "warn", "serving node log `level`: debug, info, warn, error")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q (see --help)", fs.Args())
+	}
+	log, err := newLogger(stderr, *logLevel, "text")
+	if err != nil {
+		return err
+	}
+	backend, err := onnx.New(onnx.Config{LibPath: *ortLib, Logger: log})
+	if err != nil {
+		return err
+	}
+	libPath, libVersion, _, _ := onnx.LibraryInfo()
+	cfg := bench.OverheadConfig{
+		Backend:            backend,
+		Runtime:            fmt.Sprintf("onnxruntime %s (%s)", libVersion, libPath),
+		Repository:         *repo,
+		Duration:           *duration,
+		Rounds:             *rounds,
+		Requests:           *requests,
+		Concurrency:        *concurrency,
+		ClientsPerExecutor: *clientsPer,
+		IntraOpThreads:     *intra,
+		BatchModel:         *batchModel,
+		SkipBatching:       *batchModel == "none",
+		BatchClients:       *batchClients,
+		Logger:             log,
+	}
+	for _, m := range strings.Split(*models, ",") {
+		if m = strings.TrimSpace(m); m != "" {
+			cfg.Models = append(cfg.Models, m)
+		}
+	}
+	if *image != "" {
+		f, err := os.Open(*image)
+		if err != nil {
+			return err
+		}
+		img, err := preprocess.Decode(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("--image: %w", err)
+		}
+		cfg.Image, cfg.ImageName = img, filepath.Base(*image)
+	}
+	if *profDir != "" {
+		if err := os.MkdirAll(*profDir, 0o755); err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		cfg.Profile = cpuProfiler(*profDir, stderr)
+	}
+	_, err = bench.RunOverhead(ctx, cfg, stdout)
+	return err
+}
+
+// cpuProfiler writes DIR/<model>-<mode>.pprof for each profiled window.
+func cpuProfiler(dir string, stderr io.Writer) func(model string, mode bench.Mode) func() {
+	return func(model string, mode bench.Mode) func() {
+		path := filepath.Join(dir, fmt.Sprintf("%s-%s.pprof", model, mode))
+		f, err := os.Create(path)
+		if err != nil {
+			fmt.Fprintf(stderr, "cpuprofile: %v\n", err)
+			return nil
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "cpuprofile: %v\n", err)
+			f.Close()
+			return nil
+		}
+		return func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}
+	}
+}
