@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/accelpool/accelpool/errdefs"
 	"github.com/accelpool/accelpool/oip"
@@ -306,6 +307,9 @@ func bodyError(err error, limit int64) error {
 	return invalidf("reading request body: %v", err)
 }
 
+// tensorAlign is the alignment of binary input data in request buffers.
+const tensorAlign = 64
+
 var bufPool = sync.Pool{New: func() any { return new([]byte) }}
 
 func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
@@ -319,7 +323,7 @@ func putBuf(b *[]byte) {
 }
 
 // readBody reads the whole body into a pooled buffer, within h.max.
-func (h *handler) readBody(w http.ResponseWriter, r *http.Request, bp *[]byte) error {
+func (h *handler) readBody(w http.ResponseWriter, r *http.Request, bp *[]byte, headerLen int) error {
 	if r.ContentLength > h.max {
 		return errdefs.New(errdefs.ErrTooLarge, fmt.Sprintf("request body of %d bytes exceeds the %d-byte limit", r.ContentLength, h.max))
 	}
@@ -327,10 +331,20 @@ func (h *handler) readBody(w http.ResponseWriter, r *http.Request, bp *[]byte) e
 	buf := (*bp)[:0]
 	if r.ContentLength >= 0 {
 		n := int(r.ContentLength)
-		if cap(buf) < n {
-			buf = make([]byte, n)
+		// Place the body so that the binary section (after the JSON
+		// header) starts on a tensorAlign boundary: ONNX Runtime's kernels
+		// take their aligned paths, and the results match in-process runs
+		// bit for bit.
+		if cap(buf) < n+tensorAlign {
+			buf = make([]byte, n+tensorAlign)
 		}
-		buf = buf[:n]
+		buf = buf[:cap(buf)]
+		pad := 0
+		if headerLen > 0 && headerLen < n {
+			addr := uintptr(unsafe.Pointer(unsafe.SliceData(buf))) + uintptr(headerLen)
+			pad = int((tensorAlign - addr%tensorAlign) % tensorAlign)
+		}
+		buf = buf[pad : pad+n]
 		if _, err := io.ReadFull(body, buf); err != nil {
 			*bp = buf[:0]
 			return bodyError(err, h.max)
@@ -377,7 +391,7 @@ func (h *handler) infer(w http.ResponseWriter, r *http.Request) error {
 			putBuf(bp)
 		}
 	}()
-	if err := h.readBody(w, r, bp); err != nil {
+	if err := h.readBody(w, r, bp, headerLen); err != nil {
 		return err
 	}
 	req, err := ParseInferRequest(*bp, headerLen)

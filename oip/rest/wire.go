@@ -331,9 +331,6 @@ func ParseInferRequest(body []byte, headerLen int) (*oip.InferRequest, error) {
 	if _, err := requestTimeout(req.Parameters); err != nil {
 		return nil, err
 	}
-	if len(w.Inputs) == 0 {
-		return nil, invalidf("request has no inputs")
-	}
 	ts, params, err := decodeTensors("input", w.Inputs, bin)
 	if err != nil {
 		return nil, err

@@ -32,11 +32,11 @@ const (
 	minAPIVersion  = 16
 )
 
-// ortLogError is ORT_LOGGING_LEVEL_ERROR: ONNX Runtime prints its own errors
-// to stderr. Its warnings are mostly about how a model was exported
-// (unused initializers and the like); what accelpool decides, such as
-// falling back from a provider, it logs itself.
-const ortLogError = 3
+// ortLogError is ORT_LOGGING_LEVEL_FATAL: every error ONNX Runtime reports
+// reaches accelpool as a status, which it returns and logs itself as a
+// structured line; ONNX Runtime's own colored stderr copies would only
+// duplicate them. Its warnings are mostly about how a model was exported.
+const ortLogError = 4
 
 // The process-wide state: the library can be loaded once, and ONNX Runtime
 // wants one environment per process.
