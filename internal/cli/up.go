@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -135,7 +136,7 @@ func printBanner(ctx context.Context, w io.Writer, node *agent.Node, withToken, 
 			line += "  (" + e.Reason + ")"
 		}
 		fmt.Fprintln(w, line)
-		if e.State == agent.StateReady && (example == "" || e.Name == "blazeface-front") {
+		if e.State == agent.StateReady && (example == "" || e.Name == "ocr-cls") {
 			example = e.Name
 		}
 	}
@@ -143,14 +144,34 @@ func printBanner(ctx context.Context, w io.Writer, node *agent.Node, withToken, 
 	if withToken {
 		auth = ` -H "Authorization: Bearer $ACCELPOOL_TOKEN"`
 	}
+	self := selfName()
 	fmt.Fprintf(w, "\nTry it:\n")
 	fmt.Fprintf(w, "  curl -s%s %s/v2/models/%s\n", auth, base, orDefault(example, "MODEL"))
 	if example != "" {
-		fmt.Fprintf(w, "  curl -s%s -X POST %s/v2/models/%s/infer -H 'Content-Type: application/json' -d \"$(accelpool infer --model %s --print-request --url %s)\"\n",
-			auth, base, example, example, base)
-		fmt.Fprintf(w, "  accelpool infer --url %s --model %s path/to/photo.jpg\n", base, example)
+		fmt.Fprintf(w, "  %s infer --model %s --print-request | curl -s%s -X POST %s/v2/models/%s/infer -H 'Content-Type: application/json' --data-binary @-\n",
+			self, example, auth, base, example)
+		fmt.Fprintf(w, "  %s infer --url %s --model %s path/to/photo.jpg\n", self, base, example)
 	}
-	fmt.Fprintln(w)
+	fmt.Fprintf(w, "\nStop with Ctrl-C (requests in flight finish first).\n\n")
+}
+
+// selfName is how the user can call this binary again: its name when it is
+// on PATH, else the path it was started with.
+func selfName() string {
+	name := filepath.Base(os.Args[0])
+	if p, err := exec.LookPath(name); err == nil {
+		if exe, err2 := os.Executable(); err2 == nil {
+			if a, _ := filepath.EvalSymlinks(p); a != "" {
+				if b, _ := filepath.EvalSymlinks(exe); a == b {
+					return name
+				}
+			}
+		}
+	}
+	if strings.Contains(os.Args[0], "go-build") {
+		return "go run ./cmd/accelpool"
+	}
+	return os.Args[0]
 }
 
 func orDefault(s, def string) string {
