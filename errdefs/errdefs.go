@@ -19,6 +19,7 @@ var (
 	ErrInvalid           = errors.New("invalid argument")
 	ErrNotFound          = errors.New("not found")
 	ErrAlreadyExists     = errors.New("already exists")
+	ErrConflict          = errors.New("conflict")
 	ErrUnavailable       = errors.New("unavailable")
 	ErrResourceExhausted = errors.New("resource exhausted")
 	ErrTooLarge          = errors.New("payload too large")
@@ -44,7 +45,7 @@ func New(kind error, msg string) error { return &wrapped{msg: msg, kind: kind} }
 
 // kind finds the sentinel err wraps; context errors count as deadline/canceled.
 func kind(err error) error {
-	for _, k := range []error{ErrInvalid, ErrNotFound, ErrAlreadyExists, ErrUnavailable,
+	for _, k := range []error{ErrInvalid, ErrNotFound, ErrAlreadyExists, ErrConflict, ErrUnavailable,
 		ErrResourceExhausted, ErrTooLarge, ErrDeadline, ErrCanceled, ErrUnauthenticated} {
 		if errors.Is(err, k) {
 			return k
@@ -66,7 +67,7 @@ func HTTPStatus(err error) int {
 		return http.StatusBadRequest
 	case ErrNotFound:
 		return http.StatusNotFound
-	case ErrAlreadyExists:
+	case ErrAlreadyExists, ErrConflict:
 		return http.StatusConflict
 	case ErrUnavailable, ErrResourceExhausted:
 		return http.StatusServiceUnavailable
@@ -91,6 +92,8 @@ func GRPCCode(err error) codes.Code {
 		return codes.NotFound
 	case ErrAlreadyExists:
 		return codes.AlreadyExists
+	case ErrConflict:
+		return codes.Aborted
 	case ErrUnavailable:
 		return codes.Unavailable
 	case ErrResourceExhausted, ErrTooLarge:
@@ -134,6 +137,8 @@ func FromGRPC(err error) error {
 		k = ErrNotFound
 	case codes.AlreadyExists:
 		k = ErrAlreadyExists
+	case codes.Aborted:
+		k = ErrConflict
 	case codes.Unavailable:
 		k = ErrUnavailable
 	case codes.ResourceExhausted:
