@@ -325,3 +325,17 @@ func TestRunOverheadEndToEnd(t *testing.T) {
 		}
 	}
 }
+
+func TestRunOverheadNothingToDo(t *testing.T) {
+	var out bytes.Buffer
+	rep, err := RunOverhead(context.Background(), OverheadConfig{Backend: echoBackend{}, SkipModels: true, SkipBatching: true}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Models) != 0 || rep.Batch != nil {
+		t.Errorf("report %+v", rep)
+	}
+	if _, err := RunOverhead(context.Background(), OverheadConfig{}, &out); err == nil {
+		t.Error("no backend accepted")
+	}
+}

@@ -57,8 +57,10 @@ type OverheadConfig struct {
 	// (<name>/<version>/model.onnx). Its config.yaml files are not used:
 	// the benchmark writes its own into a scratch repository.
 	Repository string
-	// Models to measure (default DefaultModels).
-	Models []string
+	// Models to measure (default DefaultModels); SkipModels measures none
+	// (only the batching phase runs).
+	Models     []string
+	SkipModels bool
 	// Duration is each measurement window (default 5s); Rounds how many
 	// times every mode is measured, interleaved (default 3).
 	Duration time.Duration
@@ -103,7 +105,9 @@ type OverheadConfig struct {
 }
 
 func (c OverheadConfig) withDefaults() OverheadConfig {
-	if len(c.Models) == 0 {
+	if c.SkipModels {
+		c.Models = nil
+	} else if len(c.Models) == 0 {
 		c.Models = DefaultModels
 	}
 	if c.Duration <= 0 {

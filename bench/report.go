@@ -16,6 +16,9 @@ const (
 	// TargetAddedP50 is the most p50 latency serving may add at
 	// concurrency 1, for BlazeFace.
 	TargetAddedP50 = 500 * time.Microsecond
+	// NoisySpread is the round-to-round spread of saturation throughput
+	// above which the report warns that the machine was not quiet.
+	NoisySpread = 0.15
 )
 
 func numCPU() int     { return goruntime.NumCPU() }
@@ -78,8 +81,31 @@ func (rep OverheadReport) Print(w io.Writer, cfg OverheadConfig) {
 	fmt.Fprintf(w, "  - clients and server run in this one process and talk over loopback (127.0.0.1); in-process is Session.Run\n")
 	fmt.Fprintf(w, "    on a separate session loaded with the same options; figures are medians over %d interleaved rounds\n", cfg.Rounds)
 	fmt.Fprintf(w, "  - %d CPUs (GOMAXPROCS %d): ONNX Runtime's intra-op threads, the Go server and the clients compete for them,\n", rep.CPUs, rep.GOMAXPROCS)
-	fmt.Fprintf(w, "    so every CPU cycle the transport spends is taken from the model; cpu/req is process CPU time per request\n")
+	fmt.Fprintf(w, "    so every CPU cycle the transport spends, the client's included, is taken from the model; cpu/req is\n")
+	fmt.Fprintf(w, "    process CPU time (all threads) per request\n")
+	for _, mr := range rep.Models {
+		if s, ok := mr.Mode(InProcess); ok && s.P50 > 0 && float64(s.SeqCPUPerReq) > 1.3*float64(s.P50) {
+			fmt.Fprintf(w, "  - %s in process burns %s of CPU per %s request at concurrency 1: the runtime's intra-op threads\n",
+				mr.Model, fmtMS(s.SeqCPUPerReq), fmtMS(s.P50))
+			fmt.Fprintf(w, "    work or spin on every core, leaving none spare for serving; compare --intra-op-threads 1\n")
+		}
+	}
 	fmt.Fprintf(w, "  - sat spread is (max-min)/median of the rounds' saturation throughput; p99 of a round with few requests is near its maximum\n")
+	var noisy []string
+	for _, mr := range rep.Models {
+		for _, s := range mr.Modes {
+			if spread(s.SatRounds) > NoisySpread {
+				noisy = append(noisy, fmt.Sprintf("%s %s", mr.Model, s.Mode))
+			}
+		}
+	}
+	if b := rep.Batch; b != nil && (spread(b.UnbatchedRounds) > NoisySpread || spread(b.BatchedRounds) > NoisySpread) {
+		noisy = append(noisy, b.Model+" batching")
+	}
+	if len(noisy) > 0 {
+		fmt.Fprintf(w, "  - WARNING: saturation rounds spread over %.0f%% for %s: something else used the CPUs; rerun on a quiet machine\n",
+			100*NoisySpread, strings.Join(noisy, ", "))
+	}
 	for _, mr := range rep.Models {
 		for _, s := range mr.Modes {
 			if s.Mode == InProcess {

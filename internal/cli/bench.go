@@ -62,7 +62,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 func runBenchOverhead(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("bench overhead", "bench overhead [flags]", benchOverheadHelp, stderr)
-	models := fs.String("models", strings.Join(bench.DefaultModels, ","), "comma-separated model `names`")
+	models := fs.String("models", strings.Join(bench.DefaultModels, ","), "comma-separated model `names`; \"none\" runs only the batching phase")
 	duration := fs.Duration("duration", 5*time.Second, "length of each measurement")
 	rounds := fs.Int("rounds", 3, "interleaved `rounds`; figures are medians over them")
 	requests := fs.Int("requests", 0, "concurrency 1: `N` requests per round instead of --duration")
@@ -106,8 +106,11 @@ func runBenchOverhead(ctx context.Context, args []string, stdout, stderr io.Writ
 		BatchClients:       *batchClients,
 		Logger:             log,
 	}
+	if *models == "none" {
+		cfg.SkipModels = true
+	}
 	for _, m := range strings.Split(*models, ",") {
-		if m = strings.TrimSpace(m); m != "" {
+		if m = strings.TrimSpace(m); m != "" && m != "none" {
 			cfg.Models = append(cfg.Models, m)
 		}
 	}
