@@ -229,4 +229,3 @@ func kv(s string) map[string]string {
 	}
 	return m
 }
-
