@@ -107,7 +107,7 @@ func (c *Candidate) LookupApp(name string) (*cluster.Application, bool) {
 }
 
 // Memo returns the string build returns for the key (a, b), building it
-// once per decision and checker. Checkers whose reasons repeat across
+// once per decision and checker (or ranker). Checkers whose reasons repeat across
 // candidates (the same tier, site or label value on many nodes) use it so
 // that a decision over ten thousand nodes builds each reason once.
 func (c *Candidate) Memo(a, b string, build func() string) string {

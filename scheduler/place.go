@@ -331,6 +331,7 @@ func (ev *evaluator) eval(ai int32, o *Outcome) int {
 	start := len(ev.scoreBuf)
 	total := 0.0
 	for i, r := range ev.pol.rankers {
+		c.checker = len(ev.pol.checkers) + i // Memo keys of rankers
 		v := clamp01(r.Score(c))
 		ev.scoreBuf = append(ev.scoreBuf, v)
 		total += ev.pol.weights[i] * v
