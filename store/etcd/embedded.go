@@ -22,6 +22,8 @@ const (
 	DefaultPeerURL      = "http://127.0.0.1:2380"
 	DefaultEmbeddedName = "accelpool"
 	DefaultStartTimeout = time.Minute
+	// DefaultCompactionRetention keeps ten minutes of history.
+	DefaultCompactionRetention = 10 * time.Minute
 )
 
 // EmbeddedConfig configures a single-member etcd run inside this process.
@@ -42,6 +44,15 @@ type EmbeddedConfig struct {
 	// MaxRequestBytes is the largest request etcd accepts; 0 keeps etcd's
 	// default (1.5 MiB).
 	MaxRequestBytes uint
+	// CompactionRetention is how much history etcd keeps (periodic
+	// auto-compaction): watches that fall further behind get
+	// store.ErrCompacted and relist. 0 means DefaultCompactionRetention;
+	// negative turns auto-compaction off (the database then grows until
+	// its quota).
+	CompactionRetention time.Duration
+	// QuotaBackendBytes is the database size at which etcd refuses
+	// writes; 0 keeps etcd's default (2 GiB).
+	QuotaBackendBytes int64
 	// UnsafeNoFsync skips fsync: faster, and a crash may lose data. Tests
 	// only.
 	UnsafeNoFsync bool
@@ -95,6 +106,16 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	ec.UnsafeNoFsync = cfg.UnsafeNoFsync
 	if cfg.MaxRequestBytes > 0 {
 		ec.MaxRequestBytes = cfg.MaxRequestBytes
+	}
+	if cfg.QuotaBackendBytes > 0 {
+		ec.QuotaBackendBytes = cfg.QuotaBackendBytes
+	}
+	if cfg.CompactionRetention == 0 {
+		cfg.CompactionRetention = DefaultCompactionRetention
+	}
+	if cfg.CompactionRetention > 0 {
+		ec.AutoCompactionMode = embed.CompactorModePeriodic
+		ec.AutoCompactionRetention = cfg.CompactionRetention.String()
 	}
 	ec.Logger = "zap"
 	ec.LogLevel = "error"
@@ -173,7 +194,10 @@ func (e *Embedded) Err() <-chan error { return e.etcd.Err() }
 func (e *Embedded) Done() <-chan struct{} { return e.etcd.Server.StopNotify() }
 
 // Close stops the member and waits until it has; the data stays in Dir.
-// Closing twice is a no-op.
+// Clients' open watch streams keep etcd's gRPC server from stopping
+// gracefully, and etcd gives them its request timeout (7 s with default
+// timings) before cutting them: close the store clients first for a quick
+// stop. Closing twice is a no-op.
 func (e *Embedded) Close() {
 	e.closeOnce.Do(func() {
 		e.mute.Store(true)
