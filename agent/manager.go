@@ -505,3 +505,15 @@ func shapeMatches(want, got []int64) bool {
 	}
 	return true
 }
+
+// QueueLength is the number of requests waiting for a loaded model (0
+// when the model is not loaded).
+func (m *Manager) QueueLength(name string) int {
+	m.mu.RLock()
+	md := m.models[name]
+	m.mu.RUnlock()
+	if md == nil || md.sched == nil {
+		return 0
+	}
+	return md.sched.QueueLen()
+}

@@ -1,0 +1,324 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/accelpool/accelpool/agent"
+	"github.com/accelpool/accelpool/agent/member"
+	"github.com/accelpool/accelpool/agent/runtime/fake"
+	"github.com/accelpool/accelpool/client"
+	"github.com/accelpool/accelpool/cluster"
+	"github.com/accelpool/accelpool/errdefs"
+	"github.com/accelpool/accelpool/oip"
+	"github.com/accelpool/accelpool/oip/rest"
+	"github.com/accelpool/accelpool/store"
+	"github.com/accelpool/accelpool/store/memory"
+	"github.com/accelpool/accelpool/tensor"
+)
+
+func quiet() *slog.Logger {
+	if os.Getenv("ACCELPOOL_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+const token = "test-token"
+
+// testAgent is an in-process agent: a serving node on the fake backend and
+// its cluster membership.
+type testAgent struct {
+	node   *agent.Node
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+}
+
+func (a *testAgent) stop() {
+	a.once.Do(func() {
+		a.cancel()
+		<-a.done
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = a.node.Close(ctx)
+	})
+}
+
+func startAgent(t *testing.T, servers []string, n cluster.Node) *testAgent {
+	t.Helper()
+	dir := t.TempDir()
+	node, err := agent.StartNode(context.Background(), agent.NodeConfig{
+		Manager:  agent.Config{Repository: member.RepositoryDir(dir), Backend: fake.New(), Logger: quiet()},
+		HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", Token: token, SkipLoad: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(member.RepositoryDir(dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	n.HTTPAddr, n.GRPCAddr = node.HTTPAddr(), node.GRPCAddr()
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &testAgent{node: node, cancel: cancel, done: make(chan error, 1)}
+	go func() {
+		a.done <- member.Run(ctx, member.Config{Servers: servers, Token: token, Node: n, DataDir: dir, Manager: node.Manager, Logger: quiet(), PollWait: 2 * time.Second})
+	}()
+	t.Cleanup(a.stop)
+	return a
+}
+
+func startReplica(t *testing.T, st store.Store) *Replica {
+	t.Helper()
+	r, err := Start(context.Background(), ServeConfig{
+		Config:     Config{Store: st, Token: token, DataDir: t.TempDir(), Logger: quiet(), LeaseTTL: 2 * time.Second, AnyModelFormat: true, ReconcileInterval: 200 * time.Millisecond},
+		ListenAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = r.Close(ctx)
+	})
+	return r
+}
+
+func fakeModel(t *testing.T) []byte {
+	path := filepath.Join(t.TempDir(), "m.yaml")
+	if err := fake.WriteModel(path, fake.Model{Op: "add_one",
+		Inputs:  []fake.IO{{Name: "x", DataType: "FP32", Shape: []int64{-1, 2}}},
+		Outputs: []fake.IO{{Name: "y", DataType: "FP32", Shape: []int64{-1, 2}}}}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func cpuNode(name string, tier cluster.Tier, mem int64, labels map[string]string) cluster.Node {
+	return cluster.Node{Name: name, Tier: tier, Site: "lab", Labels: labels,
+		Accelerators: []cluster.Accelerator{{ID: "cpu0", Kind: "cpu", MemoryBytes: mem, Compute: 1}}}
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func inferReq(app string) *oip.InferRequest {
+	return &oip.InferRequest{ModelName: app, Inputs: []oip.InferInput{{Tensor: tensor.FromFloat32("x", []int64{1, 2}, []float32{1, 2})}}}
+}
+
+func TestClusterEndToEnd(t *testing.T) {
+	st := memory.New()
+	t.Cleanup(func() { st.Close() })
+	r1 := startReplica(t, st)
+	r2 := startReplica(t, st)
+	servers := []string{r1.URL(), r2.URL()}
+	cl := client.New(servers, token, nil)
+	ctx := context.Background()
+
+	a1 := startAgent(t, servers, cpuNode("edge-a", cluster.TierEdge, 1<<30, map[string]string{"zone": "eu"}))
+	startAgent(t, servers, cpuNode("edge-b", cluster.TierEdge, 1<<30, map[string]string{"zone": "eu"}))
+	startAgent(t, servers, cpuNode("tiny", cluster.TierEdge, 1<<20, map[string]string{"zone": "eu"}))
+	waitFor(t, "three nodes up", 10*time.Second, func() bool {
+		nodes, err := cl.Nodes(ctx)
+		up := 0
+		for _, n := range nodes {
+			if n.Up {
+				up++
+			}
+		}
+		return err == nil && up == 3
+	})
+
+	art, err := cl.PushModel(ctx, "adder", fakeModel(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cluster.ValidDigest(art.Digest) {
+		t.Fatalf("digest %q", art.Digest)
+	}
+	apps := `
+apiVersion: accelpool.io/v1
+kind: Application
+metadata: {name: add}
+spec:
+  model: adder
+  objective: {p99Ms: 100}
+  replicas: {min: 2, max: 2}
+  constraints: {labels: {zone: eu}}
+  memoryBytes: 104857600
+`
+	if _, err := cl.Deploy(ctx, []byte(apps), client.DeployOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := cl.WaitReady(waitCtx, "add"); err != nil {
+		av, _ := cl.App(ctx, "add")
+		t.Fatalf("app not ready: %v; status %+v", err, av.Status)
+	}
+
+	// Inference through either replica's gateway.
+	for _, r := range []*Replica{r1, r2} {
+		gw := rest.NewClient("http://"+r.HTTPAddr(), rest.ClientOptions{Binary: true, HTTPClient: authClient()})
+		resp, err := gw.Infer(ctx, inferReq("add"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := resp.Outputs[0].Float32s(); got[0] != 2 || got[1] != 3 || resp.ModelName != "add" {
+			t.Fatalf("gateway answer %v (%s)", got, resp.ModelName)
+		}
+	}
+
+	// Explain: the tiny node is rejected for memory.
+	ex, err := cl.Explain(ctx, "add")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(ex.Last+ex.DryRun, "tiny") || !strings.Contains(ex.Last+ex.DryRun, "memory") {
+		t.Errorf("explanation does not show tiny rejected for memory:\n%s\n%s", ex.Last, ex.DryRun)
+	}
+
+	// Bad input: duplicate name, unknown model, impossible constraint, bad YAML — nothing half-applied.
+	bad := map[string]struct {
+		doc  string
+		want error
+	}{
+		"duplicate":  {apps, errdefs.ErrAlreadyExists},
+		"unknown":    {strings.Replace(strings.Replace(apps, "name: add", "name: other", 1), "model: adder", "model: ghost", 1), errdefs.ErrNotFound},
+		"impossible": {strings.Replace(strings.Replace(apps, "name: add", "name: far", 1), "zone: eu", "zone: mars", 1), errdefs.ErrInvalid},
+		"bad yaml":   {"apiVersion: accelpool.io/v1\nkind: [Application\n", errdefs.ErrInvalid},
+		"bad field":  {strings.Replace(apps, "p99Ms: 100", "p99Ms: -5", 1), errdefs.ErrInvalid},
+		"half": {strings.Replace(apps, "name: add", "name: new-one", 1) + "---\n" + strings.Replace(apps, "model: adder", "model: ghost", 1),
+			errdefs.ErrNotFound},
+	}
+	for name, c := range bad {
+		_, err := cl.Deploy(ctx, []byte(c.doc), client.DeployOptions{})
+		if !errors.Is(err, c.want) {
+			t.Errorf("%s: got %v, want %v", name, err, c.want)
+		}
+		t.Logf("%s: %v", name, err)
+	}
+	all, _ := cl.Apps(ctx)
+	if len(all) != 1 {
+		t.Errorf("a failed deploy left applications behind: %d apps", len(all))
+	}
+	if _, err := client.New(servers, "wrong", nil).Apps(ctx); !errors.Is(err, errdefs.ErrUnauthenticated) {
+		t.Errorf("unauthenticated call: %v", err)
+	}
+
+	// Kill an agent that serves an instance: it is placed again and answers.
+	av, _ := cl.App(ctx, "add")
+	onA := false
+	for _, in := range av.Status.Instances {
+		onA = onA || in.Node == "edge-a"
+	}
+	if !onA {
+		t.Fatalf("expected an instance on edge-a: %+v", av.Status.Instances)
+	}
+	gw := rest.NewClient("http://"+r1.HTTPAddr(), rest.ClientOptions{Binary: true, HTTPClient: authClient()})
+	var failed, okCount int
+	var mu sync.Mutex
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_, err := gw.Infer(ctx, inferReq("add"))
+			mu.Lock()
+			if err != nil {
+				failed++
+			} else {
+				okCount++
+			}
+			mu.Unlock()
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	a1.stop()
+	waitFor(t, "instance moved off edge-a", 15*time.Second, func() bool {
+		av, err := cl.App(ctx, "add")
+		if err != nil || av.Status.Ready < 2 {
+			return false
+		}
+		for _, in := range av.Status.Instances {
+			if in.Node == "edge-a" {
+				return false
+			}
+		}
+		return true
+	})
+	close(stop)
+	wg.Wait()
+	t.Logf("while edge-a died: %d requests answered, %d failed", okCount, failed)
+	if failed != 0 {
+		t.Errorf("%d requests failed while an agent died (one instance stayed ready)", failed)
+	}
+}
+
+func authClient() *httpClient { return newAuthClient(token) }
+
+func TestAgentNameConflictAndDigestCheck(t *testing.T) {
+	st := memory.New()
+	t.Cleanup(func() { st.Close() })
+	r := startReplica(t, st)
+	n := cpuNode("dup", cluster.TierEdge, 1<<30, nil)
+	a := startAgent(t, []string{r.URL()}, n)
+	cl := client.New([]string{r.URL()}, token, nil)
+	waitFor(t, "node up", 5*time.Second, func() bool {
+		nv, err := cl.Node(context.Background(), "dup")
+		return err == nil && nv.Up
+	})
+	// A second agent with the same name is refused.
+	dir := t.TempDir()
+	mgr, _ := agent.NewManager(agent.Config{Repository: member.RepositoryDir(dir), Backend: fake.New(), Logger: quiet()})
+	n2 := n
+	n2.HTTPAddr, n2.GRPCAddr = "127.0.0.1:1", "127.0.0.1:1"
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := member.Run(ctx, member.Config{Servers: []string{r.URL()}, Token: token, Node: n2, DataDir: dir, Manager: mgr, Logger: quiet()})
+	if !errors.Is(err, errdefs.ErrConflict) || !strings.Contains(err.Error(), "dup") {
+		t.Fatalf("second agent with the same name: %v", err)
+	}
+	_ = a
+	// Blob download honours Range and the digest names the content.
+	art, err := cl.PushModel(context.Background(), "m", bytes.Repeat([]byte("x"), 3*chunkSize+17))
+	if err != nil {
+		t.Fatal(err)
+	}
+	br, err := r.Server.openBlob(context.Background(), art.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := br.readAll()
+	if err != nil || len(b) != 3*chunkSize+17 {
+		t.Fatalf("blob read back %d bytes: %v", len(b), err)
+	}
+}
