@@ -34,6 +34,9 @@ type ServeConfig struct {
 	TLSKeyFile  string
 	// MaxBodyBytes bounds gateway request bodies and gRPC messages.
 	MaxBodyBytes int64
+	// OpenInference serves the gateway's /v2 and gRPC without the token
+	// (the admin API always needs it). Only sensible on loopback.
+	OpenInference bool
 	// GatewayDialOptions reach the agents (e.g. TLS credentials); the
 	// cluster token is added.
 	GatewayDialOptions []grpc.DialOption
@@ -105,8 +108,13 @@ func Start(ctx context.Context, cfg ServeConfig) (r *Replica, err error) {
 	mux.Handle("/healthz", api)
 	mux.Handle("/readyz", api)
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.Handle("/v2/", auth.HTTP(rest.NewHandler(r.Gateway, rest.Options{MaxBodyBytes: cfg.MaxBodyBytes, Logger: cfg.Logger}), cfg.Token, "/v2/health/"))
-	mux.Handle("/v2", auth.HTTP(rest.NewHandler(r.Gateway, rest.Options{MaxBodyBytes: cfg.MaxBodyBytes, Logger: cfg.Logger}), cfg.Token))
+	inferToken := cfg.Token
+	if cfg.OpenInference {
+		inferToken = ""
+	}
+	oipREST := rest.NewHandler(r.Gateway, rest.Options{MaxBodyBytes: cfg.MaxBodyBytes, Logger: cfg.Logger})
+	mux.Handle("/v2/", auth.HTTP(oipREST, inferToken, "/v2/health/"))
+	mux.Handle("/v2", auth.HTTP(oipREST, inferToken))
 	r.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -131,7 +139,7 @@ func Start(ctx context.Context, cfg ServeConfig) (r *Replica, err error) {
 	if r.grpcLn != nil {
 		gs := grpcsvc.New(r.Gateway, grpcsvc.Options{Logger: cfg.Logger, MaxRecvMsgSize: int(cfg.MaxBodyBytes), MaxSendMsgSize: int(cfg.MaxBodyBytes),
 			TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile})
-		if r.grpcSrv, err = gs.NewGRPCServer(grpc.ChainUnaryInterceptor(auth.GRPCUnary(cfg.Token)), grpc.ChainStreamInterceptor(auth.GRPCStream(cfg.Token))); err != nil {
+		if r.grpcSrv, err = gs.NewGRPCServer(grpc.ChainUnaryInterceptor(auth.GRPCUnary(inferToken)), grpc.ChainStreamInterceptor(auth.GRPCStream(inferToken))); err != nil {
 			return nil, err
 		}
 		r.wg.Add(1)

@@ -26,13 +26,21 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"up":      {"run the whole serving stack on this machine with the demo models", runUp},
-	"infer":   {"send an input (image, .npy or JSON) to a model and print the outputs", runInfer},
-	"models":  {"list the models of a running server and their states", runModels},
-	"load":    {"load (or reload) a model from the server's repository", runLoad},
-	"unload":  {"unload a model, freeing its memory", runUnload},
-	"bench":   {"run benchmarks (overhead: serving vs in-process ONNX Runtime)", runBench},
-	"version": {"print the version", runVersion},
+	"up":       {"run the whole serving stack on this machine with the demo models", runUp},
+	"infer":    {"send an input (image, .npy or JSON) to a model and print the outputs", runInfer},
+	"models":   {"list the models of a running server and their states", runModels},
+	"load":     {"load (or reload) a model from the server's repository", runLoad},
+	"unload":   {"unload a model, freeing its memory", runUnload},
+	"bench":    {"run benchmarks (overhead: serving vs in-process ONNX Runtime)", runBench},
+	"version":  {"print the version", runVersion},
+	"server":   {"run a control-plane replica (etcd-backed registry, placement, admin API, gateway)", runServer},
+	"agent":    {"run a node agent that joins a control plane and serves its assigned instances", runAgent},
+	"model":    {"push a model artifact to the control plane (model push FILE --name NAME)", runModel},
+	"deploy":   {"deploy applications from a YAML file", runDeploy},
+	"get":      {"list apps, nodes or models", runGet},
+	"describe": {"show one application or node in detail", runDescribe},
+	"delete":   {"delete an application or a model artifact", runDelete},
+	"explain":  {"show why an application's instances are placed where they are", runExplain},
 }
 
 // errUsage marks errors whose usage text was already printed.

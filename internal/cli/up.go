@@ -12,24 +12,34 @@ import (
 	"time"
 
 	"github.com/accelpool/accelpool/agent"
+	"github.com/accelpool/accelpool/agent/member"
+	"github.com/accelpool/accelpool/agent/repository"
 	"github.com/accelpool/accelpool/agent/runtime/onnx"
+	"github.com/accelpool/accelpool/client"
+	"github.com/accelpool/accelpool/cluster"
+	"github.com/accelpool/accelpool/errdefs"
 	"github.com/accelpool/accelpool/internal/auth"
 	"github.com/accelpool/accelpool/internal/cache"
+	"github.com/accelpool/accelpool/server"
 )
 
 const upHelp = `
-Starts the whole serving stack in one process: every model of the model
-repository is loaded into ONNX Runtime and served over the Open Inference
-Protocol (KServe v2 / Triton): REST on --http, gRPC on --grpc, Prometheus
-metrics on --metrics. By default it serves the demo models that
-scripts/setup.sh installs (PaddleOCR v4 detection, recognition and angle
-classifier; MediaPipe BlazeFace front and back) from the cache directory.
+Runs the whole system on this machine in one process: an embedded etcd,
+a control-plane replica with its gateway, and a local agent. Every model of
+the model repository is pushed as an artifact and deployed as an
+application of the same name (unless it exists already), so the demo models
+that scripts/setup.sh installs — PaddleOCR v4 detection (ocr-det),
+recognition (ocr-rec) and angle classifier (ocr-cls); MediaPipe BlazeFace
+front and back — answer on the Open Inference Protocol at once:
+REST on --http, gRPC on --grpc, through the gateway.
 
-Every listener binds loopback by default. Binding another address needs a
-token (--token or ACCELPOOL_TOKEN; clients send "Authorization: Bearer
-<token>") or an explicit --insecure; TLS is on with --tls-cert/--tls-key.
+The admin API (/api/v1 on --http) needs the cluster token kept in
+<data-dir>/token; the CLI on this machine finds it there. Inference is open
+on loopback. Binding another address needs --token or an explicit
+--insecure; TLS is on with --tls-cert/--tls-key.
 
-Stop it with Ctrl-C: in-flight requests finish, then models unload.`
+Other agents may join this control plane: accelpool agent --join
+http://<this host>:8000 --token <token>. Stop with Ctrl-C.`
 
 func defaultDataDir() string {
 	if d := os.Getenv("ACCELPOOL_DATA_DIR"); d != "" {
@@ -44,19 +54,23 @@ func defaultDataDir() string {
 	return filepath.Join(os.TempDir(), "accelpool-data")
 }
 
+// demoBatching is the batching the demo applications ask for.
+var demoBatching = map[string]cluster.Batching{"ocr-cls": {MaxBatchSize: 8, MaxQueueDelayMs: 2}}
+
 func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("up", "up [flags]", upHelp, stderr)
-	httpAddr := fs.String("http", "127.0.0.1:8000", "Open Inference Protocol REST `address`")
+	httpAddr := fs.String("http", "127.0.0.1:8000", "admin API + Open Inference Protocol REST `address`")
 	grpcAddr := fs.String("grpc", "127.0.0.1:8001", "Open Inference Protocol gRPC `address`")
-	metricsAddr := fs.String("metrics", "127.0.0.1:8002", "Prometheus /metrics `address`")
-	repo := fs.String("model-repository", cache.ModelRepository(), "model repository `dir` (<name>/<version>/model.onnx, optional <name>/config.yaml)")
-	dataDir := fs.String("data-dir", defaultDataDir(), "`dir` for accelpool's state")
+	metricsAddr := fs.String("metrics", "127.0.0.1:8002", "the local agent's Prometheus /metrics `address` (the control plane's are on --http)")
+	repo := fs.String("model-repository", cache.ModelRepository(), "models to deploy at start: `dir` of <name>/<version>/model.onnx")
+	dataDir := fs.String("data-dir", defaultDataDir(), "`dir` for accelpool's state (etcd, token, artifact cache)")
+	etcdListen := fs.String("etcd-listen", "127.0.0.1:2379", "embedded etcd client `address`")
 	ortLib := fs.String("ort-lib", "", "ONNX Runtime library `path` (default: $ACCELPOOL_ORT_LIB, the cache, then the system)")
 	providers := fs.String("providers", "cpu", "execution providers by preference, comma-separated (tensorrt,cuda,cpu)")
-	token := fs.String("token", os.Getenv("ACCELPOOL_TOKEN"), "bearer `token` required on API calls (default $ACCELPOOL_TOKEN; none on loopback)")
-	tlsCert := fs.String("tls-cert", "", "TLS certificate `file` (PEM) for HTTP and gRPC")
+	token := fs.String("token", os.Getenv("ACCELPOOL_TOKEN"), "cluster `token` (default $ACCELPOOL_TOKEN, else generated in <data-dir>/token)")
+	tlsCert := fs.String("tls-cert", "", "TLS certificate `file` (PEM) for the listeners")
 	tlsKey := fs.String("tls-key", "", "TLS key `file` (PEM)")
-	insecure := fs.Bool("insecure", false, "allow binding beyond loopback without a token")
+	insecure := fs.Bool("insecure", false, "allow binding beyond loopback without an explicit token")
 	maxBody := fs.Int64("max-body-bytes", 64<<20, "largest request body or gRPC message in `bytes`")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	logFormat := fs.String("log-format", "text", "log `format`: text or json")
@@ -70,88 +84,171 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	loopback := auth.IsLoopback(*httpAddr) && auth.IsLoopback(*grpcAddr)
 	for _, a := range []string{*httpAddr, *grpcAddr, *metricsAddr} {
 		if a != "" && !auth.IsLoopback(a) && *token == "" && !*insecure {
-			return fmt.Errorf("%s binds beyond loopback: give --token (or ACCELPOOL_TOKEN), or --insecure to serve it open", a)
+			return fmt.Errorf("%s binds beyond loopback: give --token (or ACCELPOOL_TOKEN), or --insecure to use the generated one", a)
 		}
 	}
 	if err := os.MkdirAll(*dataDir, 0o700); err != nil {
 		return fmt.Errorf("--data-dir: %w", err)
 	}
-	if _, err := os.Stat(*repo); err != nil {
+	found, err := repository.Scan(*repo)
+	if err != nil {
 		return fmt.Errorf("model repository %s: %w\n  install the demo models with: scripts/setup.sh (or make setup), or point --model-repository at your own", *repo, err)
 	}
 	backend, err := onnx.New(onnx.Config{LibPath: *ortLib, Logger: log})
 	if err != nil {
 		return err
 	}
-	var provs []string
-	for _, p := range strings.Split(*providers, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			provs = append(provs, p)
-		}
+	tok, _, err := serverToken(*token, *dataDir)
+	if err != nil {
+		return err
 	}
-	node, err := agent.StartNode(ctx, agent.NodeConfig{
-		Manager:      agent.Config{Repository: *repo, Backend: backend, Logger: log, Version: Version, Providers: provs},
-		HTTPAddr:     *httpAddr,
-		GRPCAddr:     *grpcAddr,
-		MetricsAddr:  *metricsAddr,
-		Token:        *token,
-		TLSCertFile:  *tlsCert,
-		TLSKeyFile:   *tlsKey,
-		MaxBodyBytes: *maxBody,
+
+	fmt.Fprintf(stdout, "starting etcd, the control plane and a local agent in %s ...\n", *dataDir)
+	st, closeStore, err := openStore(ctx, "", *etcdListen, *dataDir, log)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	rep, err := server.Start(ctx, server.ServeConfig{
+		Config:     server.Config{Store: st, Token: tok, DataDir: *dataDir, Logger: log},
+		ListenAddr: *httpAddr, GRPCAddr: *grpcAddr, TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey,
+		MaxBodyBytes: *maxBody, OpenInference: loopback,
 	})
 	if err != nil {
 		return err
 	}
-	printBanner(ctx, stdout, node, *token != "", *tlsCert != "")
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = rep.Close(sctx)
+	}()
+
+	agentDir := filepath.Join(*dataDir, "agent")
+	id, err := agentID(agentDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(member.RepositoryDir(agentDir), 0o755); err != nil {
+		return err
+	}
+	node, err := agent.StartNode(ctx, agent.NodeConfig{
+		Manager:  agent.Config{Repository: member.RepositoryDir(agentDir), Backend: backend, Logger: log, Version: Version, Providers: strings.Split(*providers, ",")},
+		HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", MetricsAddr: *metricsAddr, Token: tok, MaxBodyBytes: *maxBody,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = node.Close(sctx)
+	}()
+	acc, _ := parseAccelerators("")
+	n := cluster.Node{Name: "local", Tier: cluster.TierEdge, Site: "local", Accelerators: acc, AgentID: id,
+		HTTPAddr: node.HTTPAddr(), GRPCAddr: node.GRPCAddr()}
+	memberErr := make(chan error, 1)
+	mctx, stopMember := context.WithCancel(ctx)
+	defer stopMember()
+	go func() {
+		memberErr <- member.Run(mctx, member.Config{Servers: []string{rep.URL()}, Token: tok, Node: n, DataDir: agentDir, Manager: node.Manager, Logger: log})
+	}()
+
+	cl := client.New([]string{rep.URL()}, tok, nil)
+	apps, err := deployRepository(ctx, cl, found, stdout)
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	err = cl.WaitReady(wctx, apps...)
+	cancel()
+	if err != nil && ctx.Err() == nil {
+		fmt.Fprintf(stderr, "warning: not every application is ready yet (%v); see `accelpool get apps`\n", err)
+	}
+	printBanner(ctx, stdout, cl, rep, *tlsCert != "", loopback)
+
 	select {
 	case <-ctx.Done():
+	case err = <-rep.Err():
 	case err = <-node.Err():
+	case err = <-memberErr:
 	}
-	fmt.Fprintln(stdout, "accelpool: shutting down (waiting up to 10s for requests in flight)")
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_ = node.Close(sctx)
+	fmt.Fprintln(stdout, "accelpool: shutting down (requests in flight finish first)")
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}
 	return err
 }
 
-func printBanner(ctx context.Context, w io.Writer, node *agent.Node, withToken, withTLS bool) {
-	index, _ := node.Manager.RepositoryIndex(ctx, false)
+// deployRepository pushes every model of a repository and deploys an
+// application of the same name for each, leaving existing ones alone.
+func deployRepository(ctx context.Context, cl *client.Client, found []repository.Model, stdout io.Writer) ([]string, error) {
+	var names []string
+	for _, m := range found {
+		if !cluster.ValidName(m.Name) {
+			fmt.Fprintf(stdout, "  skipping %s: not a valid application name\n", m.Name)
+			continue
+		}
+		data, err := os.ReadFile(m.Path(m.Latest()))
+		if err != nil {
+			return nil, err
+		}
+		art, err := cl.PushModel(ctx, m.Name, data)
+		if err != nil {
+			return nil, fmt.Errorf("push %s: %w", m.Name, err)
+		}
+		app := fmt.Sprintf("apiVersion: %s\nkind: %s\nmetadata: {name: %s}\nspec:\n  model: %s\n  objective: {p99Ms: 1000}\n  replicas: {min: 1, max: 1}\n",
+			cluster.APIVersion, cluster.KindApplication, m.Name, m.Name)
+		if b, ok := demoBatching[m.Name]; ok {
+			app += fmt.Sprintf("  batching: {maxBatchSize: %d, maxQueueDelayMs: %g}\n", b.MaxBatchSize, b.MaxQueueDelayMs)
+		}
+		_, err = cl.Deploy(ctx, []byte(app), client.DeployOptions{})
+		switch {
+		case errors.Is(err, errdefs.ErrAlreadyExists):
+			fmt.Fprintf(stdout, "  %-16s %s (application exists, kept)\n", m.Name, art.Digest[:19])
+		case err != nil:
+			return nil, fmt.Errorf("deploy %s: %w", m.Name, err)
+		default:
+			fmt.Fprintf(stdout, "  %-16s %s deployed\n", m.Name, art.Digest[:19])
+		}
+		names = append(names, m.Name)
+	}
+	return names, nil
+}
+
+func printBanner(ctx context.Context, w io.Writer, cl *client.Client, rep *server.Replica, withTLS, open bool) {
 	scheme := "http"
 	if withTLS {
 		scheme = "https"
 	}
-	base := fmt.Sprintf("%s://%s", scheme, node.HTTPAddr())
+	base := fmt.Sprintf("%s://%s", scheme, rep.HTTPAddr())
 	fmt.Fprintf(w, "\naccelpool %s is up (ONNX Runtime %s).\n\n", Version, ortVersion())
-	fmt.Fprintf(w, "  REST     %s/v2\n  gRPC     %s\n  metrics  %s://%s/metrics\n\n", base, node.GRPCAddr(), "http", node.MetricsAddr())
-	fmt.Fprintf(w, "Models:\n")
+	fmt.Fprintf(w, "  inference  REST %s/v2   gRPC %s\n  admin      %s/api/v1  (token in the data dir; the CLI finds it)\n  metrics    %s/metrics\n\n", base, rep.GRPCAddr(), base, base)
+	apps, _ := cl.Apps(ctx)
+	fmt.Fprintf(w, "Applications:\n")
 	example := ""
-	for _, e := range index {
-		line := fmt.Sprintf("  %-16s v%-3s %s", e.Name, e.Version, e.State)
-		if e.Reason != "" {
-			line += "  (" + e.Reason + ")"
-		}
-		fmt.Fprintln(w, line)
-		if e.State == agent.StateReady && (example == "" || e.Name == "ocr-cls") {
-			example = e.Name
+	for _, a := range apps {
+		state := fmt.Sprintf("%d/%d ready", a.Status.Ready, a.Status.Desired)
+		fmt.Fprintf(w, "  %-16s %s\n", a.Metadata.Name, state)
+		if a.Status.Ready > 0 && (example == "" || a.Metadata.Name == "ocr-cls") {
+			example = a.Metadata.Name
 		}
 	}
-	auth := ""
-	if withToken {
-		auth = ` -H "Authorization: Bearer $ACCELPOOL_TOKEN"`
+	authHdr := ""
+	if !open {
+		authHdr = ` -H "Authorization: Bearer $ACCELPOOL_TOKEN"`
 	}
 	self := selfName()
 	fmt.Fprintf(w, "\nTry it:\n")
-	fmt.Fprintf(w, "  curl -s%s %s/v2/models/%s\n", auth, base, orDefault(example, "MODEL"))
+	fmt.Fprintf(w, "  curl -s%s %s/v2/models/%s\n", authHdr, base, orDefault(example, "MODEL"))
 	if example != "" {
 		fmt.Fprintf(w, "  %s infer --model %s --print-request | curl -s%s -X POST %s/v2/models/%s/infer -H 'Content-Type: application/json' --data-binary @-\n",
-			self, example, auth, base, example)
+			self, example, authHdr, base, example)
 		fmt.Fprintf(w, "  %s infer --url %s --model %s path/to/photo.jpg\n", self, base, example)
 	}
+	fmt.Fprintf(w, "  %s get apps    %s get nodes    %s explain %s\n", self, self, self, orDefault(example, "APP"))
 	fmt.Fprintf(w, "\nStop with Ctrl-C (requests in flight finish first).\n\n")
 }
 
