@@ -14,8 +14,8 @@
 #
 # Usage: scripts/setup.sh [--test]
 #   --test   also make sure Debian's libonnx-testdata (ONNX conformance
-#            cases) is installed; as root it runs apt-get, otherwise it says
-#            what to run.
+#            cases) and etcd-server (etcd as a separate process) are
+#            installed; as root it runs apt-get, otherwise it says what to run.
 #
 # Environment:
 #   ACCELPOOL_CACHE     cache directory (see above)
@@ -212,6 +212,19 @@ if ((want_test)); then
 	else
 		die "the ONNX conformance cases ($TESTDATA) are missing; run as root:
     apt-get update && apt-get install -y libonnx-testdata"
+	fi
+	# Debian's etcd 3.4 server, for the tests that run etcd as its own
+	# process (the control plane embeds its own etcd otherwise).
+	if [[ -x /usr/bin/etcd ]]; then
+		log "ok      etcd server /usr/bin/etcd"
+	elif can_apt; then
+		log "installing etcd-server with apt-get"
+		apt-get update
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends etcd-server
+		[[ -x /usr/bin/etcd ]] || die "etcd-server is installed but /usr/bin/etcd is missing"
+	else
+		die "/usr/bin/etcd is missing (tests run etcd as a separate process); run as root:
+    apt-get update && apt-get install -y etcd-server"
 	fi
 	if has_locale; then
 		log "ok      locale en_US.UTF-8"
