@@ -33,6 +33,7 @@ var commands = map[string]command{
 	"unload":   {"unload a model, freeing its memory", runUnload},
 	"bench":    {"run benchmarks (overhead: serving vs in-process ONNX Runtime)", runBench},
 	"version":  {"print the version", runVersion},
+	"serve":    {"serve a plain model repository on this machine, without a control plane", runServe},
 	"server":   {"run a control-plane replica (etcd-backed registry, placement, admin API, gateway)", runServer},
 	"agent":    {"run a node agent that joins a control plane and serves its assigned instances", runAgent},
 	"model":    {"push a model artifact to the control plane (model push FILE --name NAME)", runModel},
