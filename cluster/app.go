@@ -11,6 +11,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/accelpool/accelpool/errdefs"
+	"github.com/accelpool/accelpool/internal/yamlx"
 )
 
 // APIVersion and KindApplication identify application documents.
@@ -194,7 +195,7 @@ func ParseApplications(data []byte) ([]Application, error) {
 			break
 		}
 		if err != nil {
-			return nil, errdefs.Invalid(fmt.Sprintf("document %d: %v", i, err))
+			return nil, errdefs.Invalid(fmt.Sprintf("document %d: %s", i, yamlx.Explain(data, err)))
 		}
 		if a.APIVersion == "" && a.Kind == "" && a.Metadata.Name == "" && a.Spec.Model == "" {
 			continue // empty document

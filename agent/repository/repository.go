@@ -19,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/accelpool/accelpool/errdefs"
+	"github.com/accelpool/accelpool/internal/yamlx"
 )
 
 // ModelFile is the file name of a model inside a version directory.
@@ -115,7 +116,7 @@ func ParseConfig(data []byte) (Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return c, errdefs.Invalid(fmt.Sprintf("%s: %v", ConfigFile, err))
+		return c, errdefs.Invalid(fmt.Sprintf("%s: %s", ConfigFile, yamlx.Explain(data, err)))
 	}
 	if err := c.Validate(); err != nil {
 		return c, fmt.Errorf("%s: %w", ConfigFile, err)
