@@ -41,7 +41,7 @@ type Config struct {
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
 	// LeaseTTL is how long a node stays up without a heartbeat (default
-	// 6s); agents heartbeat every LeaseTTL/3.
+	// 3s); agents heartbeat every LeaseTTL/3.
 	LeaseTTL time.Duration
 	// ReconcileInterval bounds how long the leader waits between passes
 	// when nothing changes (default 2s).
@@ -85,7 +85,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.LeaseTTL <= 0 {
-		cfg.LeaseTTL = 6 * time.Second
+		cfg.LeaseTTL = 3 * time.Second
 	}
 	if cfg.ReconcileInterval <= 0 {
 		cfg.ReconcileInterval = 2 * time.Second

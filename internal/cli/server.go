@@ -33,6 +33,12 @@ $ACCELPOOL_TOKEN, or one generated at first start in <data-dir>/token.`
 // openStore connects to etcd, starting an embedded member when no
 // endpoints are given. The returned stop function closes both.
 func openStore(ctx context.Context, endpoints, etcdListen, dataDir string, log *slog.Logger) (store.Store, func(), error) {
+	return openStoreTTL(ctx, endpoints, etcdListen, dataDir, 3*time.Second, log)
+}
+
+// openStoreTTL is openStore with the leader-election session TTL: how long
+// a dead leader holds leadership before a standby takes over.
+func openStoreTTL(ctx context.Context, endpoints, etcdListen, dataDir string, electionTTL time.Duration, log *slog.Logger) (store.Store, func(), error) {
 	var eps []string
 	var emb *etcdstore.Embedded
 	if endpoints == "" {
@@ -51,7 +57,7 @@ func openStore(ctx context.Context, endpoints, etcdListen, dataDir string, log *
 			}
 		}
 	}
-	st, err := etcdstore.New(etcdstore.Config{Endpoints: eps, Logger: log})
+	st, err := etcdstore.New(etcdstore.Config{Endpoints: eps, Logger: log, ElectionTTL: electionTTL})
 	if err != nil {
 		if emb != nil {
 			emb.Close()
@@ -77,7 +83,8 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	token := fs.String("token", os.Getenv("ACCELPOOL_TOKEN"), "cluster `token` (default $ACCELPOOL_TOKEN or <data-dir>/token)")
 	tlsCert := fs.String("tls-cert", "", "TLS certificate `file`")
 	tlsKey := fs.String("tls-key", "", "TLS key `file`")
-	leaseTTL := fs.Duration("lease-ttl", 6*time.Second, "a node is down after this long without a heartbeat")
+	leaseTTL := fs.Duration("lease-ttl", 3*time.Second, "a node is down after this long without a heartbeat")
+	electionTTL := fs.Duration("election-ttl", 3*time.Second, "a dead leader is replaced after this long")
 	openInfer := fs.Bool("open-inference", false, "serve /v2 and gRPC inference without the token (loopback only)")
 	logLevel := fs.String("log-level", "info", "log `level`")
 	logFormat := fs.String("log-format", "text", "log `format`: text or json")
@@ -98,7 +105,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if generated {
 		fmt.Fprintf(stdout, "generated a cluster token in %s (agents and the CLI need it: ACCELPOOL_TOKEN)\n", tokenFile(*dataDir))
 	}
-	st, closeStore, err := openStore(ctx, *endpoints, *etcdListen, *dataDir, log)
+	st, closeStore, err := openStoreTTL(ctx, *endpoints, *etcdListen, *dataDir, *electionTTL, log)
 	if err != nil {
 		return err
 	}
