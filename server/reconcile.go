@@ -172,15 +172,28 @@ func (s *Server) reconcile(ctx context.Context) error {
 				"memory", in.MemoryBytes, "score", math.Round(p.Score*1000)/1000)
 		}
 	}
+	instanceOps := len(ops)
+	s.failMu.Lock()
 	for app, text := range explains {
-		ops = append(ops, store.Op{Key: explainKey(app), Value: text})
+		if s.explained[app] != string(text) {
+			ops = append(ops, store.Op{Key: explainKey(app), Value: text})
+		}
 	}
+	s.failMu.Unlock()
 	if len(ops) == 0 {
 		return nil
 	}
 	rev, err := s.store.Txn(ctx, ops)
 	if err != nil {
 		return err
+	}
+	s.failMu.Lock()
+	for app, text := range explains {
+		s.explained[app] = string(text)
+	}
+	s.failMu.Unlock()
+	if instanceOps == 0 {
+		return nil
 	}
 	// The next pass must see these changes, or it would place again.
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)

@@ -69,8 +69,9 @@ type Server struct {
 	reconcileNow chan struct{}
 	metrics      *serverMetrics
 
-	failMu   sync.Mutex
-	failures map[string]string // app → why its last placement fell short
+	failMu    sync.Mutex
+	failures  map[string]string // app → why its last placement fell short
+	explained map[string]string // app → last explanation written
 }
 
 // New builds a replica; Run starts it.
@@ -101,7 +102,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	log := cfg.Logger.With("component", "server", "replica", cfg.AdvertiseURL)
 	s := &Server{cfg: cfg, store: cfg.Store, log: log, state: newState(cfg.Store, log),
-		reconcileNow: make(chan struct{}, 1), metrics: newServerMetrics(cfg.Registry), failures: map[string]string{}}
+		reconcileNow: make(chan struct{}, 1), metrics: newServerMetrics(cfg.Registry), failures: map[string]string{}, explained: map[string]string{}}
 	return s, nil
 }
 
