@@ -36,6 +36,12 @@ func (s *Server) pushModel(ctx context.Context, name string, r io.Reader, limit 
 	if !cluster.ValidModelName(name) {
 		return cluster.ModelArtifact{}, errdefs.Invalid(fmt.Sprintf("model name %q: use letters, digits, '.', '_' or '-' (at most 128)", name))
 	}
+	// The data directory exists only if something else made it (the
+	// embedded etcd, a generated token): with external etcd and --token
+	// nothing did.
+	if err := os.MkdirAll(tmpDir, 0o700); err != nil {
+		return cluster.ModelArtifact{}, fmt.Errorf("spool upload: %w", err)
+	}
 	f, err := os.CreateTemp(tmpDir, "push-*")
 	if err != nil {
 		return cluster.ModelArtifact{}, fmt.Errorf("spool upload: %w", err)
