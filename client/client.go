@@ -187,6 +187,21 @@ func (c *Client) Node(ctx context.Context, name string) (cluster.NodeView, error
 	return out, c.do(ctx, http.MethodGet, "/api/v1/nodes/"+url.PathEscape(name), nil, "", &out)
 }
 
+// PutProfile stores a measured profile in the registry.
+func (c *Client) PutProfile(ctx context.Context, p cluster.ModelProfile) error {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, http.MethodPut, "/api/v1/profiles/"+url.PathEscape(p.Model)+"/"+url.PathEscape(p.AcceleratorKind), bytes.NewReader(b), "application/json", nil)
+}
+
+// Profiles lists the stored profiles.
+func (c *Client) Profiles(ctx context.Context) ([]cluster.ModelProfile, error) {
+	var out []cluster.ModelProfile
+	return out, c.do(ctx, http.MethodGet, "/api/v1/profiles", nil, "", &out)
+}
+
 // Leader reports the control plane's leader.
 func (c *Client) Leader(ctx context.Context) (cluster.LeaderView, error) {
 	var out cluster.LeaderView

@@ -59,6 +59,8 @@ func (s *Server) APIHandler() http.Handler {
 	h("GET /api/v1/nodes", s.handleListNodes)
 	h("GET /api/v1/nodes/{name}", s.handleGetNode)
 	h("GET /api/v1/leader", s.handleLeader)
+	h("PUT /api/v1/profiles/{model}/{kind}", s.writeOnLeader(s.handlePutProfile))
+	h("GET /api/v1/profiles", s.handleListProfiles)
 	h("/api/", func(w http.ResponseWriter, r *http.Request) error {
 		return errdefs.New(errdefs.ErrNotFound, fmt.Sprintf("no API route %s %s", r.Method, r.URL.Path))
 	})
@@ -489,4 +491,41 @@ func (s *Server) handleLeader(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, cluster.LeaderView{Leader: id, Self: s.cfg.AdvertiseURL, IsLeader: s.IsLeader()})
+}
+
+// --- profiles ---
+
+func (s *Server) handlePutProfile(w http.ResponseWriter, r *http.Request) error {
+	var p cluster.ModelProfile
+	if err := readJSON(r, &p); err != nil {
+		return err
+	}
+	model, kind := r.PathValue("model"), r.PathValue("kind")
+	switch {
+	case !cluster.ValidModelName(model):
+		return cluster.FieldError("model", "%q is not a valid model name", model)
+	case kind != "cpu" && kind != "gpu" && kind != "tpu":
+		return cluster.FieldError("acceleratorKind", "%q is not one of cpu, gpu, tpu", kind)
+	case !(p.ServiceMs[1] > 0):
+		return cluster.FieldError("serviceMs", "needs a positive batch-1 service time")
+	}
+	p.Model, p.AcceleratorKind = model, kind
+	val, _ := json.Marshal(p)
+	if _, err := s.store.Put(r.Context(), profileKey(model, kind), val, store.NoLease); err != nil {
+		return err
+	}
+	s.kick()
+	return writeJSON(w, http.StatusOK, p)
+}
+
+func (s *Server) handleListProfiles(w http.ResponseWriter, r *http.Request) error {
+	v := s.state.snapshot()
+	out := make([]cluster.ModelProfile, 0, len(v.Profiles))
+	for _, p := range v.Profiles {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Model+"/"+out[i].AcceleratorKind < out[j].Model+"/"+out[j].AcceleratorKind
+	})
+	return writeJSON(w, http.StatusOK, out)
 }

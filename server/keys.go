@@ -16,17 +16,19 @@ const (
 	prefixApps      = "/apps/"      // <name> → cluster.Application
 	prefixInstances = "/instances/" // <node>/<id> → cluster.Instance
 	prefixExplain   = "/explain/"   // <app> → last placement explanation (text)
+	prefixProfiles  = "/profiles/"  // <model>/<accelerator kind> → cluster.ModelProfile
 	electionName    = "leader"
 )
 
-func nodeKey(name string) string         { return prefixNodes + name }
-func aliveKey(name string) string        { return prefixAlive + name }
-func statusKey(name string) string       { return prefixStatus + name }
-func modelKey(name string) string        { return prefixModels + name }
-func blobMetaKey(digest string) string   { return prefixBlobs + digest + "/meta" }
-func appKey(name string) string          { return prefixApps + name }
-func instanceKey(node, id string) string { return prefixInstances + node + "/" + id }
-func explainKey(app string) string       { return prefixExplain + app }
+func nodeKey(name string) string           { return prefixNodes + name }
+func aliveKey(name string) string          { return prefixAlive + name }
+func statusKey(name string) string         { return prefixStatus + name }
+func modelKey(name string) string          { return prefixModels + name }
+func blobMetaKey(digest string) string     { return prefixBlobs + digest + "/meta" }
+func appKey(name string) string            { return prefixApps + name }
+func instanceKey(node, id string) string   { return prefixInstances + node + "/" + id }
+func explainKey(app string) string         { return prefixExplain + app }
+func profileKey(model, kind string) string { return prefixProfiles + model + "/" + kind }
 
 func blobChunkKey(digest string, i int64) string {
 	return fmt.Sprintf("%s%s/%08d", prefixBlobs, digest, i)

@@ -27,19 +27,20 @@ type state struct {
 	status    map[string]cluster.NodeStatus
 	models    map[string]cluster.ModelArtifact
 	apps      map[string]cluster.Application
-	instances map[string]cluster.Instance // by instance ID
-	rev       int64                       // highest revision applied
-	prefixRev map[string]int64            // highest revision applied per prefix
-	synced    map[string]bool             // prefix → listed at least once
-	changed   chan struct{}               // closed and replaced on every change
+	instances map[string]cluster.Instance     // by instance ID
+	profiles  map[string]cluster.ModelProfile // by "<model>/<kind>"
+	rev       int64                           // highest revision applied
+	prefixRev map[string]int64                // highest revision applied per prefix
+	synced    map[string]bool                 // prefix → listed at least once
+	changed   chan struct{}                   // closed and replaced on every change
 }
 
-var watchedPrefixes = []string{prefixNodes, prefixAlive, prefixStatus, prefixModels, prefixApps, prefixInstances}
+var watchedPrefixes = []string{prefixNodes, prefixAlive, prefixStatus, prefixModels, prefixApps, prefixInstances, prefixProfiles}
 
 func newState(st store.Store, log *slog.Logger) *state {
 	return &state{st: st, log: log, nodes: map[string]cluster.Node{}, alive: map[string]aliveRecord{}, nodeRev: map[string]int64{}, prefixRev: map[string]int64{},
 		status: map[string]cluster.NodeStatus{}, models: map[string]cluster.ModelArtifact{},
-		apps: map[string]cluster.Application{}, instances: map[string]cluster.Instance{},
+		apps: map[string]cluster.Application{}, instances: map[string]cluster.Instance{}, profiles: map[string]cluster.ModelProfile{},
 		synced: map[string]bool{}, changed: make(chan struct{})}
 }
 
@@ -114,6 +115,8 @@ func (s *state) replace(prefix string, kvs []store.KV, rev int64) {
 		s.models = map[string]cluster.ModelArtifact{}
 	case prefixApps:
 		s.apps = map[string]cluster.Application{}
+	case prefixProfiles:
+		s.profiles = map[string]cluster.ModelProfile{}
 	case prefixInstances:
 		s.instances = map[string]cluster.Instance{}
 		for n := range s.nodeRev {
@@ -192,6 +195,13 @@ func (s *state) setLocked(prefix, key string, val []byte, del bool, rev int64) {
 		} else if decode(&a) {
 			s.apps[name] = a
 		}
+	case prefixProfiles:
+		var p cluster.ModelProfile
+		if del {
+			delete(s.profiles, name)
+		} else if decode(&p) {
+			s.profiles[name] = p
+		}
 	case prefixInstances:
 		node, id, _ := strings.Cut(name, "/")
 		if rev > s.nodeRev[node] {
@@ -264,6 +274,7 @@ type view struct {
 	Models    map[string]cluster.ModelArtifact
 	Apps      map[string]cluster.Application
 	Instances map[string]cluster.Instance
+	Profiles  map[string]cluster.ModelProfile
 	Rev       int64
 }
 
@@ -272,7 +283,11 @@ func (s *state) snapshot() view {
 	defer s.mu.RUnlock()
 	v := view{Nodes: make(map[string]cluster.Node, len(s.nodes)), Alive: make(map[string]aliveRecord, len(s.alive)),
 		Status: make(map[string]cluster.NodeStatus, len(s.status)), Models: make(map[string]cluster.ModelArtifact, len(s.models)),
-		Apps: make(map[string]cluster.Application, len(s.apps)), Instances: make(map[string]cluster.Instance, len(s.instances)), Rev: s.rev}
+		Apps: make(map[string]cluster.Application, len(s.apps)), Instances: make(map[string]cluster.Instance, len(s.instances)),
+		Profiles: make(map[string]cluster.ModelProfile, len(s.profiles)), Rev: s.rev}
+	for k, x := range s.profiles {
+		v.Profiles[k] = x
+	}
 	for k, x := range s.nodes {
 		v.Nodes[k] = x
 	}

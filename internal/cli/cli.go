@@ -41,6 +41,7 @@ var commands = map[string]command{
 	"get":      {"list apps, nodes or models", runGet},
 	"describe": {"show one application or node in detail", runDescribe},
 	"delete":   {"delete an application or a model artifact", runDelete},
+	"profile":  {"measure a model's load time, memory and latency on this machine (optionally store it)", runProfile},
 	"explain":  {"show why an application's instances are placed where they are", runExplain},
 }
 
