@@ -268,7 +268,10 @@ func (s *Server) handleAssignments(w http.ResponseWriter, r *http.Request) error
 	if ins == nil {
 		ins = []cluster.Instance{}
 	}
-	return writeJSON(w, http.StatusOK, cluster.Assignments{Revision: max(v.Rev, after), Instances: ins})
+	// The instances prefix's revision, not v.Rev: the agent next waits for
+	// a node revision above it, and v.Rev may already be past an instance
+	// change still on its way to the mirror.
+	return writeJSON(w, http.StatusOK, cluster.Assignments{Revision: max(v.InstancesRev, after), Instances: ins})
 }
 
 func (s *Server) handleBlob(w http.ResponseWriter, r *http.Request) error {

@@ -84,9 +84,7 @@ func (s *state) follow(ctx context.Context, prefix string) {
 				s.log.Warn("watch ended; listing again", "prefix", prefix, "err", resp.Err)
 				break
 			}
-			for _, ev := range resp.Events {
-				s.apply(prefix, ev)
-			}
+			s.apply(prefix, resp.Events)
 		}
 		cancel()
 	}
@@ -137,14 +135,23 @@ func (s *state) replace(prefix string, kvs []store.KV, rev int64) {
 	s.mu.Unlock()
 }
 
-func (s *state) apply(prefix string, ev store.Event) {
-	s.mu.Lock()
-	s.setLocked(prefix, ev.KV.Key, ev.KV.Value, ev.Type == store.EventDelete, ev.KV.Rev)
-	if ev.KV.Rev > s.rev {
-		s.rev = ev.KV.Rev
+// apply applies one watch response: the events of one revision, all at
+// once, so that no reader (an agent's long poll woken by the change) sees
+// a revision half applied — and then waits for a change it already has
+// the revision of.
+func (s *state) apply(prefix string, evs []store.Event) {
+	if len(evs) == 0 {
+		return
 	}
-	if ev.KV.Rev > s.prefixRev[prefix] {
-		s.prefixRev[prefix] = ev.KV.Rev
+	s.mu.Lock()
+	for _, ev := range evs {
+		s.setLocked(prefix, ev.KV.Key, ev.KV.Value, ev.Type == store.EventDelete, ev.KV.Rev)
+		if ev.KV.Rev > s.rev {
+			s.rev = ev.KV.Rev
+		}
+		if ev.KV.Rev > s.prefixRev[prefix] {
+			s.prefixRev[prefix] = ev.KV.Rev
+		}
 	}
 	s.notifyLocked()
 	s.mu.Unlock()
@@ -276,6 +283,11 @@ type view struct {
 	Instances map[string]cluster.Instance
 	Profiles  map[string]cluster.ModelProfile
 	Rev       int64
+	// InstancesRev is the highest revision of the instances prefix
+	// applied: every later change to an instance has a higher revision
+	// (Rev, the highest of all prefixes, may be ahead of instance changes
+	// not yet applied).
+	InstancesRev int64
 }
 
 func (s *state) snapshot() view {
@@ -284,7 +296,7 @@ func (s *state) snapshot() view {
 	v := view{Nodes: make(map[string]cluster.Node, len(s.nodes)), Alive: make(map[string]aliveRecord, len(s.alive)),
 		Status: make(map[string]cluster.NodeStatus, len(s.status)), Models: make(map[string]cluster.ModelArtifact, len(s.models)),
 		Apps: make(map[string]cluster.Application, len(s.apps)), Instances: make(map[string]cluster.Instance, len(s.instances)),
-		Profiles: make(map[string]cluster.ModelProfile, len(s.profiles)), Rev: s.rev}
+		Profiles: make(map[string]cluster.ModelProfile, len(s.profiles)), Rev: s.rev, InstancesRev: s.prefixRev[prefixInstances]}
 	for k, x := range s.profiles {
 		v.Profiles[k] = x
 	}

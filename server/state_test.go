@@ -1,0 +1,85 @@
+package server
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/accelpool/accelpool/cluster"
+	"github.com/accelpool/accelpool/store"
+	"github.com/accelpool/accelpool/store/memory"
+)
+
+func instanceEvent(t *testing.T, node, id string, rev int64) store.Event {
+	t.Helper()
+	val, err := json.Marshal(cluster.Instance{ID: id, App: "app", Node: node})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store.Event{Type: store.EventPut, KV: store.KV{Key: instanceKey(node, id), Value: val, Rev: rev}}
+}
+
+// syncedState is a mirror whose every prefix was listed (empty) at rev.
+func syncedState(t *testing.T, rev int64) *state {
+	st := memory.New()
+	t.Cleanup(func() { st.Close() })
+	s := newState(st, quiet())
+	for _, p := range watchedPrefixes {
+		s.replace(p, nil, rev)
+	}
+	return s
+}
+
+// A reader woken by a change sees the whole revision: two instances placed
+// on a node in one transaction arrive together. (Applied one event at a
+// time, an agent's long poll could answer with the first only, stamped with
+// the transaction's revision, and then wait a whole poll for the second.)
+func TestMirrorAppliesARevisionAtOnce(t *testing.T) {
+	s := syncedState(t, 5)
+	ch := s.changes()
+	seen := make(chan int)
+	go func() {
+		<-ch
+		seen <- len(s.snapshot().instancesOn("n"))
+	}()
+	s.apply(prefixInstances, []store.Event{instanceEvent(t, "n", "a", 7), instanceEvent(t, "n", "b", 7)})
+	if n := <-seen; n != 2 {
+		t.Fatalf("woken with %d of the 2 instances of revision 7", n)
+	}
+}
+
+// The assignments answer carries the revision of the instances the mirror
+// has, not the highest revision of any prefix: an instance change that is
+// older than a status update but not yet applied must still wake the
+// agent's next poll.
+func TestAssignmentsRevisionIsTheInstancesRevision(t *testing.T) {
+	s := syncedState(t, 5)
+	srv := &Server{state: s, log: quiet()}
+	status, _ := json.Marshal(cluster.NodeStatus{Up: true})
+	s.apply(prefixStatus, []store.Event{{Type: store.EventPut, KV: store.KV{Key: statusKey("n"), Value: status, Rev: 9}}})
+
+	poll := func(after string) cluster.Assignments {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodGet, "/api/v1/agent/assignments?node=n&wait=50ms&after="+after, nil)
+		if err := srv.handleAssignments(rec, req); err != nil {
+			t.Fatal(err)
+		}
+		var a cluster.Assignments
+		if err := json.Unmarshal(rec.Body.Bytes(), &a); err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	a := poll("0")
+	if a.Revision != 5 {
+		t.Fatalf("revision %d, want the instances revision 5 (the status prefix is at 9)", a.Revision)
+	}
+	// The instance written at revision 8 reaches the mirror after the
+	// status update of revision 9.
+	s.apply(prefixInstances, []store.Event{instanceEvent(t, "n", "late", 8)})
+	if b := poll("5"); len(b.Instances) != 1 || b.Revision != 8 {
+		t.Fatalf("poll after revision 5: %+v, want the instance of revision 8", b)
+	}
+}
