@@ -140,7 +140,8 @@ func TestClusterEndToEnd(t *testing.T) {
 	a1 := startAgent(t, servers, cpuNode("edge-a", cluster.TierEdge, 1<<30, map[string]string{"zone": "eu"}))
 	startAgent(t, servers, cpuNode("edge-b", cluster.TierEdge, 1<<30, map[string]string{"zone": "eu"}))
 	startAgent(t, servers, cpuNode("tiny", cluster.TierEdge, 1<<20, map[string]string{"zone": "eu"}))
-	waitFor(t, "three nodes up", 10*time.Second, func() bool {
+	startAgent(t, servers, cpuNode("far", cluster.TierCloud, 64<<30, map[string]string{"zone": "us"}))
+	waitFor(t, "four nodes up", 10*time.Second, func() bool {
 		nodes, err := cl.Nodes(ctx)
 		up := 0
 		for _, n := range nodes {
@@ -148,7 +149,7 @@ func TestClusterEndToEnd(t *testing.T) {
 				up++
 			}
 		}
-		return err == nil && up == 3
+		return err == nil && up == 4
 	})
 
 	art, err := cl.PushModel(ctx, "adder", fakeModel(t))
@@ -196,9 +197,12 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(ex.Last+ex.DryRun, "tiny") || !strings.Contains(ex.Last+ex.DryRun, "memory") {
-		t.Errorf("explanation does not show tiny rejected for memory:\n%s\n%s", ex.Last, ex.DryRun)
+	for _, want := range []string{"tiny", "memory: needs", "far", "label"} {
+		if !strings.Contains(ex.Last, want) {
+			t.Errorf("explanation lacks %q (tiny rejected for memory, far for its label):\n%s", want, ex.Last)
+		}
 	}
+	t.Logf("accelpool explain add:\n%s", ex.Last)
 
 	// Bad input: duplicate name, unknown model, impossible constraint, bad YAML — nothing half-applied.
 	bad := map[string]struct {
