@@ -197,7 +197,7 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"tiny", "memory: needs", "far", "label"} {
+	for _, want := range []string{"tiny", "needs 100 MiB", "far", "zone=eu not matched"} {
 		if !strings.Contains(ex.Last, want) {
 			t.Errorf("explanation lacks %q (tiny rejected for memory, far for its label):\n%s", want, ex.Last)
 		}
