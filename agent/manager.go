@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -56,6 +57,8 @@ type Manager struct {
 	closed bool
 
 	loadMu sync.Mutex // serialises load/unload of models
+
+	busyNanos atomic.Int64 // total execution time of every model
 }
 
 var _ oip.Service = (*Manager)(nil)
@@ -280,8 +283,12 @@ func (m *Manager) LoadModel(ctx context.Context, name string) error {
 		m.log.Warn("dynamic batching off: the model's inputs and outputs do not all have a dynamic first dimension", "model", name)
 	}
 	md := &model{name: name, version: f.Latest(), versions: f.Versions, state: StateReady, cfg: f.Config, meta: meta, session: sess, batchable: batchable}
+	observe := m.metrics.batch(name)
 	bcfg := batch.Config{Name: name, QueueSize: f.Config.MaxQueueSize, Concurrency: f.Config.Concurrency,
-		MaxDelay: f.Config.QueueDelay(), OnBatch: m.metrics.batch(name)}
+		MaxDelay: f.Config.QueueDelay(), OnBatch: func(rows, requests int, d time.Duration) {
+			m.busyNanos.Add(int64(d))
+			observe(rows, requests, d)
+		}}
 	if batchable {
 		bcfg.MaxBatchSize = f.Config.MaxBatchSize
 	}
@@ -517,3 +524,8 @@ func (m *Manager) QueueLength(name string) int {
 	}
 	return md.sched.QueueLen()
 }
+
+// Busy is the total time models have spent executing since the Manager
+// started; its growth over an interval, divided by the interval, is the
+// node's utilisation.
+func (m *Manager) Busy() time.Duration { return time.Duration(m.busyNanos.Load()) }

@@ -14,8 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/accelpool/accelpool/agent"
 	"github.com/accelpool/accelpool/cluster"
 	"github.com/accelpool/accelpool/errdefs"
@@ -34,9 +32,6 @@ var (
 	joinBackoff    = 100 * time.Millisecond
 	maxJoinBackoff = 2 * time.Second
 )
-
-// queueLengthMetric is the Manager's gauge of requests waiting per model.
-const queueLengthMetric = "accelpool_inference_queue_length"
 
 // Config configures an agent's membership.
 type Config struct {
@@ -58,10 +53,6 @@ type Config struct {
 	// Manager serves the instances; its repository must be
 	// RepositoryDir(DataDir).
 	Manager *agent.Manager
-	// Metrics, when set, is the registry the Manager's metrics are on; the
-	// heartbeat reads each model's queue length from it. Without it queue
-	// lengths are reported as 0.
-	Metrics prometheus.Gatherer
 	Logger  *slog.Logger
 	// PollWait is how long one assignments long poll may wait (default 30s).
 	PollWait time.Duration
@@ -99,6 +90,11 @@ type member struct {
 	repo  string
 
 	kickc chan struct{} // asks for a heartbeat now
+
+	// utilAt and utilBusy are when the last utilisation was computed and
+	// the Manager's busy time then (guarded by mu).
+	utilAt   time.Time
+	utilBusy time.Duration
 
 	intervalMu sync.Mutex
 	interval   time.Duration
@@ -329,14 +325,13 @@ func (m *member) status(ctx context.Context) cluster.NodeStatus {
 	st := cluster.NodeStatus{Up: true, LastHeartbeat: time.Now().UTC()}
 	loaded := map[string]bool{}
 	if idx, err := m.cfg.Manager.RepositoryIndex(ctx, true); err == nil {
-		queues := m.queueLengths()
 		for _, e := range idx {
 			loaded[e.Name] = true
 			st.LoadedModels = append(st.LoadedModels, e.Name)
 			if st.QueueLength == nil {
 				st.QueueLength = map[string]int{}
 			}
-			st.QueueLength[e.Name] = queues[e.Name]
+			st.QueueLength[e.Name] = m.cfg.Manager.QueueLength(e.Name)
 		}
 	} else if ctx.Err() == nil {
 		m.log.Warn("reading the model repository", "err", err)
@@ -355,39 +350,31 @@ func (m *member) status(ctx context.Context) cluster.NodeStatus {
 		used[in.spec.Accelerator] += in.spec.MemoryBytes
 	}
 	m.mu.Unlock()
+	util := m.utilisation()
 	for _, a := range m.cfg.Node.Accelerators {
 		if st.FreeMemoryBytes == nil {
 			st.FreeMemoryBytes = map[string]int64{}
+			st.Utilisation = map[string]float64{}
 		}
 		st.FreeMemoryBytes[a.ID] = a.MemoryBytes - used[a.ID]
+		st.Utilisation[a.ID] = util
 	}
 	return st
 }
 
-// queueLengths reads the Manager's queue gauge per model from the
-// registry, when one was given. (The Manager has no accessor for it.)
-func (m *member) queueLengths() map[string]int {
-	if m.cfg.Metrics == nil {
-		return nil
+// utilisation is the share of wall time models spent executing since the
+// last heartbeat (every instance of a node runs on its one runtime, so all
+// accelerators report the same figure), capped at 1.
+func (m *member) utilisation() float64 {
+	now, busy := time.Now(), m.cfg.Manager.Busy()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	lastAt, lastBusy := m.utilAt, m.utilBusy
+	m.utilAt, m.utilBusy = now, busy
+	if lastAt.IsZero() || !now.After(lastAt) {
+		return 0
 	}
-	mfs, err := m.cfg.Metrics.Gather()
-	if err != nil {
-		return nil
-	}
-	out := map[string]int{}
-	for _, mf := range mfs {
-		if mf.GetName() != queueLengthMetric {
-			continue
-		}
-		for _, s := range mf.GetMetric() {
-			for _, l := range s.GetLabel() {
-				if l.GetName() == "model" {
-					out[l.GetValue()] = int(s.GetGauge().GetValue())
-				}
-			}
-		}
-	}
-	return out
+	return min(float64(busy-lastBusy)/float64(now.Sub(lastAt)), 1)
 }
 
 // pollLoop long-polls the node's assignments and reconciles each answer.

@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/accelpool/accelpool/agent"
 	"github.com/accelpool/accelpool/agent/repository"
 	"github.com/accelpool/accelpool/agent/runtime/fake"
@@ -493,20 +491,5 @@ func TestNameTakenOverIsFatal(t *testing.T) {
 				t.Fatalf("joins = %d, want the refused re-join not recorded", len(cp.joinRequests()))
 			}
 		})
-	}
-}
-
-func TestQueueLengthsFromRegistry(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: queueLengthMetric, Help: "h"}, []string{"model"})
-	reg.MustRegister(g)
-	g.WithLabelValues("m1").Set(3)
-	g.WithLabelValues("m2").Set(0)
-	m := &member{cfg: Config{Metrics: reg}}
-	if got := m.queueLengths(); got["m1"] != 3 || got["m2"] != 0 || len(got) != 2 {
-		t.Fatalf("queueLengths = %v", got)
-	}
-	if got := (&member{}).queueLengths(); got != nil {
-		t.Fatalf("queueLengths without a registry = %v", got)
 	}
 }
