@@ -24,7 +24,12 @@ type Client struct {
 	servers []string
 	token   string
 	hc      *http.Client
+	err     error // set by Broken: every call fails with it
 }
+
+// Broken returns a client whose every call fails with err (a configuration
+// error found before any call, such as an unreadable CA file).
+func Broken(err error) *Client { return &Client{err: err} }
 
 // New returns a client for the given server base URLs ("http://host:7000").
 // A bare host:port gets "http://". hc may be nil.
@@ -50,6 +55,9 @@ func New(servers []string, token string, hc *http.Client) *Client {
 // answer into out (when non-nil). body is re-read for each server, so it
 // must be a bytes.Reader or nil, or a one-shot reader with one cluster.
 func (c *Client) do(ctx context.Context, method, path string, body io.Reader, contentType string, out any) error {
+	if c.err != nil {
+		return c.err
+	}
 	if len(c.servers) == 0 {
 		return errdefs.Invalid("no server address given (--server or ACCELPOOL_SERVER)")
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -19,6 +20,7 @@ import (
 	"github.com/accelpool/accelpool/agent/runtime/onnx"
 	"github.com/accelpool/accelpool/cluster"
 	"github.com/accelpool/accelpool/internal/auth"
+	"github.com/accelpool/accelpool/internal/tlsutil"
 )
 
 const agentHelp = `
@@ -162,6 +164,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	providers := fs.String("providers", "cpu", "execution providers by preference (tensorrt,cuda,cpu)")
 	tlsCert := fs.String("tls-cert", "", "TLS certificate `file` for this node's listeners")
 	tlsKey := fs.String("tls-key", "", "TLS key `file`")
+	tlsCA := fs.String("tls-ca", "", "CA `file` (PEM) to trust for the control plane's https URLs")
 	logLevel := fs.String("log-level", "info", "log `level`")
 	logFormat := fs.String("log-format", "text", "log `format`: text or json")
 	if err := parse(fs, args); err != nil {
@@ -225,10 +228,18 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	n := cluster.Node{Name: *name, Tier: cluster.Tier(*tier), Site: *site, Labels: lbl, Accelerators: acc, AgentID: id,
 		HTTPAddr: advertised(node.HTTPAddr(), *advertise), GRPCAddr: advertised(node.GRPCAddr(), *advertise)}
 	fmt.Fprintf(stdout, "accelpool agent %s (%s tier, %d accelerators) serving on %s, joining %s\n", n.Name, n.Tier, len(acc), n.GRPCAddr, *join)
+	tcfg, err := tlsutil.ClientConfig(*tlsCA)
+	if err != nil {
+		return err
+	}
+	var hc *http.Client
+	if tcfg != nil {
+		hc = tlsutil.HTTPClient(tcfg, 0)
+	}
 	errc := make(chan error, 1)
 	go func() {
 		errc <- member.Run(ctx, member.Config{Servers: strings.Split(*join, ","), Token: *token, Node: n, DataDir: *dataDir,
-			Manager: node.Manager, Logger: log})
+			Manager: node.Manager, Logger: log, HTTPClient: hc})
 	}()
 	select {
 	case err = <-errc:

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -13,25 +14,35 @@ import (
 
 	"github.com/accelpool/accelpool/client"
 	"github.com/accelpool/accelpool/cluster"
+	"github.com/accelpool/accelpool/internal/tlsutil"
 	"github.com/accelpool/accelpool/scheduler"
 )
 
 // adminFlags connect a command to the control plane's admin API.
 type adminFlags struct {
-	server, token *string
-	timeout       *time.Duration
+	server, token, tlsCA *string
+	timeout              *time.Duration
 }
 
 func addAdminFlags(fs *flag.FlagSet) adminFlags {
 	return adminFlags{
 		server:  fs.String("server", envOr("ACCELPOOL_SERVER", "http://127.0.0.1:8000"), "control plane `URLs`, comma-separated (default $ACCELPOOL_SERVER)"),
 		token:   fs.String("token", "", "admin `token` (default $ACCELPOOL_TOKEN, else the local data dir's token file)"),
+		tlsCA:   fs.String("tls-ca", "", "CA `file` (PEM) to trust for https server URLs"),
 		timeout: fs.Duration("timeout", 2*time.Minute, "give up after this `duration`"),
 	}
 }
 
 func (a adminFlags) client() *client.Client {
-	return client.New(strings.Split(*a.server, ","), clientToken(*a.token), nil)
+	var hc *http.Client
+	cfg, err := tlsutil.ClientConfig(*a.tlsCA)
+	if err != nil {
+		return client.Broken(err)
+	}
+	if cfg != nil {
+		hc = tlsutil.HTTPClient(cfg, 10*time.Minute)
+	}
+	return client.New(strings.Split(*a.server, ","), clientToken(*a.token), hc)
 }
 
 func runModel(ctx context.Context, args []string, stdout, stderr io.Writer) error {

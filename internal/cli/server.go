@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/accelpool/accelpool/internal/auth"
+	"github.com/accelpool/accelpool/internal/tlsutil"
 	"github.com/accelpool/accelpool/server"
 	"github.com/accelpool/accelpool/store"
 	etcdstore "github.com/accelpool/accelpool/store/etcd"
@@ -83,6 +84,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	token := fs.String("token", os.Getenv("ACCELPOOL_TOKEN"), "cluster `token` (default $ACCELPOOL_TOKEN or <data-dir>/token)")
 	tlsCert := fs.String("tls-cert", "", "TLS certificate `file`")
 	tlsKey := fs.String("tls-key", "", "TLS key `file`")
+	tlsCA := fs.String("tls-ca", "", "CA `file` (PEM) to trust for agents' and other replicas' TLS listeners")
 	leaseTTL := fs.Duration("lease-ttl", 3*time.Second, "a node is down after this long without a heartbeat")
 	electionTTL := fs.Duration("election-ttl", 3*time.Second, "a dead leader is replaced after this long")
 	openInfer := fs.Bool("open-inference", false, "serve /v2 and gRPC inference without the token (loopback only)")
@@ -110,9 +112,15 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer closeStore()
+	tcfg, err := tlsutil.ClientConfig(*tlsCA)
+	if err != nil {
+		return err
+	}
 	r, err := server.Start(ctx, server.ServeConfig{
-		Config:     server.Config{Store: st, AdvertiseURL: *advertise, Token: tok, DataDir: *dataDir, Logger: log, LeaseTTL: *leaseTTL},
+		Config: server.Config{Store: st, AdvertiseURL: *advertise, Token: tok, DataDir: *dataDir, Logger: log, LeaseTTL: *leaseTTL,
+			ForwardClient: tlsutil.HTTPClient(tcfg, 5*time.Minute)},
 		ListenAddr: *listen, GRPCAddr: *grpcAddr, TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey, OpenInference: *openInfer,
+		GatewayDialOptions: tlsutil.DialOptions(tcfg),
 	})
 	if err != nil {
 		return err
