@@ -278,7 +278,7 @@ func (m *Manager) LoadModel(ctx context.Context, name string) error {
 	}
 	m.metrics.loadTime.WithLabelValues(name).Observe(time.Since(start).Seconds())
 	meta := sess.Metadata()
-	batchable := f.Config.MaxBatchSize > 1 && firstDimDynamic(meta)
+	batchable := f.Config.MaxBatchSize > 1 && meta.Batchable()
 	if f.Config.MaxBatchSize > 1 && !batchable {
 		m.log.Warn("dynamic batching off: the model's inputs and outputs do not all have a dynamic first dimension", "model", name)
 	}
@@ -305,20 +305,6 @@ func (m *Manager) LoadModel(ctx context.Context, name string) error {
 	m.log.Info("model loaded", "model", name, "version", md.version, "provider", sess.Provider(),
 		"inputs", len(meta.Inputs), "outputs", len(meta.Outputs), "batching", batchable, "took", time.Since(start).Round(time.Millisecond))
 	return nil
-}
-
-func firstDimDynamic(meta runtime.Metadata) bool {
-	if len(meta.Inputs) == 0 || len(meta.Outputs) == 0 {
-		return false
-	}
-	for _, list := range [][]runtime.IOSpec{meta.Inputs, meta.Outputs} {
-		for _, s := range list {
-			if len(s.Shape) == 0 || s.Shape[0] != -1 {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // retire drains a model's queue and frees its session.

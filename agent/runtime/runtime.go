@@ -24,6 +24,22 @@ type Metadata struct {
 	Outputs []IOSpec
 }
 
+// Batchable reports whether every input and output has a dynamic first
+// dimension, so requests can be stacked along it.
+func (m Metadata) Batchable() bool {
+	if len(m.Inputs) == 0 || len(m.Outputs) == 0 {
+		return false
+	}
+	for _, list := range [][]IOSpec{m.Inputs, m.Outputs} {
+		for _, s := range list {
+			if len(s.Shape) == 0 || s.Shape[0] != -1 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // Options tune a session. Zero values mean the backend's defaults.
 type Options struct {
 	// IntraOpThreads and InterOpThreads size the runtime's thread pools.
