@@ -535,7 +535,7 @@ func AppendJSONData(dst []byte, t *Tensor) ([]byte, error) {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = appendJSONString(dst, s)
+			dst = AppendJSONString(dst, string(s))
 		}
 		return append(dst, ']'), nil
 	}
@@ -591,14 +591,29 @@ func appendFloat(dst []byte, f float64, bits int) []byte {
 	return strconv.AppendFloat(dst, f, 'g', -1, bits)
 }
 
-const hexDigits = "0123456789abcdef"
+const jsonHex = "0123456789abcdef"
 
-// appendJSONString appends s, valid UTF-8, as a JSON string literal.
-func appendJSONString(dst []byte, s []byte) []byte {
+// AppendJSONString appends s as a JSON string literal; invalid UTF-8
+// becomes U+FFFD.
+func AppendJSONString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
-	for i, c := range s {
-		if c >= 0x20 && c != '"' && c != '\\' {
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if c >= utf8.RuneSelf {
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if r != utf8.RuneError || size != 1 {
+				i += size
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i++
+			start = i
 			continue
 		}
 		dst = append(dst, s[start:i]...)
@@ -612,9 +627,10 @@ func appendJSONString(dst []byte, s []byte) []byte {
 		case '\t':
 			dst = append(dst, '\\', 't')
 		default:
-			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			dst = append(dst, '\\', 'u', '0', '0', jsonHex[c>>4], jsonHex[c&0xf])
 		}
-		start = i + 1
+		i++
+		start = i
 	}
 	dst = append(dst, s[start:]...)
 	return append(dst, '"')

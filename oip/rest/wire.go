@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"github.com/accelpool/accelpool/errdefs"
 	"github.com/accelpool/accelpool/oip"
@@ -437,14 +436,14 @@ func binaryChoice(req *oip.InferRequest) func(name string) bool {
 func EncodeInferResponse(dst []byte, req *oip.InferRequest, resp *oip.InferResponse) (header []byte, blobs net.Buffers, err error) {
 	isBinary := binaryChoice(req)
 	dst = append(dst, `{"model_name":`...)
-	dst = appendString(dst, resp.ModelName)
+	dst = tensor.AppendJSONString(dst, resp.ModelName)
 	if resp.ModelVersion != "" {
 		dst = append(dst, `,"model_version":`...)
-		dst = appendString(dst, resp.ModelVersion)
+		dst = tensor.AppendJSONString(dst, resp.ModelVersion)
 	}
 	if resp.ID != "" {
 		dst = append(dst, `,"id":`...)
-		dst = appendString(dst, resp.ID)
+		dst = tensor.AppendJSONString(dst, resp.ID)
 	}
 	if len(resp.Parameters) > 0 {
 		dst = append(dst, `,"parameters":`...)
@@ -482,7 +481,7 @@ func EncodeInferResponse(dst []byte, req *oip.InferRequest, resp *oip.InferRespo
 // appendTensorHead writes `{"name":..,"datatype":..,"shape":[..]` (open).
 func appendTensorHead(dst []byte, t *tensor.Tensor) []byte {
 	dst = append(dst, `{"name":`...)
-	dst = appendString(dst, t.Name)
+	dst = tensor.AppendJSONString(dst, t.Name)
 	dst = append(dst, `,"datatype":"`...)
 	dst = append(dst, t.DataType.String()...)
 	dst = append(dst, `","shape":[`...)
@@ -533,7 +532,7 @@ func encodeRequest(dst []byte, req *oip.InferRequest, mode encodeMode) ([]byte, 
 	dst = append(dst, '{')
 	if req.ID != "" {
 		dst = append(dst, `"id":`...)
-		dst = appendString(dst, req.ID)
+		dst = tensor.AppendJSONString(dst, req.ID)
 		dst = append(dst, ',')
 	}
 	if len(req.Parameters) > 0 {
@@ -590,7 +589,7 @@ func encodeRequest(dst []byte, req *oip.InferRequest, mode encodeMode) ([]byte, 
 				dst = append(dst, ',')
 			}
 			dst = append(dst, `{"name":`...)
-			dst = appendString(dst, o.Name)
+			dst = tensor.AppendJSONString(dst, o.Name)
 			p := o.Parameters
 			if o.Binary {
 				p = maps.Clone(p)
@@ -648,7 +647,7 @@ func appendParams(dst []byte, p oip.Parameters, extraKey string, extraVal int64)
 			dst = append(dst, ',')
 		}
 		first = false
-		dst = appendString(dst, k)
+		dst = tensor.AppendJSONString(dst, k)
 		dst = append(dst, ':')
 		switch v := p[k].(type) {
 		case bool:
@@ -674,7 +673,7 @@ func appendParams(dst []byte, p oip.Parameters, extraKey string, extraVal int64)
 			}
 			dst = strconv.AppendFloat(dst, float64(v), 'g', -1, 32)
 		case string:
-			dst = appendString(dst, v)
+			dst = tensor.AppendJSONString(dst, v)
 		default:
 			return dst, fmt.Errorf("parameter %q has unsupported type %T (want bool, integer, float or string)", k, v)
 		}
@@ -683,53 +682,9 @@ func appendParams(dst []byte, p oip.Parameters, extraKey string, extraVal int64)
 		if !first {
 			dst = append(dst, ',')
 		}
-		dst = appendString(dst, extraKey)
+		dst = tensor.AppendJSONString(dst, extraKey)
 		dst = append(dst, ':')
 		dst = strconv.AppendInt(dst, extraVal, 10)
 	}
 	return append(dst, '}'), nil
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString writes s as a JSON string; invalid UTF-8 becomes U+FFFD.
-func appendString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
-			i++
-			continue
-		}
-		if c >= utf8.RuneSelf {
-			r, size := utf8.DecodeRuneInString(s[i:])
-			if r != utf8.RuneError || size != 1 {
-				i += size
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i++
-			start = i
-			continue
-		}
-		dst = append(dst, s[start:i]...)
-		switch c {
-		case '"', '\\':
-			dst = append(dst, '\\', c)
-		case '\n':
-			dst = append(dst, '\\', 'n')
-		case '\r':
-			dst = append(dst, '\\', 'r')
-		case '\t':
-			dst = append(dst, '\\', 't')
-		default:
-			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-		}
-		i++
-		start = i
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
 }
