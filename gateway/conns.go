@@ -6,7 +6,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/accelpool/accelpool/errdefs"
 	"github.com/accelpool/accelpool/oip/grpcsvc"
@@ -38,13 +37,7 @@ type conn struct {
 // dials itself rather than through grpcsvc.Dial to see the connection's
 // state.
 func newPool(opts []grpc.DialOption) *pool {
-	all := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(
-			grpc.MaxCallRecvMsgSize(grpcsvc.DefaultMaxMsgSize),
-			grpc.MaxCallSendMsgSize(grpcsvc.DefaultMaxMsgSize),
-		),
-	}, opts...)
+	all := append(grpcsvc.DefaultDialOptions(), opts...)
 	return &pool{opts: all, conns: map[string]*conn{}}
 }
 

@@ -40,13 +40,7 @@ func NewClient(conn grpc.ClientConnInterface) *Client {
 // after these defaults and so override them (grpc.WithTransportCredentials
 // for TLS). The connection is made lazily, on the first call.
 func Dial(addr string, opts ...grpc.DialOption) (*Client, error) {
-	all := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(
-			grpc.MaxCallRecvMsgSize(DefaultMaxMsgSize),
-			grpc.MaxCallSendMsgSize(DefaultMaxMsgSize),
-		),
-	}, opts...)
+	all := append(DefaultDialOptions(), opts...)
 	conn, err := grpc.NewClient(addr, all...)
 	if err != nil {
 		return nil, fmt.Errorf("grpc client %s: %w", addr, err)
@@ -54,6 +48,22 @@ func Dial(addr string, opts ...grpc.DialOption) (*Client, error) {
 	c := NewClient(conn)
 	c.conn = conn
 	return c, nil
+}
+
+// DefaultDialOptions are what Dial uses before the caller's options:
+// plaintext, DefaultMaxMsgSize messages both ways, and HTTP/2 flow-control
+// windows of DefaultWindowSize so a multi-megabyte tensor is not sent in
+// 64 KiB steps that each wait for a window update.
+func DefaultDialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(DefaultMaxMsgSize),
+			grpc.MaxCallSendMsgSize(DefaultMaxMsgSize),
+		),
+		grpc.WithInitialWindowSize(DefaultWindowSize),
+		grpc.WithInitialConnWindowSize(DefaultWindowSize),
+	}
 }
 
 // Close closes the connection if Dial opened it.

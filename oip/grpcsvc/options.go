@@ -19,6 +19,7 @@ import (
 // Defaults for Options left zero.
 const (
 	DefaultMaxMsgSize       = 64 << 20
+	DefaultWindowSize       = 16 << 20
 	DefaultKeepaliveTime    = 30 * time.Second
 	DefaultKeepaliveTimeout = 10 * time.Second
 	DefaultKeepaliveMinTime = 10 * time.Second
@@ -80,6 +81,8 @@ func ServerOptions(opts Options) ([]grpc.ServerOption, error) {
 	so := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(opts.MaxRecvMsgSize),
 		grpc.MaxSendMsgSize(opts.MaxSendMsgSize),
+		grpc.InitialWindowSize(DefaultWindowSize),
+		grpc.InitialConnWindowSize(DefaultWindowSize),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			Time:    opts.KeepaliveTime,
 			Timeout: opts.KeepaliveTimeout,
