@@ -1,0 +1,543 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"slices"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/accelpool/accelpool/agent/runtime"
+	"github.com/accelpool/accelpool/cluster"
+	"github.com/accelpool/accelpool/errdefs"
+	"github.com/accelpool/accelpool/scheduler"
+	"github.com/accelpool/accelpool/sim"
+	"github.com/accelpool/accelpool/tensor"
+)
+
+// Placement benchmark modes.
+const (
+	// PlacementSim places on a simulated cluster and measures in the
+	// simulator.
+	PlacementSim = "sim"
+	// PlacementReal places on this machine and measures real serving.
+	PlacementReal = "real"
+)
+
+// PlacementPolicy is a named policy under test.
+type PlacementPolicy struct {
+	Name string
+	// Knapsack marks a baseline: the headline compares the model-driven
+	// policy with the best of these.
+	Knapsack bool
+	Policy   scheduler.Policy
+}
+
+// PlacementConfig configures RunPlacement.
+type PlacementConfig struct {
+	Workload *Workload
+	// Mode is PlacementSim or PlacementReal.
+	Mode string
+	// Nodes is the simulated cluster's size (default 100; --mode real
+	// always places on this machine alone).
+	Nodes int
+	// Policies are run in order; the one named "model-driven" is the
+	// subject of the headline.
+	Policies []PlacementPolicy
+	// MaxApps bounds the applications tried per policy (default: the most
+	// that fit in the cluster's memory, plus one).
+	MaxApps int
+	Seed    uint64
+
+	// Simulator settings: the virtual time simulated (default 300s, the
+	// first 10 % a warm-up) and the arrival process (nil: Poisson).
+	SimDuration time.Duration
+	Arrivals    sim.Arrivals
+
+	// Real serving settings: the backend and repository the models come
+	// from, the load's warm-up and measured window (defaults 3s and 15s)
+	// and the memory this machine offers accelpool (default: the
+	// workload's first node shape's).
+	Backend          runtime.Backend
+	Repository       string
+	Warmup, Duration time.Duration
+	NodeMemory       int64
+	WorkDir          string
+	Logger           *slog.Logger
+}
+
+func (c PlacementConfig) withDefaults() PlacementConfig {
+	if c.Nodes <= 0 {
+		c.Nodes = 100
+	}
+	if c.SimDuration <= 0 {
+		c.SimDuration = 300 * time.Second
+	}
+	if c.Warmup <= 0 {
+		c.Warmup = 3 * time.Second
+	}
+	if c.Duration <= 0 {
+		c.Duration = 15 * time.Second
+	}
+	if c.Seed == 0 {
+		c.Seed = 1
+	}
+	return c
+}
+
+// PlacementResult is one policy's outcome.
+type PlacementResult struct {
+	Policy   string
+	Knapsack bool
+	// Hosted is the number of applications placed before the first that
+	// did not fit (Stopped, with Reason); Capped is set when MaxApps were
+	// all placed.
+	Hosted  int
+	Stopped string
+	Reason  string
+	Capped  bool
+	// Nodes used and instances placed.
+	NodesUsed int
+	// Violations counts the hosted applications whose measured p99
+	// exceeded their objective; WorstRatio is the largest p99/objective.
+	Violations int
+	WorstRatio float64
+	WorstApp   string
+	Requests   int
+	// DecisionP50 and DecisionP99 time the placement decisions.
+	DecisionP50, DecisionP99 time.Duration
+	Apps                     []sim.AppResult
+}
+
+// PlacementReport is RunPlacement's outcome.
+type PlacementReport struct {
+	Mode    string
+	Results []PlacementResult
+	// ModelDriven is the "model-driven" policy's result and BestKnapsack
+	// the knapsack baseline compared with it: the one hosting the most
+	// applications among those with no violation measured, or, when
+	// every one has violations, the one hosting the most (BestViolates).
+	ModelDriven  *PlacementResult
+	BestKnapsack *PlacementResult
+	BestViolates bool
+	Ratio        float64
+}
+
+// Cluster builds n nodes from the workload's node shapes, in proportion
+// to their shares (largest remainder), shuffled with seed; accelerator
+// IDs are the kind and an index ("gpu0", "cpu0"), ten nodes per site.
+func (w *Workload) Cluster(n int, seed uint64) []cluster.Node {
+	total := 0.0
+	for _, s := range w.Nodes {
+		total += s.Share
+	}
+	counts := make([]int, len(w.Nodes))
+	type rem struct {
+		i int
+		r float64
+	}
+	var rems []rem
+	left := n
+	for i, s := range w.Nodes {
+		exact := s.Share / total * float64(n)
+		counts[i] = int(exact)
+		left -= counts[i]
+		rems = append(rems, rem{i, exact - float64(counts[i])})
+	}
+	sort.SliceStable(rems, func(a, b int) bool { return rems[a].r > rems[b].r })
+	for k := 0; k < left; k++ {
+		counts[rems[k%len(rems)].i]++
+	}
+	var order []int
+	for i, c := range counts {
+		for range c {
+			order = append(order, i)
+		}
+	}
+	r := rand.New(rand.NewPCG(seed, 0x6e6f646573))
+	r.Shuffle(len(order), func(a, b int) { order[a], order[b] = order[b], order[a] })
+	nodes := make([]cluster.Node, n)
+	for i, si := range order {
+		s := &w.Nodes[si]
+		tier := s.Tier
+		if tier == "" {
+			tier = cluster.TierEdge
+		}
+		nd := cluster.Node{Name: fmt.Sprintf("%s-%04d", s.Name, i), Tier: tier, Site: fmt.Sprintf("site-%02d", i/10)}
+		perKind := map[string]int{}
+		for _, a := range s.Accelerators {
+			nd.Accelerators = append(nd.Accelerators, cluster.Accelerator{
+				ID: fmt.Sprintf("%s%d", a.Kind, perKind[a.Kind]), Kind: a.Kind, Model: s.Name,
+				MemoryBytes: a.MemoryMiB << 20, Compute: a.Compute,
+			})
+			perKind[a.Kind]++
+		}
+		nodes[i] = nd
+	}
+	return nodes
+}
+
+// localNode is this machine as --mode real places on it: one accelerator
+// of the workload's kind with this machine's cores and the memory given.
+func (w *Workload) localNode(memory int64) (cluster.Node, error) {
+	if memory <= 0 {
+		for _, s := range w.Nodes {
+			for _, a := range s.Accelerators {
+				if a.Kind == w.Kind && memory <= 0 {
+					memory = a.MemoryMiB << 20
+				}
+			}
+		}
+	}
+	if memory <= 0 {
+		return cluster.Node{}, errdefs.Invalid(fmt.Sprintf("no node shape has a %s accelerator to size this machine's memory; give --node-memory", w.Kind))
+	}
+	if w.Kind != "cpu" {
+		return cluster.Node{}, errdefs.Invalid(fmt.Sprintf("--mode real serves on this machine's CPU, but the workload's profiles are for %s (run it with --mode sim)", w.Kind))
+	}
+	return cluster.Node{Name: "local", Tier: cluster.TierEdge, Site: "here",
+		Accelerators: []cluster.Accelerator{{ID: "cpu0", Kind: "cpu", Model: "this machine", MemoryBytes: memory, Compute: float64(goruntime.NumCPU())}}}, nil
+}
+
+// RunPlacement adds the workload's applications one at a time, cycling
+// through them, with each policy until the next cannot be placed, then
+// measures the placed set's latencies — in the simulator over a cluster
+// of Nodes nodes (PlacementSim) or served for real on this machine
+// (PlacementReal) — and prints a table per policy and the headline.
+func RunPlacement(ctx context.Context, cfg PlacementConfig, out io.Writer) (PlacementReport, error) {
+	cfg = cfg.withDefaults()
+	w := cfg.Workload
+	rep := PlacementReport{Mode: cfg.Mode}
+	if w == nil || len(cfg.Policies) == 0 {
+		return rep, errdefs.Invalid("placement: a workload and at least one policy are needed")
+	}
+	var nodes []cluster.Node
+	switch cfg.Mode {
+	case PlacementSim:
+		nodes = w.Cluster(cfg.Nodes, cfg.Seed)
+	case PlacementReal:
+		if cfg.Backend == nil {
+			return rep, errdefs.Invalid("placement --mode real: no runtime backend")
+		}
+		if err := w.CheckRepository(cfg.Repository); err != nil {
+			return rep, fmt.Errorf("workload %s: %w", w.Name(), err)
+		}
+		n, err := w.localNode(cfg.NodeMemory)
+		if err != nil {
+			return rep, err
+		}
+		nodes = []cluster.Node{n}
+	default:
+		return rep, errdefs.Invalid(fmt.Sprintf("placement: mode %q is not sim or real", cfg.Mode))
+	}
+	maxApps := cfg.MaxApps
+	if maxApps <= 0 {
+		maxApps = capacityBound(w, nodes)
+	}
+	apps := w.Expand(maxApps)
+	describeRun(out, cfg, w, nodes, maxApps)
+
+	for _, pol := range cfg.Policies {
+		res, insts, placed, err := fill(nodes, apps, pol)
+		if err != nil {
+			return rep, err
+		}
+		switch cfg.Mode {
+		case PlacementSim:
+			err = measureSim(&res, cfg, w, nodes, insts, placed)
+		case PlacementReal:
+			err = measureReal(ctx, &res, cfg, w, placed)
+		}
+		if err != nil {
+			return rep, fmt.Errorf("%s: %w", pol.Name, err)
+		}
+		rep.Results = append(rep.Results, res)
+		fmt.Fprintf(out, "%s: %d apps on %d nodes, %d violations (worst p99 %.2fx its objective, %s); %s\n",
+			res.Policy, res.Hosted, res.NodesUsed, res.Violations, res.WorstRatio, orDash(res.WorstApp), stopNote(res))
+	}
+	rep.summarise()
+	rep.print(out)
+	return rep, nil
+}
+
+// capacityBound is how many applications could fit in the cluster's
+// memory of the workload's kind, plus one: no policy can place more.
+func capacityBound(w *Workload, nodes []cluster.Node) int {
+	var mem int64
+	for _, n := range nodes {
+		for _, a := range n.Accelerators {
+			if a.Kind == w.Kind {
+				mem += a.MemoryBytes
+			}
+		}
+	}
+	minApp := math.Inf(1)
+	for _, a := range w.Expand(len(w.Apps)) {
+		minApp = min(minApp, float64(a.Spec.MemoryBytes))
+	}
+	return min(int(float64(mem)/minApp)+1, 1_000_000)
+}
+
+func describeRun(out io.Writer, cfg PlacementConfig, w *Workload, nodes []cluster.Node, maxApps int) {
+	fmt.Fprintf(out, "accelpool bench placement: workload %s (%d applications cycled; %s), mode %s\n", w.Name(), len(w.Apps), w.Source, cfg.Mode)
+	shapes := map[string]int{}
+	var accs int
+	for _, n := range nodes {
+		shapes[n.Accelerators[0].Model]++
+		accs += len(n.Accelerators)
+	}
+	var parts []string
+	for _, s := range slices.Sorted(maps.Keys(shapes)) {
+		parts = append(parts, fmt.Sprintf("%d %s", shapes[s], s))
+	}
+	fmt.Fprintf(out, "cluster: %d nodes (%s), %d accelerators; applications tried per policy: at most %d\n", len(nodes), strings.Join(parts, ", "), accs, maxApps)
+	switch cfg.Mode {
+	case PlacementSim:
+		arr := "Poisson"
+		if cfg.Arrivals != nil {
+			arr = "trace replay"
+		}
+		fmt.Fprintf(out, "measured in the simulator: %v virtual (first %v warm-up), %s arrivals, gamma service times, seed %d\n",
+			cfg.SimDuration, cfg.SimDuration/10, arr, cfg.Seed)
+	case PlacementReal:
+		fmt.Fprintf(out, "measured by real serving on this machine (%d CPUs): one node, each application its own served model (ONNX Runtime, intra-op threads %d, %d executors), open-loop Poisson load over gRPC on loopback, %v warm-up + %v\n",
+			goruntime.NumCPU(), w.Threads, servedConcurrency(w), cfg.Warmup, cfg.Duration)
+	}
+	fmt.Fprintln(out)
+}
+
+func servedConcurrency(w *Workload) int {
+	if w.Concurrency > 0 {
+		return w.Concurrency
+	}
+	return 8
+}
+
+// fill places apps with one policy on a fresh cluster.
+func fill(nodes []cluster.Node, apps []cluster.Application, pol PlacementPolicy) (PlacementResult, []cluster.Instance, []cluster.Application, error) {
+	res := PlacementResult{Policy: pol.Name, Knapsack: pol.Knapsack}
+	snap := scheduler.Snapshot{Apps: apps}
+	for _, n := range nodes {
+		snap.Nodes = append(snap.Nodes, scheduler.NodeState{Node: n, Up: true})
+	}
+	s, err := scheduler.Prepare(snap)
+	if err != nil {
+		return res, nil, nil, err
+	}
+	p := pol.Policy
+	if p.Top == 0 {
+		p.Top = 10
+	}
+	fr := sim.Fill(s, apps, p, sim.FillOptions{Clock: time.Now})
+	if errors.Is(fr.Err, errdefs.ErrInvalid) {
+		return res, nil, nil, fmt.Errorf("placing %s: %w", fr.Failed, fr.Err)
+	}
+	res.Hosted = len(fr.Placed)
+	res.Stopped = fr.Failed
+	if fr.Err != nil {
+		res.Reason = fr.Err.Error()
+	}
+	res.Capped = fr.Failed == ""
+	used := map[string]bool{}
+	for _, in := range fr.Instances {
+		used[in.Node] = true
+	}
+	res.NodesUsed = len(used)
+	d := slices.Clone(fr.Decisions)
+	slices.Sort(d)
+	if len(d) > 0 {
+		res.DecisionP50 = d[(len(d)-1)/2]
+		res.DecisionP99 = d[min(len(d)-1, int(math.Ceil(0.99*float64(len(d))))-1)]
+	}
+	return res, fr.Instances, fr.Placed, nil
+}
+
+func measureSim(res *PlacementResult, cfg PlacementConfig, w *Workload, nodes []cluster.Node, insts []cluster.Instance, placed []cluster.Application) error {
+	sc := sim.Scenario{Nodes: nodes, Instances: insts, Profiles: w.Profiles(),
+		Duration: cfg.SimDuration, Warmup: cfg.SimDuration / 10, Seed: cfg.Seed,
+		Concurrency: w.Concurrency, JobThreads: w.Threads}
+	for i := range placed {
+		a := sim.AppFrom(&placed[i])
+		a.Arrivals = cfg.Arrivals
+		sc.Apps = append(sc.Apps, a)
+	}
+	out, err := sim.Run(sc)
+	if err != nil {
+		return err
+	}
+	res.record(out.Apps)
+	return nil
+}
+
+// record counts violations and the worst p99/objective.
+func (res *PlacementResult) record(apps []sim.AppResult) {
+	res.Apps = apps
+	for _, a := range apps {
+		res.Requests += a.Requests
+		if a.Violated {
+			res.Violations++
+		}
+		if r := a.P99Ms / a.ObjectiveMs; r > res.WorstRatio || res.WorstApp == "" {
+			res.WorstRatio, res.WorstApp = r, a.App
+		}
+	}
+}
+
+// measureReal serves the placed applications on this machine, each as its
+// own model, and drives each at its rate.
+func measureReal(ctx context.Context, res *PlacementResult, cfg PlacementConfig, w *Workload, placed []cluster.Application) error {
+	if len(placed) == 0 {
+		return nil
+	}
+	work := cfg.WorkDir
+	if work == "" {
+		d, err := os.MkdirTemp("", "accelpool-placement-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		work = d
+	}
+	inputs := map[string][]tensor.Tensor{}
+	var entries []repoEntry
+	for _, a := range placed {
+		model, _ := a.Spec.ModelRef()
+		path, err := modelFile(cfg.Repository, model)
+		if err != nil {
+			return err
+		}
+		if _, ok := inputs[model]; !ok {
+			sess, err := cfg.Backend.Load(ctx, path, runtime.Options{IntraOpThreads: w.Threads})
+			if err != nil {
+				return fmt.Errorf("%s: %w", model, err)
+			}
+			in, _, err := buildInputs(model, sess.Metadata(), SyntheticImage(), "synthetic image")
+			_ = sess.Close()
+			if err != nil {
+				return err
+			}
+			inputs[model] = in
+		}
+		entries = append(entries, repoEntry{name: a.Metadata.Name, file: path,
+			config: serveConfig{concurrency: servedConcurrency(w), queue: maxInFlight, intra: w.Threads}})
+	}
+	dir := filepath.Join(work, res.Policy)
+	if err := writeRepository(dir, entries); err != nil {
+		return err
+	}
+	srv, err := startServedNode(ctx, dir, cfg.Backend, cfg.Logger)
+	if err != nil {
+		return err
+	}
+	defer srv.close()
+	var targets []loadTarget
+	for _, a := range placed {
+		model, _ := a.Spec.ModelRef()
+		call := servedCall(srv.client, a.Metadata.Name, inputs[model])()
+		if err := call(ctx); err != nil {
+			return fmt.Errorf("%s: %w", a.Metadata.Name, err)
+		}
+		targets = append(targets, loadTarget{served: a.Metadata.Name, rate: a.Spec.Rate, inputs: inputs[model]})
+	}
+	measured := openLoop(ctx, srv.client, targets, cfg.Warmup, cfg.Duration, 30*time.Second, cfg.Seed)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var apps []sim.AppResult
+	for i, m := range measured {
+		a := placed[i]
+		ar := sim.AppResult{App: a.Metadata.Name, Instances: 1, Requests: m.sent, MeanMs: m.meanMs, P50Ms: m.p50Ms, P99Ms: m.p99Ms,
+			ObjectiveMs: a.Spec.Objective.P99Ms}
+		ar.Violated = m.sent > 0 && ar.P99Ms > ar.ObjectiveMs
+		apps = append(apps, ar)
+	}
+	res.record(apps)
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func stopNote(r PlacementResult) string {
+	if r.Capped {
+		return "every application tried was placed"
+	}
+	return "stopped at " + r.Stopped + ": " + shorten(r.Reason, 140)
+}
+
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+func (rep *PlacementReport) summarise() {
+	for i := range rep.Results {
+		r := &rep.Results[i]
+		if r.Policy == "model-driven" {
+			rep.ModelDriven = r
+		}
+		if !r.Knapsack {
+			continue
+		}
+		b := rep.BestKnapsack
+		switch {
+		case b == nil:
+			rep.BestKnapsack = r
+		case (r.Violations == 0) != (b.Violations == 0):
+			if r.Violations == 0 {
+				rep.BestKnapsack = r
+			}
+		case r.Hosted > b.Hosted:
+			rep.BestKnapsack = r
+		}
+	}
+	if rep.BestKnapsack != nil {
+		rep.BestViolates = rep.BestKnapsack.Violations > 0
+		if rep.ModelDriven != nil && rep.BestKnapsack.Hosted > 0 {
+			rep.Ratio = float64(rep.ModelDriven.Hosted) / float64(rep.BestKnapsack.Hosted)
+		}
+	}
+}
+
+func (rep *PlacementReport) print(out io.Writer) {
+	fmt.Fprintln(out)
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "POLICY\tAPPS HOSTED\tNODES USED\tVIOLATIONS (measured)\tWITHIN SLO\tWORST p99/OBJECTIVE\tREQUESTS\tDECISION p50\tp99\n")
+	for _, r := range rep.Results {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%.2f\t%d\t%v\t%v\n", r.Policy, r.Hosted, r.NodesUsed, r.Violations, r.Hosted-r.Violations,
+			r.WorstRatio, r.Requests, r.DecisionP50.Round(time.Microsecond), r.DecisionP99.Round(time.Microsecond))
+	}
+	tw.Flush()
+	fmt.Fprintln(out)
+	md := rep.ModelDriven
+	b := rep.BestKnapsack
+	if b != nil {
+		why := "the knapsack variant hosting the most applications with no violation measured"
+		if rep.BestViolates {
+			why = "every knapsack variant had violations; the one hosting the most"
+		}
+		fmt.Fprintf(out, "best knapsack: %s (%s)\n", b.Policy, why)
+	}
+	if md == nil || b == nil {
+		fmt.Fprintln(out, "placement: no model-driven policy or no knapsack baseline in this run")
+		return
+	}
+	fmt.Fprintf(out, "placement: model-driven %d apps, best knapsack %d apps (%.2fx), violations %d\n", md.Hosted, b.Hosted, rep.Ratio, md.Violations)
+}

@@ -1,0 +1,323 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/accelpool/accelpool/agent/profile"
+	"github.com/accelpool/accelpool/agent/runtime"
+	"github.com/accelpool/accelpool/cluster"
+	"github.com/accelpool/accelpool/sim"
+	"github.com/accelpool/accelpool/tensor"
+)
+
+// TargetSimP99Error is the largest relative error of a simulated p99
+// against the measured one that the simulator is held to.
+const TargetSimP99Error = 0.15
+
+// DefaultValidateModels are co-located in the simulator's validation.
+var DefaultValidateModels = []string{"ocr-cls", "blazeface-front", "blazeface-back"}
+
+// ValidateConfig configures RunValidateSim. Zero values take the defaults
+// given on each field.
+type ValidateConfig struct {
+	// Backend runs the models (required); Repository holds them.
+	Backend    runtime.Backend
+	Repository string
+	// Models are served together on one node (default
+	// DefaultValidateModels).
+	Models []string
+	// Levels are the load levels, each the fraction of this machine's
+	// cores the models' own work (rate × profiled service time) takes;
+	// every application gets the same rate (default 0.3, 0.45, 0.6).
+	Levels []float64
+	// Threads is each request's intra-op threads (default 1) and
+	// Concurrency each model's executors (default 2): with more requests
+	// running than cores they share the CPU.
+	Threads     int
+	Concurrency int
+	// Warmup and Duration of each level's open-loop load (defaults 3s and
+	// 20s).
+	Warmup, Duration time.Duration
+	// ProfileRuns is the profiler's timed runs per model (default 300).
+	ProfileRuns int
+	// SimDuration is the virtual time simulated per level (default 600s).
+	SimDuration time.Duration
+	Seed        uint64
+	// WorkDir holds the scratch repository; empty uses a temporary one.
+	WorkDir string
+	Logger  *slog.Logger
+}
+
+func (c ValidateConfig) withDefaults() ValidateConfig {
+	if len(c.Models) == 0 {
+		c.Models = DefaultValidateModels
+	}
+	if len(c.Levels) == 0 {
+		c.Levels = []float64{0.3, 0.45, 0.6}
+	}
+	if c.Threads <= 0 {
+		c.Threads = 1
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 2
+	}
+	if c.Warmup <= 0 {
+		c.Warmup = 3 * time.Second
+	}
+	if c.Duration <= 0 {
+		c.Duration = 20 * time.Second
+	}
+	if c.ProfileRuns <= 0 {
+		c.ProfileRuns = 300
+	}
+	if c.SimDuration <= 0 {
+		c.SimDuration = 600 * time.Second
+	}
+	if c.Seed == 0 {
+		c.Seed = 1
+	}
+	return c
+}
+
+// ValidateProfile is one model's profile and its latency served alone.
+type ValidateProfile struct {
+	Model     string
+	Input     string
+	ServiceMs float64
+	CV        float64
+	P99Ms     float64
+	// ServedMs is the mean latency of sequential gRPC requests, one at a
+	// time (the serving path's own cost on top of ServiceMs).
+	ServedMs float64
+}
+
+// ValidateApp compares one application at one level.
+type ValidateApp struct {
+	Model               string
+	Rate                float64
+	Requests, Failed    int
+	MeasuredMeanMs      float64
+	MeasuredP99Ms       float64
+	SimMeanMs, SimP99Ms float64
+	RPCMeanMs, RPCP99Ms float64 // simulated with the serving path's cost added
+	GeneratorLagP99Ms   float64
+	ErrP99, ErrP99RPC   float64 // relative: (sim - measured) / measured
+	ErrMean, ErrMeanRPC float64
+}
+
+// ValidateLevel is one load level.
+type ValidateLevel struct {
+	Level float64
+	Rate  float64 // per application
+	Apps  []ValidateApp
+}
+
+// ValidateReport is RunValidateSim's outcome.
+type ValidateReport struct {
+	CPUs     int
+	Profiles []ValidateProfile
+	Levels   []ValidateLevel
+	// MeanAbsErrP99 and MaxAbsErrP99 summarise |ErrP99| over every
+	// (application, level); the RPC ones the variant with the serving
+	// path's cost.
+	MeanAbsErrP99, MaxAbsErrP99       float64
+	MeanAbsErrP99RPC, MaxAbsErrP99RPC float64
+}
+
+// RunValidateSim checks the simulator against real serving on this
+// machine: the models are served together by one node (ONNX Runtime,
+// Threads intra-op threads, Concurrency executors each, no batching) and
+// driven over gRPC on loopback with open-loop Poisson load at each level;
+// each model is profiled alone with agent/profile first, and the same
+// scenario — same rates, cores, threads and concurrency — is simulated
+// from those profiles. It prints, per level and application, the measured
+// and simulated mean and p99 and the error.
+func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (ValidateReport, error) {
+	cfg = cfg.withDefaults()
+	rep := ValidateReport{CPUs: goruntime.NumCPU()}
+	if cfg.Backend == nil {
+		return rep, fmt.Errorf("validate-sim: no runtime backend")
+	}
+	work := cfg.WorkDir
+	if work == "" {
+		d, err := os.MkdirTemp("", "accelpool-validate-sim-")
+		if err != nil {
+			return rep, err
+		}
+		defer os.RemoveAll(d)
+		work = d
+	}
+	fmt.Fprintf(out, "accelpool bench placement --mode validate-sim: %s served together by one node on this machine (%d CPUs, GOMAXPROCS %d; %s)\n",
+		strings.Join(cfg.Models, ", "), rep.CPUs, goruntime.GOMAXPROCS(0), goVersion())
+	fmt.Fprintf(out, "ONNX Runtime intra-op threads %d, %d executors per model, no batching; open-loop Poisson load over gRPC on loopback, %v warm-up + %v per level; the simulator runs %v of virtual time per level\n\n",
+		cfg.Threads, cfg.Concurrency, cfg.Warmup, cfg.Duration, cfg.SimDuration)
+
+	// Profile each model alone, as the profiler does for the registry.
+	inputs := map[string][]tensor.Tensor{}
+	var entries []repoEntry
+	profiles := sim.Profiles{}
+	for _, m := range cfg.Models {
+		path, err := modelFile(cfg.Repository, m)
+		if err != nil {
+			return rep, fmt.Errorf("%s: %w", m, err)
+		}
+		sess, err := cfg.Backend.Load(ctx, path, runtime.Options{IntraOpThreads: cfg.Threads})
+		if err != nil {
+			return rep, fmt.Errorf("%s: %w", m, err)
+		}
+		in, desc, err := buildInputs(m, sess.Metadata(), SyntheticImage(), "synthetic image")
+		_ = sess.Close()
+		if err != nil {
+			return rep, err
+		}
+		inputs[m] = in
+		shapes := map[string][]int64{}
+		for _, t := range in {
+			shapes[t.Name] = t.Shape
+		}
+		p, err := profile.Run(ctx, cfg.Backend, path, m, profile.Options{
+			BatchSizes: []int{1}, Concurrency: []int{1}, Iterations: cfg.ProfileRuns, Warmup: 10, Shapes: shapes,
+			Runtime: runtime.Options{IntraOpThreads: cfg.Threads},
+		}, nil)
+		if err != nil {
+			return rep, fmt.Errorf("profile %s: %w", m, err)
+		}
+		svc, err := sim.FromModelProfile(p)
+		if err != nil {
+			return rep, err
+		}
+		profiles.Set(m, "cpu", svc)
+		rep.Profiles = append(rep.Profiles, ValidateProfile{Model: m, Input: desc, ServiceMs: svc.MeanMs, CV: svc.CV, P99Ms: p.ServiceP99Ms[1]})
+		entries = append(entries, repoEntry{name: m, file: path, config: serveConfig{concurrency: cfg.Concurrency, queue: maxInFlight, intra: cfg.Threads}})
+	}
+
+	dir := filepath.Join(work, "repository")
+	if err := writeRepository(dir, entries); err != nil {
+		return rep, err
+	}
+	srv, err := startServedNode(ctx, dir, cfg.Backend, cfg.Logger)
+	if err != nil {
+		return rep, err
+	}
+	defer srv.close()
+	// Served alone: sequential requests, the serving path's cost.
+	for i := range rep.Profiles {
+		p := &rep.Profiles[i]
+		call := servedCall(srv.client, p.Model, inputs[p.Model])()
+		if err := warm(ctx, call); err != nil {
+			return rep, fmt.Errorf("%s served: %w", p.Model, err)
+		}
+		n := max(50, min(300, int(1500/p.ServiceMs)))
+		start := time.Now()
+		for range n {
+			if err := call(ctx); err != nil {
+				return rep, fmt.Errorf("%s served: %w", p.Model, err)
+			}
+		}
+		p.ServedMs = float64(time.Since(start)) / 1e6 / float64(n)
+	}
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "MODEL\tINPUT\tPROFILE MEAN ms\tCV\tP99 ms\tSERVED ALONE ms (gRPC)\n")
+	for _, p := range rep.Profiles {
+		fmt.Fprintf(tw, "%s\t%s\t%.3f\t%.2f\t%.2f\t%.3f\n", p.Model, p.Input, p.ServiceMs, p.CV, p.P99Ms, p.ServedMs)
+	}
+	tw.Flush()
+	fmt.Fprintln(out)
+
+	sumWork := 0.0
+	for _, p := range rep.Profiles {
+		sumWork += p.ServiceMs / 1e3
+	}
+	// The scenario as the simulator sees it: this machine as one node.
+	node := cluster.Node{Name: "local", Accelerators: []cluster.Accelerator{{ID: "cpu0", Kind: "cpu", Compute: float64(rep.CPUs), MemoryBytes: 1 << 30}}}
+	var insts []cluster.Instance
+	for _, m := range cfg.Models {
+		insts = append(insts, cluster.Instance{ID: m, App: m, Node: "local", Accelerator: "cpu0"})
+	}
+	rpcProfiles := sim.Profiles{}
+	for _, p := range rep.Profiles {
+		extra := max(p.ServedMs-p.ServiceMs, 0)
+		rpcProfiles.Set(p.Model, "cpu", sim.Service{MeanMs: p.ServiceMs + extra, CV: p.CV * p.ServiceMs / (p.ServiceMs + extra)})
+	}
+	var errs, errsRPC []float64
+	for li, level := range cfg.Levels {
+		rate := level * float64(rep.CPUs) / sumWork
+		lv := ValidateLevel{Level: level, Rate: rate}
+		var targets []loadTarget
+		var apps []sim.App
+		for _, m := range cfg.Models {
+			targets = append(targets, loadTarget{served: m, rate: rate, inputs: inputs[m]})
+			apps = append(apps, sim.App{Name: m, Model: m, Rate: rate, ObjectiveMs: math.MaxFloat64})
+		}
+		measured := openLoop(ctx, srv.client, targets, cfg.Warmup, cfg.Duration, 30*time.Second, cfg.Seed+uint64(li))
+		if err := ctx.Err(); err != nil {
+			return rep, err
+		}
+		sc := sim.Scenario{Nodes: []cluster.Node{node}, Instances: insts, Apps: apps, Profiles: profiles,
+			Duration: cfg.SimDuration, Warmup: 10 * time.Second, Seed: cfg.Seed + uint64(li),
+			Concurrency: cfg.Concurrency, JobThreads: cfg.Threads}
+		simRes, err := sim.Run(sc)
+		if err != nil {
+			return rep, err
+		}
+		sc.Profiles = rpcProfiles
+		rpcRes, err := sim.Run(sc)
+		if err != nil {
+			return rep, err
+		}
+		for i, m := range cfg.Models {
+			ms, rs := simRes.Apps[i], rpcRes.Apps[i]
+			meas := measured[i]
+			a := ValidateApp{Model: m, Rate: rate, Requests: meas.sent, Failed: meas.failed,
+				MeasuredMeanMs: meas.meanMs, MeasuredP99Ms: meas.p99Ms, GeneratorLagP99Ms: meas.lagP99Ms,
+				SimMeanMs: ms.MeanMs, SimP99Ms: ms.P99Ms, RPCMeanMs: rs.MeanMs, RPCP99Ms: rs.P99Ms}
+			a.ErrP99, a.ErrP99RPC = relErr(a.SimP99Ms, a.MeasuredP99Ms), relErr(a.RPCP99Ms, a.MeasuredP99Ms)
+			a.ErrMean, a.ErrMeanRPC = relErr(a.SimMeanMs, a.MeasuredMeanMs), relErr(a.RPCMeanMs, a.MeasuredMeanMs)
+			errs, errsRPC = append(errs, math.Abs(a.ErrP99)), append(errsRPC, math.Abs(a.ErrP99RPC))
+			lv.Apps = append(lv.Apps, a)
+		}
+		rep.Levels = append(rep.Levels, lv)
+		fmt.Fprintf(out, "level %d/%d: the models' work is %.0f %% of %d cores: %.1f req/s per model (%.1f in all)\n",
+			li+1, len(cfg.Levels), level*100, rep.CPUs, rate, rate*float64(len(cfg.Models)))
+		tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+		fmt.Fprintf(tw, "MODEL\tREQUESTS\tMEASURED mean ms\tp99 ms\tSIM mean ms\tp99 ms\tERR mean\tERR p99\tSIM+RPC mean ms\tp99 ms\tERR mean\tERR p99\tCLIENT LAG p99 ms\n")
+		for _, a := range lv.Apps {
+			fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%+.1f%%\t%+.1f%%\t%.2f\t%.2f\t%+.1f%%\t%+.1f%%\t%.2f\n", a.Model, a.Requests,
+				a.MeasuredMeanMs, a.MeasuredP99Ms, a.SimMeanMs, a.SimP99Ms, 100*a.ErrMean, 100*a.ErrP99,
+				a.RPCMeanMs, a.RPCP99Ms, 100*a.ErrMeanRPC, 100*a.ErrP99RPC, a.GeneratorLagP99Ms)
+		}
+		tw.Flush()
+		fmt.Fprintln(out)
+	}
+	rep.MeanAbsErrP99, rep.MaxAbsErrP99 = meanMax(errs)
+	rep.MeanAbsErrP99RPC, rep.MaxAbsErrP99RPC = meanMax(errsRPC)
+	fmt.Fprintf(out, "SIM uses the profiles alone; SIM+RPC adds to each request's demand the serving path's cost measured alone (served - profile).\n")
+	fmt.Fprintf(out, "validate-sim: p99 error mean %.1f %%, max %.1f %% (SIM+RPC: mean %.1f %%, max %.1f %%) over %d (model, level) pairs; target %.0f %%\n",
+		100*rep.MeanAbsErrP99, 100*rep.MaxAbsErrP99, 100*rep.MeanAbsErrP99RPC, 100*rep.MaxAbsErrP99RPC, len(errs), 100*TargetSimP99Error)
+	return rep, nil
+}
+
+func relErr(sim, measured float64) float64 {
+	if measured == 0 || math.IsInf(measured, 0) {
+		return math.Inf(1)
+	}
+	return (sim - measured) / measured
+}
+
+func meanMax(v []float64) (mean, mx float64) {
+	for _, x := range v {
+		mean += x / float64(len(v))
+		mx = max(mx, x)
+	}
+	return mean, mx
+}

@@ -1,0 +1,150 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/accelpool/accelpool/agent/runtime/onnx"
+	"github.com/accelpool/accelpool/bench"
+	"github.com/accelpool/accelpool/internal/cache"
+	"github.com/accelpool/accelpool/sim"
+)
+
+const benchPlacementHelp = `
+Compares placement policies by the applications they host and the latency
+violations measured afterwards. Applications from the --workload file are
+added one at a time, cycling through its list, until the next cannot be
+placed; then the placed set runs and every application whose measured p99
+exceeds its objective counts as a violation.
+
+  --mode sim           a simulated heterogeneous cluster of --nodes nodes,
+                       measured in the discrete-event simulator (package sim)
+  --mode real          this machine, measured by real serving: one node,
+                       each application its own ONNX Runtime model, driven
+                       at its rate over gRPC
+  --mode validate-sim  the simulator against real serving: --models served
+                       together at several load levels, each also profiled
+                       alone and simulated; prints the p99 errors
+
+Policies (--policy all, or a comma-separated list): model-driven (the
+analytic latency models), knapsack-first, knapsack-best, knapsack-worst
+(memory), knapsack-util (utilisation).
+
+The last line reads:
+  placement: model-driven N apps, best knapsack M apps (R.RRx), violations V
+where the best knapsack is the variant hosting the most applications with
+no violation measured (or, if all have some, the one hosting the most) and
+V is the model-driven placement's measured violations.`
+
+func runBenchPlacement(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("bench placement", "bench placement --workload FILE [--mode sim|real] [flags] | --mode validate-sim [flags]", benchPlacementHelp, stderr)
+	mode := fs.String("mode", bench.PlacementSim, "sim, real or validate-sim")
+	workload := fs.String("workload", "", "workload `file` (see bench/workloads)")
+	nodes := fs.Int("nodes", 100, "nodes of the simulated cluster (--mode sim)")
+	policies := fs.String("policy", "all", "`policies` to compare: all, or a comma-separated list")
+	maxApps := fs.Int("max-apps", 0, "applications tried per policy at most (0: what the cluster's memory could hold, plus one)")
+	seed := fs.Uint64("seed", 1, "random `seed` of the cluster, arrivals and service times")
+	simDuration := fs.Duration("sim-duration", 300*time.Second, "virtual time simulated (--mode sim); the first 10 % is a warm-up")
+	trace := fs.String("trace", "", "CSV `file` whose timestamps drive the arrivals, replayed at each application's rate (--mode sim; default Poisson)")
+	traceColumn := fs.String("trace-column", "TIMESTAMP", "timestamp `column` of --trace")
+	warmup := fs.Duration("warmup", 3*time.Second, "load warm-up, not measured (--mode real, validate-sim)")
+	duration := fs.Duration("duration", 0, "measured load (--mode real: default 15s; validate-sim: 20s per level)")
+	nodeMemory := fs.Int64("node-memory", 0, "MiB of this machine's memory accelpool may use (--mode real; default: the workload's node shape)")
+	repo := fs.String("model-repository", cache.ModelRepository(), "model repository `dir`")
+	ortLib := fs.String("ort-lib", "", "ONNX Runtime library `path` (default: $ACCELPOOL_ORT_LIB, the cache, then the system)")
+	models := fs.String("models", strings.Join(bench.DefaultValidateModels, ","), "models served together (--mode validate-sim)")
+	levels := fs.String("levels", "0.3,0.45,0.6", "load levels: the fraction of the cores the models' work takes (--mode validate-sim)")
+	concurrency := fs.Int("concurrency", 2, "executors per model (--mode validate-sim)")
+	threads := fs.Int("intra-op-threads", 1, "ONNX Runtime intra-op threads per request (--mode validate-sim)")
+	profileRuns := fs.Int("profile-runs", 300, "profiler runs per model (--mode validate-sim)")
+	logLevel := fs.String("log-level", "warn", "serving node log `level`")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q (see --help)", fs.Args())
+	}
+	log, err := newLogger(stderr, *logLevel, "text")
+	if err != nil {
+		return err
+	}
+	newBackend := func() (*onnx.Backend, error) { return onnx.New(onnx.Config{LibPath: *ortLib, Logger: log}) }
+
+	if *mode == "validate-sim" {
+		lv, err := parseFloats(*levels, "--levels")
+		if err != nil {
+			return err
+		}
+		b, err := newBackend()
+		if err != nil {
+			return err
+		}
+		cfg := bench.ValidateConfig{Backend: b, Repository: *repo, Levels: lv, Threads: *threads, Concurrency: *concurrency,
+			Warmup: *warmup, Duration: *duration, ProfileRuns: *profileRuns, Seed: *seed, Logger: log}
+		for _, m := range strings.Split(*models, ",") {
+			if m = strings.TrimSpace(m); m != "" {
+				cfg.Models = append(cfg.Models, m)
+			}
+		}
+		_, err = bench.RunValidateSim(ctx, cfg, stdout)
+		return err
+	}
+	if *mode != bench.PlacementSim && *mode != bench.PlacementReal {
+		return fmt.Errorf("--mode %q: want sim, real or validate-sim", *mode)
+	}
+	if *workload == "" {
+		fs.Usage()
+		return fmt.Errorf("--workload is required")
+	}
+	w, err := bench.ReadWorkload(*workload)
+	if err != nil {
+		return err
+	}
+	pols, err := bench.Policies(*policies, w)
+	if err != nil {
+		return err
+	}
+	cfg := bench.PlacementConfig{Workload: w, Mode: *mode, Nodes: *nodes, Policies: pols, MaxApps: *maxApps, Seed: *seed,
+		SimDuration: *simDuration, Repository: *repo, Warmup: *warmup, Duration: *duration, NodeMemory: *nodeMemory << 20, Logger: log}
+	if *trace != "" {
+		f, err := os.Open(*trace)
+		if err != nil {
+			return err
+		}
+		ts, err := sim.ReadTimestamps(f, *traceColumn)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("--trace %s: %w", *trace, err)
+		}
+		if cfg.Arrivals, err = sim.NewTrace(ts); err != nil {
+			return fmt.Errorf("--trace %s: %w", *trace, err)
+		}
+	}
+	if *mode == bench.PlacementReal {
+		if err := w.CheckRepository(*repo); err != nil {
+			return fmt.Errorf("workload %s: %w", *workload, err)
+		}
+		if cfg.Backend, err = newBackend(); err != nil {
+			return err
+		}
+	}
+	_, err = bench.RunPlacement(ctx, cfg, stdout)
+	return err
+}
+
+func parseFloats(s, flagName string) ([]float64, error) {
+	var out []float64
+	for _, p := range strings.Split(s, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
+		if err != nil || !(v > 0) || v > 1 {
+			return nil, fmt.Errorf("%s %q: want numbers in (0, 1], comma-separated", flagName, s)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
