@@ -515,3 +515,6 @@ func (m *Manager) QueueLength(name string) int {
 // started; its growth over an interval, divided by the interval, is the
 // node's utilisation.
 func (m *Manager) Busy() time.Duration { return time.Duration(m.busyNanos.Load()) }
+
+// Backend is the runtime the Manager loads models into.
+func (m *Manager) Backend() runtime.Backend { return m.cfg.Backend }

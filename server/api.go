@@ -61,6 +61,7 @@ func (s *Server) APIHandler() http.Handler {
 	h("GET /api/v1/leader", s.handleLeader)
 	h("PUT /api/v1/profiles/{model}/{kind}", s.writeOnLeader(s.handlePutProfile))
 	h("GET /api/v1/profiles", s.handleListProfiles)
+	h("GET /api/v1/profiles/{model}/{kind}", s.handleGetProfile)
 	h("/api/", func(w http.ResponseWriter, r *http.Request) error {
 		return errdefs.New(errdefs.ErrNotFound, fmt.Sprintf("no API route %s %s", r.Method, r.URL.Path))
 	})
@@ -531,4 +532,13 @@ func (s *Server) handleListProfiles(w http.ResponseWriter, r *http.Request) erro
 		return out[i].Model+"/"+out[i].AcceleratorKind < out[j].Model+"/"+out[j].AcceleratorKind
 	})
 	return writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) handleGetProfile(w http.ResponseWriter, r *http.Request) error {
+	v := s.state.snapshot()
+	p, ok := v.Profiles[r.PathValue("model")+"/"+r.PathValue("kind")]
+	if !ok {
+		return errdefs.New(errdefs.ErrNotFound, fmt.Sprintf("no profile of model %q on %s", r.PathValue("model"), r.PathValue("kind")))
+	}
+	return writeJSON(w, http.StatusOK, p)
 }

@@ -71,7 +71,7 @@ func startAgent(t *testing.T, servers []string, n cluster.Node) *testAgent {
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &testAgent{node: node, cancel: cancel, done: make(chan error, 1)}
 	go func() {
-		a.done <- member.Run(ctx, member.Config{Servers: servers, Token: token, Node: n, DataDir: dir, Manager: node.Manager, Logger: quiet(), PollWait: 2 * time.Second})
+		a.done <- member.Run(ctx, member.Config{Servers: servers, Token: token, Node: n, DataDir: dir, Manager: node.Manager, Logger: quiet(), PollWait: 2 * time.Second, AutoProfile: true})
 	}()
 	t.Cleanup(a.stop)
 	return a
@@ -191,6 +191,13 @@ spec:
 			t.Fatalf("gateway answer %v (%s)", got, resp.ModelName)
 		}
 	}
+
+	// The first deployment profiled the model on its accelerator kind.
+	waitFor(t, "an automatic profile of adder on cpu", 10*time.Second, func() bool {
+		ps, err := cl.Profiles(ctx)
+		return err == nil && len(ps) == 1 && ps[0].Model == "adder" && ps[0].AcceleratorKind == "cpu" &&
+			ps[0].ServiceMs[1] > 0 && ps[0].Digest == art.Digest
+	})
 
 	// Explain: the tiny node is rejected for memory.
 	ex, err := cl.Explain(ctx, "add")

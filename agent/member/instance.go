@@ -169,6 +169,7 @@ func (m *member) setup(ctx context.Context, in *instance) {
 	}
 	in.log.Info("instance ready", "load", time.Since(start).Round(time.Millisecond))
 	in.set(cluster.InstanceReady, "")
+	m.maybeProfile(ctx, in.spec)
 }
 
 // teardown unloads a stopped instance's model unless another assigned

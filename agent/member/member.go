@@ -56,6 +56,9 @@ type Config struct {
 	Logger  *slog.Logger
 	// PollWait is how long one assignments long poll may wait (default 30s).
 	PollWait time.Duration
+	// AutoProfile measures each model the registry has no profile for on
+	// this accelerator kind, once it is Ready, and stores the profile.
+	AutoProfile bool
 	// UnloadOnExit unloads the instances' models when Run returns; by
 	// default they are left loaded, as the process is exiting anyway.
 	UnloadOnExit bool
@@ -95,6 +98,7 @@ type member struct {
 	// the Manager's busy time then (guarded by mu).
 	utilAt   time.Time
 	utilBusy time.Duration
+	profiled map[string]bool // "<model>/<kind>" already profiled or checked
 
 	intervalMu sync.Mutex
 	interval   time.Duration
@@ -154,6 +158,7 @@ func newMember(cfg Config) (*member, error) {
 		blobs:     &blobStore{dir: BlobDir(cfg.DataDir), c: c},
 		repo:      RepositoryDir(cfg.DataDir),
 		kickc:     make(chan struct{}, 1),
+		profiled:  map[string]bool{},
 		interval:  defaultHeartbeatInterval,
 		instances: map[string]*instance{},
 		refs:      map[string]int{},

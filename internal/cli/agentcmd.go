@@ -239,7 +239,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	errc := make(chan error, 1)
 	go func() {
 		errc <- member.Run(ctx, member.Config{Servers: strings.Split(*join, ","), Token: *token, Node: n, DataDir: *dataDir,
-			Manager: node.Manager, Logger: log, HTTPClient: hc})
+			Manager: node.Manager, Logger: log, HTTPClient: hc, AutoProfile: true})
 	}()
 	select {
 	case err = <-errc:

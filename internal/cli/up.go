@@ -153,7 +153,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	mctx, stopMember := context.WithCancel(ctx)
 	defer stopMember()
 	go func() {
-		memberErr <- member.Run(mctx, member.Config{Servers: []string{rep.URL()}, Token: tok, Node: n, DataDir: agentDir, Manager: node.Manager, Logger: log})
+		memberErr <- member.Run(mctx, member.Config{Servers: []string{rep.URL()}, Token: tok, Node: n, DataDir: agentDir, Manager: node.Manager, Logger: log, AutoProfile: true})
 	}()
 
 	cl := client.New([]string{rep.URL()}, tok, nil)
