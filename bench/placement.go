@@ -110,11 +110,13 @@ type PlacementResult struct {
 	// Nodes used and instances placed.
 	NodesUsed int
 	// Violations counts the hosted applications whose measured p99
-	// exceeded their objective; WorstRatio is the largest p99/objective.
-	Violations int
-	WorstRatio float64
-	WorstApp   string
-	Requests   int
+	// exceeded their objective, Significant those whose p99 exceeded it
+	// with 95 % confidence; WorstRatio is the largest p99/objective.
+	Violations  int
+	Significant int
+	WorstRatio  float64
+	WorstApp    string
+	Requests    int
 	// DecisionP50 and DecisionP99 time the placement decisions.
 	DecisionP50, DecisionP99 time.Duration
 	Apps                     []sim.AppResult
@@ -126,8 +128,9 @@ type PlacementReport struct {
 	Results []PlacementResult
 	// ModelDriven is the "model-driven" policy's result and BestKnapsack
 	// the knapsack baseline compared with it: the one hosting the most
-	// applications among those with no violation measured, or, when
-	// every one has violations, the one hosting the most (BestViolates).
+	// applications within their objective (BestViolates when it broke
+	// some). Ratio is the model-driven applications hosted over the best
+	// knapsack's hosted within their objective.
 	ModelDriven  *PlacementResult
 	BestKnapsack *PlacementResult
 	BestViolates bool
@@ -388,6 +391,9 @@ func (res *PlacementResult) record(apps []sim.AppResult) {
 		if a.Violated {
 			res.Violations++
 		}
+		if a.Significant {
+			res.Significant++
+		}
 		if r := a.P99Ms / a.ObjectiveMs; r > res.WorstRatio || res.WorstApp == "" {
 			res.WorstRatio, res.WorstApp = r, a.App
 		}
@@ -459,7 +465,9 @@ func measureReal(ctx context.Context, res *PlacementResult, cfg PlacementConfig,
 		a := placed[i]
 		ar := sim.AppResult{App: a.Metadata.Name, Instances: 1, Requests: m.sent, MeanMs: m.meanMs, P50Ms: m.p50Ms, P99Ms: m.p99Ms,
 			ObjectiveMs: a.Spec.Objective.P99Ms}
+		ar.P99LowMs, ar.P99HighMs = m.p99LowMs, m.p99HighMs
 		ar.Violated = m.sent > 0 && ar.P99Ms > ar.ObjectiveMs
+		ar.Significant = m.sent > 0 && ar.P99LowMs > ar.ObjectiveMs
 		apps = append(apps, ar)
 	}
 	res.record(apps)
@@ -487,6 +495,13 @@ func shorten(s string, n int) string {
 	return s[:n] + "…"
 }
 
+// WithinSLO is the number of hosted applications whose objective held.
+func (r *PlacementResult) WithinSLO() int { return r.Hosted - r.Violations }
+
+// summarise picks the model-driven result and the best knapsack: the
+// variant with the most applications hosted within their objective (a
+// placement is not credited with the applications it breaks), fewer
+// violations breaking a tie.
 func (rep *PlacementReport) summarise() {
 	for i := range rep.Results {
 		r := &rep.Results[i]
@@ -497,21 +512,14 @@ func (rep *PlacementReport) summarise() {
 			continue
 		}
 		b := rep.BestKnapsack
-		switch {
-		case b == nil:
-			rep.BestKnapsack = r
-		case (r.Violations == 0) != (b.Violations == 0):
-			if r.Violations == 0 {
-				rep.BestKnapsack = r
-			}
-		case r.Hosted > b.Hosted:
+		if b == nil || r.WithinSLO() > b.WithinSLO() || (r.WithinSLO() == b.WithinSLO() && r.Violations < b.Violations) {
 			rep.BestKnapsack = r
 		}
 	}
-	if rep.BestKnapsack != nil {
-		rep.BestViolates = rep.BestKnapsack.Violations > 0
-		if rep.ModelDriven != nil && rep.BestKnapsack.Hosted > 0 {
-			rep.Ratio = float64(rep.ModelDriven.Hosted) / float64(rep.BestKnapsack.Hosted)
+	if b := rep.BestKnapsack; b != nil {
+		rep.BestViolates = b.Violations > 0
+		if rep.ModelDriven != nil && b.WithinSLO() > 0 {
+			rep.Ratio = float64(rep.ModelDriven.Hosted) / float64(b.WithinSLO())
 		}
 	}
 }
@@ -519,25 +527,23 @@ func (rep *PlacementReport) summarise() {
 func (rep *PlacementReport) print(out io.Writer) {
 	fmt.Fprintln(out)
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "POLICY\tAPPS HOSTED\tNODES USED\tVIOLATIONS (measured)\tWITHIN SLO\tWORST p99/OBJECTIVE\tREQUESTS\tDECISION p50\tp99\n")
+	fmt.Fprintf(tw, "POLICY\tAPPS HOSTED\tNODES USED\tVIOLATIONS (measured)\t(95 %% SURE)\tWITHIN SLO\tWORST p99/OBJECTIVE\tREQUESTS\tDECISION p50\tp99\n")
 	for _, r := range rep.Results {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%.2f\t%d\t%v\t%v\n", r.Policy, r.Hosted, r.NodesUsed, r.Violations, r.Hosted-r.Violations,
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%.2f\t%d\t%v\t%v\n", r.Policy, r.Hosted, r.NodesUsed, r.Violations, r.Significant, r.WithinSLO(),
 			r.WorstRatio, r.Requests, r.DecisionP50.Round(time.Microsecond), r.DecisionP99.Round(time.Microsecond))
 	}
 	tw.Flush()
+	fmt.Fprintln(out, "A violation is a measured p99 above the objective; 95 % SURE counts those whose p99's 95 % confidence interval lies wholly above it.")
 	fmt.Fprintln(out)
 	md := rep.ModelDriven
 	b := rep.BestKnapsack
 	if b != nil {
-		why := "the knapsack variant hosting the most applications with no violation measured"
-		if rep.BestViolates {
-			why = "every knapsack variant had violations; the one hosting the most"
-		}
-		fmt.Fprintf(out, "best knapsack: %s (%s)\n", b.Policy, why)
+		fmt.Fprintf(out, "best knapsack: %s, %d applications hosted, %d of them within their objective (a placement is credited only with those)\n",
+			b.Policy, b.Hosted, b.WithinSLO())
 	}
 	if md == nil || b == nil {
 		fmt.Fprintln(out, "placement: no model-driven policy or no knapsack baseline in this run")
 		return
 	}
-	fmt.Fprintf(out, "placement: model-driven %d apps, best knapsack %d apps (%.2fx), violations %d\n", md.Hosted, b.Hosted, rep.Ratio, md.Violations)
+	fmt.Fprintf(out, "placement: model-driven %d apps, best knapsack %d apps (%.2fx), violations %d\n", md.Hosted, b.WithinSLO(), rep.Ratio, md.Violations)
 }

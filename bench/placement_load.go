@@ -16,6 +16,7 @@ import (
 	"github.com/accelpool/accelpool/agent/runtime"
 	"github.com/accelpool/accelpool/oip"
 	"github.com/accelpool/accelpool/oip/grpcsvc"
+	"github.com/accelpool/accelpool/sim"
 	"github.com/accelpool/accelpool/tensor"
 )
 
@@ -81,6 +82,8 @@ type loadResult struct {
 	sent, failed int
 	meanMs       float64
 	p50Ms, p99Ms float64
+	// p99LowMs and p99HighMs bound the p99 with 95 % confidence.
+	p99LowMs, p99HighMs float64
 	// lagP99Ms is the 99th percentile of how late the generator sent a
 	// request after its scheduled time (a sign of a saturated client).
 	lagP99Ms float64
@@ -198,6 +201,9 @@ func (r *loadResult) summarise(lat, lag []float64) {
 	slices.Sort(all)
 	r.p50Ms = rankOf(all, 50)
 	r.p99Ms = rankOf(all, 99)
+	if _, lo, hi := sim.QuantileRanks(len(all), 99); lo > 0 {
+		r.p99LowMs, r.p99HighMs = all[lo-1], all[hi-1]
+	}
 	slices.Sort(lag)
 	r.lagP99Ms = rankOf(lag, 99)
 }

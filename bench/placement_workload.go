@@ -280,4 +280,9 @@ func (w *Workload) Expand(n int) []cluster.Application {
 }
 
 // Name is the workload file's base name.
-func (w *Workload) Name() string { return filepath.Base(w.file) }
+func (w *Workload) Name() string {
+	if w.file == "" {
+		return "(inline)"
+	}
+	return filepath.Base(w.file)
+}

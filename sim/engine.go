@@ -318,11 +318,17 @@ func (e *engine) result() Result {
 			ar.MeanMs = sum / float64(len(a.lat))
 			slices.Sort(a.lat)
 			ar.P50Ms = float64(nearestRank(a.lat, 50))
+			_, lo, hi := QuantileRanks(len(a.lat), 99)
 			ar.P99Ms = float64(nearestRank(a.lat, 99))
+			ar.P99LowMs, ar.P99HighMs = float64(a.lat[lo-1]), float64(a.lat[hi-1])
 		}
 		ar.Violated = ar.Requests > 0 && ar.P99Ms > ar.ObjectiveMs
+		ar.Significant = ar.Requests > 0 && ar.P99LowMs > ar.ObjectiveMs
 		if ar.Violated {
 			res.Violations++
+		}
+		if ar.Significant {
+			res.Significant++
 		}
 		res.Requests += ar.Requests
 		res.Apps = append(res.Apps, ar)

@@ -100,15 +100,38 @@ func Parallelism(a cluster.Accelerator, jobThreads int) float64 {
 
 // AppResult is what one application measured.
 type AppResult struct {
-	App         string  `json:"app"`
-	Instances   int     `json:"instances"`
-	Requests    int     `json:"requests"`
-	MeanMs      float64 `json:"meanMs"`
-	P50Ms       float64 `json:"p50Ms"`
-	P99Ms       float64 `json:"p99Ms"`
+	App       string  `json:"app"`
+	Instances int     `json:"instances"`
+	Requests  int     `json:"requests"`
+	MeanMs    float64 `json:"meanMs"`
+	P50Ms     float64 `json:"p50Ms"`
+	P99Ms     float64 `json:"p99Ms"`
+	// P99LowMs and P99HighMs bound the p99 with 95 % confidence (see
+	// QuantileRanks): with a finite sample the measured p99 is itself an
+	// estimate.
+	P99LowMs    float64 `json:"p99LowMs"`
+	P99HighMs   float64 `json:"p99HighMs"`
 	ObjectiveMs float64 `json:"objectiveMs"`
-	// Violated is true when P99Ms exceeds ObjectiveMs.
-	Violated bool `json:"violated"`
+	// Violated is true when P99Ms exceeds ObjectiveMs; Significant when
+	// even P99LowMs does, so that the violation is not sampling noise.
+	Violated    bool `json:"violated"`
+	Significant bool `json:"significant"`
+}
+
+// QuantileRanks returns the 1-based ranks, among n sorted samples, of the
+// nearest-rank p-th percentile (0 < p < 100) and of the bounds of its
+// distribution-free 95 % confidence interval: the number of samples below
+// the true quantile is binomial(n, p/100), so the order statistics at
+// n·q ∓ 1.96·√(n·q·(1−q)) bracket it (normal approximation), clamped to
+// [1, n].
+func QuantileRanks(n int, p float64) (at, lo, hi int) {
+	if n <= 0 {
+		return 0, 0, 0
+	}
+	q := p / 100
+	clamp := func(k float64) int { return min(max(int(math.Ceil(k)), 1), n) }
+	half := 1.96 * math.Sqrt(float64(n)*q*(1-q))
+	return clamp(q * float64(n)), clamp(q*float64(n) - half), clamp(q*float64(n) + half + 1)
 }
 
 // Result is a run's outcome.
@@ -118,6 +141,9 @@ type Result struct {
 	// Violations counts the applications whose p99 exceeded their
 	// objective.
 	Violations int `json:"violations"`
+	// Significant counts those whose p99 exceeded it with 95 %
+	// confidence.
+	Significant int `json:"significant"`
 	// Requests is the number measured (after the warm-up).
 	Requests int `json:"requests"`
 	// Events is the number of events processed; End the virtual time at

@@ -271,3 +271,18 @@ func TestInvalidScenarios(t *testing.T) {
 }
 
 func ftoa(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
+
+func TestQuantileRanks(t *testing.T) {
+	cases := []struct{ n, at, lo, hi int }{
+		{0, 0, 0, 0},
+		{1, 1, 1, 1},
+		{100, 99, 98, 100},
+		{10000, 9900, 9881, 9921},
+	}
+	for _, c := range cases {
+		at, lo, hi := sim.QuantileRanks(c.n, 99)
+		if at != c.at || lo != c.lo || hi != c.hi {
+			t.Errorf("n %d: ranks %d [%d, %d], want %d [%d, %d]", c.n, at, lo, hi, c.at, c.lo, c.hi)
+		}
+	}
+}

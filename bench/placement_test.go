@@ -1,0 +1,152 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/accelpool/accelpool/errdefs"
+)
+
+const testWorkload = `
+source: test
+kind: gpu
+nodes:
+  - name: small
+    share: 0.5
+    accelerators: [{kind: gpu, memoryMiB: 2048, compute: 1}]
+  - name: big
+    share: 0.5
+    accelerators: [{kind: gpu, memoryMiB: 4096, compute: 1}, {kind: cpu, memoryMiB: 1024, compute: 4}]
+models:
+  - {name: m1, serviceMs: 10, cv: 0.1, memoryMiB: 1000}
+  - {name: m2, serviceMs: 20, memoryMiB: 500}
+apps:
+  - {name: a, model: m1, rate: 10, objectiveMs: 100}
+  - {name: b, model: m2, rate: 5, objectiveMs: 150, memoryMiB: 700}
+`
+
+func TestParseWorkload(t *testing.T) {
+	w, err := ParseWorkload([]byte(testWorkload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	apps := w.Expand(5)
+	var names []string
+	for _, a := range apps {
+		names = append(names, a.Metadata.Name)
+	}
+	if got := strings.Join(names, " "); got != "a-0 b-0 a-1 b-1 a-2" {
+		t.Errorf("expanded names %q", got)
+	}
+	if m := apps[1].Spec.MemoryBytes; m != 700<<20 {
+		t.Errorf("b's memory %d, want its own 700 MiB", m)
+	}
+	if k := apps[0].Spec.Constraints.AcceleratorKind; k != "gpu" {
+		t.Errorf("apps constrained to %q", k)
+	}
+	for _, a := range apps {
+		a.Normalize()
+		if err := a.Validate(); err != nil {
+			t.Errorf("%s: %v", a.Metadata.Name, err)
+		}
+	}
+	nodes := w.Cluster(5, 1)
+	count := map[string]int{}
+	for _, n := range nodes {
+		count[n.Accelerators[0].Model]++
+	}
+	if count["small"]+count["big"] != 5 || count["small"] < 2 || count["big"] < 2 {
+		t.Errorf("shapes %v", count)
+	}
+	if got := capacityBound(w, nodes); got < 5 {
+		t.Errorf("capacity bound %d", got)
+	}
+}
+
+// TestWorkloadBadInput: each bad entry is named in the error.
+func TestWorkloadBadInput(t *testing.T) {
+	cases := []struct {
+		name, from, to, want string
+	}{
+		{"unknown model", "model: m1, rate: 10", "model: nope, rate: 10", `apps[0] (a): unknown model "nope" (the workload's models are m1, m2)`},
+		{"negative rate", "rate: 10, objectiveMs: 100}", "rate: -3, objectiveMs: 100}", "apps[0] (a): rate -3 must be between 0 and 1e6 requests/s"},
+		{"objective below service", "rate: 10, objectiveMs: 100}", "rate: 10, objectiveMs: 5}", "apps[0] (a): objectiveMs 5 is below m1's own service time 10 ms: no placement can meet it"},
+		{"bad model", "serviceMs: 10,", "serviceMs: -1,", "models[0] (m1): serviceMs -1 must be > 0"},
+		{"unknown field", "cv: 0.1,", "speed: 2,", "field speed not found"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			data := strings.Replace(testWorkload, c.from, c.to, 1)
+			if data == testWorkload {
+				t.Fatal("edit did not apply")
+			}
+			_, err := ParseWorkload([]byte(data))
+			if err == nil || !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err = %v, want ErrInvalid containing %q", err, c.want)
+			}
+		})
+	}
+	// The file name leads the message; a model missing from the
+	// repository is named for --mode real.
+	dir := t.TempDir()
+	path := filepath.Join(dir, "w.yaml")
+	if err := os.WriteFile(path, []byte(strings.Replace(testWorkload, "rate: 5,", "rate: -5,", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadWorkload(path); err == nil || !strings.HasPrefix(err.Error(), "workload "+path+": apps[1] (b): rate -5") {
+		t.Errorf("err = %v", err)
+	}
+	w, _ := ParseWorkload([]byte(testWorkload))
+	if err := w.CheckRepository(dir); err == nil || !strings.Contains(err.Error(), `apps[0] (a): model "m1": not in the model repository`) {
+		t.Errorf("repository check: %v", err)
+	}
+}
+
+// TestShippedWorkloads parses the workloads in bench/workloads.
+func TestShippedWorkloads(t *testing.T) {
+	files, _ := filepath.Glob("workloads/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no workloads shipped")
+	}
+	for _, f := range files {
+		if _, err := ReadWorkload(f); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// TestPlacementSimSmoke runs the sim mode end to end on a small cluster.
+func TestPlacementSimSmoke(t *testing.T) {
+	w, err := ParseWorkload([]byte(testWorkload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pols, err := Policies("all", w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	rep, err := RunPlacement(context.Background(), PlacementConfig{Workload: w, Mode: PlacementSim, Nodes: 6, Policies: pols, SimDuration: 20e9}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(out.String())
+	if len(rep.Results) != len(pols) {
+		t.Fatalf("%d results for %d policies", len(rep.Results), len(pols))
+	}
+	for _, r := range rep.Results {
+		if r.Hosted == 0 || r.Requests == 0 {
+			t.Errorf("%s hosted %d apps, measured %d requests", r.Policy, r.Hosted, r.Requests)
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	last := lines[len(lines)-1]
+	if rep.ModelDriven != nil && !strings.HasPrefix(last, fmt.Sprintf("placement: model-driven %d apps, best knapsack", rep.ModelDriven.Hosted)) {
+		t.Errorf("last line %q", last)
+	}
+}
