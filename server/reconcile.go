@@ -143,8 +143,10 @@ func (s *Server) reconcile(ctx context.Context) error {
 			s.setFailure(name, err.Error())
 			continue
 		}
-		ex, perr := st.Place(scheduler.Request{App: a, MemoryBytes: instanceMemory(v, a), Count: need}, reconcilePolicy())
+		pol, how := policyFor(v, a, 20)
+		ex, perr := st.Place(scheduler.Request{App: a, MemoryBytes: instanceMemory(v, a), Count: need}, pol)
 		var buf bytes.Buffer
+		fmt.Fprintf(&buf, "policy: %s\n", how)
 		_ = ex.Format(&buf)
 		explains[name] = buf.Bytes()
 		if perr != nil {
@@ -201,15 +203,6 @@ func (s *Server) reconcile(ctx context.Context) error {
 	return s.state.waitPrefix(wctx, prefixInstances, rev)
 }
 
-// reconcilePolicy bin-packs and records the 20 best candidates and 20
-// rejections per checker: the counts stay complete, and decisions stay
-// fast on large clusters (`accelpool explain` dry runs record everything).
-func reconcilePolicy() scheduler.Policy {
-	p := scheduler.BinPackPolicy()
-	p.Top = 20
-	return p
-}
-
 func (s *Server) setFailure(app, msg string) {
 	s.failMu.Lock()
 	defer s.failMu.Unlock()
@@ -242,8 +235,10 @@ func staticInfeasible(v view, a *cluster.Application) string {
 
 // dryRun explains where one more instance of a would go now.
 func (s *Server) dryRun(v view, a cluster.Application) string {
-	ex, err := scheduler.Place(snapshotOf(v, nil, false), scheduler.Request{App: a, MemoryBytes: instanceMemory(v, a), Count: 1}, scheduler.BinPackPolicy())
+	pol, how := policyFor(v, a, 0)
+	ex, err := scheduler.Place(snapshotOf(v, nil, false), scheduler.Request{App: a, MemoryBytes: instanceMemory(v, a), Count: 1}, pol)
 	var buf bytes.Buffer
+	fmt.Fprintf(&buf, "policy: %s\n", how)
 	_ = ex.Format(&buf)
 	if err != nil && ex.App == "" {
 		return err.Error()

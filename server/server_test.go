@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -180,8 +181,12 @@ spec:
 		t.Fatalf("app not ready: %v; status %+v", err, av.Status)
 	}
 
-	// Inference through either replica's gateway.
+	// Inference through either replica's gateway (each replica's mirror of
+	// the cluster catches up on its own).
 	for _, r := range []*Replica{r1, r2} {
+		if err := client.New([]string{r.URL()}, token, nil).WaitReady(waitCtx, "add"); err != nil {
+			t.Fatalf("replica %s never saw add ready: %v", r.URL(), err)
+		}
 		gw := rest.NewClient("http://"+r.HTTPAddr(), rest.ClientOptions{Binary: true, HTTPClient: authClient()})
 		resp, err := gw.Infer(ctx, inferReq("add"))
 		if err != nil {
@@ -332,4 +337,60 @@ func TestAgentNameConflictAndDigestCheck(t *testing.T) {
 	if err != nil || len(b) != 3*chunkSize+17 {
 		t.Fatalf("blob read back %d bytes: %v", len(b), err)
 	}
+}
+
+func TestModelDrivenPlacement(t *testing.T) {
+	st := memory.New()
+	t.Cleanup(func() { st.Close() })
+	r := startReplica(t, st)
+	servers := []string{r.URL()}
+	cl := client.New(servers, token, nil)
+	ctx := context.Background()
+	for _, n := range []string{"n1", "n2"} {
+		startAgent(t, servers, cpuNode(n, cluster.TierEdge, 4<<30, nil))
+	}
+	waitFor(t, "two nodes up", 10*time.Second, func() bool {
+		nodes, _ := cl.Nodes(ctx)
+		return len(nodes) == 2 && nodes[0].Up && nodes[1].Up
+	})
+	art, err := cl.PushModel(ctx, "adder", fakeModel(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A profile of this artifact (so agents do not measure the fake model
+	// themselves): 20 ms per request alone.
+	if err := cl.PutProfile(ctx, cluster.ModelProfile{Model: "adder", Digest: art.Digest, AcceleratorKind: "cpu", ServiceMs: map[int]float64{1: 20}, ServiceCV: 0.5}); err != nil {
+		t.Fatal(err)
+	}
+	app := func(name string) []byte {
+		return []byte(fmt.Sprintf("apiVersion: accelpool.io/v1\nkind: Application\nmetadata: {name: %s}\nspec:\n  model: adder\n  objective: {p99Ms: 300}\n  rate: 30\n  memoryBytes: 1048576\n", name))
+	}
+	// Each app loads a CPU to ρ = 0.6: two never share one, a third fits nowhere.
+	for _, name := range []string{"a1", "a2", "a3"} {
+		if _, err := cl.Deploy(ctx, app(name), client.DeployOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "a1 and a2 ready", 15*time.Second, func() bool {
+		x, _ := cl.App(ctx, "a1")
+		y, _ := cl.App(ctx, "a2")
+		return x.Status.Ready == 1 && y.Status.Ready == 1
+	})
+	x, _ := cl.App(ctx, "a1")
+	y, _ := cl.App(ctx, "a2")
+	if x.Status.Instances[0].Node == y.Status.Instances[0].Node {
+		t.Fatalf("a1 and a2 share node %s although together they would load it to ρ=1.2", x.Status.Instances[0].Node)
+	}
+	waitFor(t, "a3 pending with a latency reason", 10*time.Second, func() bool {
+		z, err := cl.App(ctx, "a3")
+		return err == nil && len(z.Status.Instances) == 0 && strings.Contains(z.Status.Message, "latency")
+	})
+	ex, err := cl.Explain(ctx, "a3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(ex.DryRun, "model-driven") || !strings.Contains(ex.DryRun, "utilisation would be") {
+		t.Errorf("explanation lacks the latency rejection:\n%s", ex.DryRun)
+	}
+	t.Logf("accelpool explain a3:\n%s", ex.DryRun)
 }
