@@ -350,6 +350,13 @@ func fill(nodes []cluster.Node, apps []cluster.Application, pol PlacementPolicy)
 	res.Stopped = fr.Failed
 	if fr.Err != nil {
 		res.Reason = fr.Err.Error()
+		// One rejection in full, to say why in the checker's words.
+		for _, o := range fr.Explanation.Candidates {
+			if o.Checker != "" && o.Checker != "kind" {
+				res.Reason += fmt.Sprintf(" (e.g. %s/%s: %s: %s)", o.Node, o.Accelerator, o.Checker, o.Reason)
+				break
+			}
+		}
 	}
 	res.Capped = fr.Failed == ""
 	used := map[string]bool{}
@@ -485,7 +492,7 @@ func stopNote(r PlacementResult) string {
 	if r.Capped {
 		return "every application tried was placed"
 	}
-	return "stopped at " + r.Stopped + ": " + shorten(r.Reason, 140)
+	return "stopped at " + r.Stopped + ": " + shorten(r.Reason, 260)
 }
 
 func shorten(s string, n int) string {

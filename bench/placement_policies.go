@@ -6,29 +6,60 @@ import (
 
 	"github.com/accelpool/accelpool/errdefs"
 	"github.com/accelpool/accelpool/scheduler"
+	"github.com/accelpool/accelpool/scheduler/baseline"
+	"github.com/accelpool/accelpool/scheduler/latency"
 )
 
-// Policies resolves --policy: "all" or a comma-separated list of names.
+// LatencyProfiles are the workload's models as the latency models read
+// them.
+func (w *Workload) LatencyProfiles() latency.StaticProfiles {
+	p := latency.StaticProfiles{}
+	for _, m := range w.Models {
+		p[latency.ProfileKey{Model: m.Name, Kind: w.Kind}] = latency.Profile{
+			ServiceTimeMs: m.ServiceMs, ServiceTimeCV: m.CV, SwitchCostMs: m.SwitchMs,
+			MemoryBytes: int64(m.MemoryMiB * (1 << 20)),
+		}
+	}
+	return p
+}
+
+// PolicyNames are the policies --policy all runs, in order: the
+// model-driven placement (latency.ModelDrivenPolicy) and the knapsack
+// baselines of package baseline — by memory with first, best and worst
+// fit, and by utilisation (Σ λ·s ≤ 1) with first fit.
+var PolicyNames = []string{"model-driven", "knapsack-first", "knapsack-best", "knapsack-worst", "knapsack-util"}
+
+// Policies resolves --policy: "all" or a comma-separated list of
+// PolicyNames. The model-driven and utilisation policies read the
+// workload's profiles.
 func Policies(names string, w *Workload) ([]PlacementPolicy, error) {
-	all := []PlacementPolicy{
-		{Name: "binpack", Knapsack: true, Policy: scheduler.BinPackPolicy()},
+	src := w.LatencyProfiles()
+	make1 := func(name string) (scheduler.Policy, bool, bool) {
+		switch name {
+		case "model-driven":
+			return latency.ModelDrivenPolicy(src), false, true
+		case "knapsack-first":
+			return baseline.FirstFit(), true, true
+		case "knapsack-best":
+			return baseline.BestFit(), true, true
+		case "knapsack-worst":
+			return baseline.WorstFit(), true, true
+		case "knapsack-util":
+			return baseline.Utilisation(src), true, true
+		}
+		return scheduler.Policy{}, false, false
 	}
 	if names == "" || names == "all" {
-		return all, nil
+		names = strings.Join(PolicyNames, ",")
 	}
 	var out []PlacementPolicy
 	for _, n := range strings.Split(names, ",") {
 		n = strings.TrimSpace(n)
-		found := false
-		for _, p := range all {
-			if p.Name == n {
-				out = append(out, p)
-				found = true
-			}
+		p, knapsack, ok := make1(n)
+		if !ok {
+			return nil, errdefs.Invalid(fmt.Sprintf("--policy: unknown policy %q (want all or some of %s)", n, strings.Join(PolicyNames, ", ")))
 		}
-		if !found {
-			return nil, errdefs.Invalid(fmt.Sprintf("--policy: unknown policy %q", n))
-		}
+		out = append(out, PlacementPolicy{Name: n, Knapsack: knapsack, Policy: p})
 	}
 	return out, nil
 }

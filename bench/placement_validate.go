@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -56,6 +57,11 @@ type ValidateConfig struct {
 	// WorkDir holds the scratch repository; empty uses a temporary one.
 	WorkDir string
 	Logger  *slog.Logger
+	// QuietWait, when positive, is how long to wait before profiling and
+	// before each level for the rest of the machine to use less than
+	// 10 % of its CPUs (on a shared machine other work slows the models
+	// and spoils the comparison); the run goes on after it regardless.
+	QuietWait time.Duration
 }
 
 func (c ValidateConfig) withDefaults() ValidateConfig {
@@ -96,9 +102,16 @@ type ValidateProfile struct {
 	ServiceMs float64
 	CV        float64
 	P99Ms     float64
+	// Slowdown is the mean latency with one request per core running at
+	// once over the latency of one alone (1 when the cores are
+	// independent).
+	Slowdown float64
 	// ServedMs is the mean latency of sequential gRPC requests, one at a
-	// time (the serving path's own cost on top of ServiceMs).
-	ServedMs float64
+	// time (the serving path's own cost on top of ServiceMs), and
+	// ServedCPUMs the CPU time this process spent per request meanwhile:
+	// the model, the client, the server and the garbage collector.
+	ServedMs    float64
+	ServedCPUMs float64
 }
 
 // ValidateApp compares one application at one level.
@@ -119,14 +132,23 @@ type ValidateApp struct {
 type ValidateLevel struct {
 	Level float64
 	Rate  float64 // per application
-	Apps  []ValidateApp
+	// CPUBusy is this process's CPU time over the level's wall time and
+	// cores: the models, the serving path and the load generator.
+	CPUBusy float64
+	// OthersBusy is the CPU the rest of the machine used meanwhile (from
+	// /proc/stat): other work on a shared machine slows the models.
+	OthersBusy float64
+	Apps       []ValidateApp
 }
 
 // ValidateReport is RunValidateSim's outcome.
 type ValidateReport struct {
-	CPUs     int
-	Profiles []ValidateProfile
-	Levels   []ValidateLevel
+	CPUs int
+	// Parallelism is the cores' effective parallelism the calibrated
+	// simulation uses.
+	Parallelism float64
+	Profiles    []ValidateProfile
+	Levels      []ValidateLevel
 	// MeanAbsErrP99 and MaxAbsErrP99 summarise |ErrP99| over every
 	// (application, level); the RPC ones the variant with the serving
 	// path's cost.
@@ -162,6 +184,22 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 	fmt.Fprintf(out, "ONNX Runtime intra-op threads %d, %d executors per model, no batching; open-loop Poisson load over gRPC on loopback, %v warm-up + %v per level; the simulator runs %v of virtual time per level\n\n",
 		cfg.Threads, cfg.Concurrency, cfg.Warmup, cfg.Duration, cfg.SimDuration)
 
+	quiet := func(what string) error {
+		if cfg.QuietWait <= 0 {
+			return nil
+		}
+		waited, others, err := waitQuiet(ctx, cfg.QuietWait, 0.1)
+		if err != nil {
+			return err
+		}
+		if waited > 0 {
+			fmt.Fprintf(out, "(waited %v for other processes to quiet down before %s; they now use %.0f %% of the CPUs)\n", waited.Round(time.Second), what, 100*others)
+		}
+		return nil
+	}
+	if err := quiet("profiling"); err != nil {
+		return rep, err
+	}
 	// Profile each model alone, as the profiler does for the registry.
 	inputs := map[string][]tensor.Tensor{}
 	var entries []repoEntry
@@ -186,7 +224,7 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 			shapes[t.Name] = t.Shape
 		}
 		p, err := profile.Run(ctx, cfg.Backend, path, m, profile.Options{
-			BatchSizes: []int{1}, Concurrency: []int{1}, Iterations: cfg.ProfileRuns, Warmup: 10, Shapes: shapes,
+			BatchSizes: []int{1}, Concurrency: []int{1, rep.CPUs}, Iterations: cfg.ProfileRuns, Warmup: 10, Shapes: shapes,
 			Runtime: runtime.Options{IntraOpThreads: cfg.Threads},
 		}, nil)
 		if err != nil {
@@ -197,7 +235,11 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 			return rep, err
 		}
 		profiles.Set(m, "cpu", svc)
-		rep.Profiles = append(rep.Profiles, ValidateProfile{Model: m, Input: desc, ServiceMs: svc.MeanMs, CV: svc.CV, P99Ms: p.ServiceP99Ms[1]})
+		vp := ValidateProfile{Model: m, Input: desc, ServiceMs: svc.MeanMs, CV: svc.CV, P99Ms: p.ServiceP99Ms[1], Slowdown: 1}
+		if c1, cn := p.ConcurrentMs[1], p.ConcurrentMs[rep.CPUs]; c1 > 0 && cn > 0 {
+			vp.Slowdown = cn / c1
+		}
+		rep.Profiles = append(rep.Profiles, vp)
 		entries = append(entries, repoEntry{name: m, file: path, config: serveConfig{concurrency: cfg.Concurrency, queue: maxInFlight, intra: cfg.Threads}})
 	}
 
@@ -218,6 +260,7 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 			return rep, fmt.Errorf("%s served: %w", p.Model, err)
 		}
 		n := max(50, min(300, int(1500/p.ServiceMs)))
+		cpu0, _ := processCPU()
 		start := time.Now()
 		for range n {
 			if err := call(ctx); err != nil {
@@ -225,11 +268,15 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 			}
 		}
 		p.ServedMs = float64(time.Since(start)) / 1e6 / float64(n)
+		cpu1, _ := processCPU()
+		p.ServedCPUMs = float64(cpu1-cpu0) / 1e6 / float64(n)
 	}
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "MODEL\tINPUT\tPROFILE MEAN ms\tCV\tP99 ms\tSERVED ALONE ms (gRPC)\n")
+	fmt.Fprintf(tw, "MODEL\tINPUT\tPROFILE MEAN ms\tCV\tP99 ms\t%d AT ONCE (x alone)\tSERVED ALONE ms (gRPC)\tCPU ms/REQUEST\n", rep.CPUs)
+	var slow []float64
 	for _, p := range rep.Profiles {
-		fmt.Fprintf(tw, "%s\t%s\t%.3f\t%.2f\t%.2f\t%.3f\n", p.Model, p.Input, p.ServiceMs, p.CV, p.P99Ms, p.ServedMs)
+		fmt.Fprintf(tw, "%s\t%s\t%.3f\t%.2f\t%.2f\t%.2f\t%.3f\t%.3f\n", p.Model, p.Input, p.ServiceMs, p.CV, p.P99Ms, p.Slowdown, p.ServedMs, p.ServedCPUMs)
+		slow = append(slow, p.Slowdown)
 	}
 	tw.Flush()
 	fmt.Fprintln(out)
@@ -238,32 +285,57 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 	for _, p := range rep.Profiles {
 		sumWork += p.ServiceMs / 1e3
 	}
-	// The scenario as the simulator sees it: this machine as one node.
-	node := cluster.Node{Name: "local", Accelerators: []cluster.Accelerator{{ID: "cpu0", Kind: "cpu", Compute: float64(rep.CPUs), MemoryBytes: 1 << 30}}}
+	// The scenario as the simulator sees it: this machine as one node,
+	// naively (its nominal cores, the profiles alone) and calibrated by
+	// what was measured alone: the cores' effective parallelism (the
+	// median slowdown of one request per core running at once) and, as
+	// each request's demand, the CPU time a request served alone cost this
+	// process (model, gRPC client and server, garbage collection), which
+	// competes for the same cores.
+	rep.Parallelism = min(max(float64(rep.CPUs)/median(slow), 1), float64(rep.CPUs))
+	naive := cluster.Node{Name: "local", Accelerators: []cluster.Accelerator{{ID: "cpu0", Kind: "cpu", Compute: float64(rep.CPUs * cfg.Threads), MemoryBytes: 1 << 30}}}
+	calibrated := naive
+	calibrated.Accelerators = []cluster.Accelerator{naive.Accelerators[0]}
+	calibrated.Accelerators[0].Compute = rep.Parallelism * float64(cfg.Threads)
 	var insts []cluster.Instance
 	for _, m := range cfg.Models {
 		insts = append(insts, cluster.Instance{ID: m, App: m, Node: "local", Accelerator: "cpu0"})
 	}
 	rpcProfiles := sim.Profiles{}
 	for _, p := range rep.Profiles {
-		extra := max(p.ServedMs-p.ServiceMs, 0)
-		rpcProfiles.Set(p.Model, "cpu", sim.Service{MeanMs: p.ServiceMs + extra, CV: p.CV * p.ServiceMs / (p.ServiceMs + extra)})
+		d := max(p.ServedCPUMs, p.ServiceMs)
+		rpcProfiles.Set(p.Model, "cpu", sim.Service{MeanMs: d, CV: p.CV * p.ServiceMs / d})
 	}
+	fmt.Fprintf(out, "calibrated: %d cores give %.2f requests' worth of full speed at once (median slowdown %.2fx with %d at once); demand = CPU per request served alone\n\n",
+		rep.CPUs, rep.Parallelism, median(slow), rep.CPUs)
 	var errs, errsRPC []float64
 	for li, level := range cfg.Levels {
 		rate := level * float64(rep.CPUs) / sumWork
 		lv := ValidateLevel{Level: level, Rate: rate}
+		if err := quiet(fmt.Sprintf("level %d", li+1)); err != nil {
+			return rep, err
+		}
 		var targets []loadTarget
 		var apps []sim.App
 		for _, m := range cfg.Models {
 			targets = append(targets, loadTarget{served: m, rate: rate, inputs: inputs[m]})
 			apps = append(apps, sim.App{Name: m, Model: m, Rate: rate, ObjectiveMs: math.MaxFloat64})
 		}
+		cpu0, _ := processCPU()
+		sys0, sysOK := machineCPU()
+		t0 := time.Now()
 		measured := openLoop(ctx, srv.client, targets, cfg.Warmup, cfg.Duration, 30*time.Second, cfg.Seed+uint64(li))
 		if err := ctx.Err(); err != nil {
 			return rep, err
 		}
-		sc := sim.Scenario{Nodes: []cluster.Node{node}, Instances: insts, Apps: apps, Profiles: profiles,
+		cpu1, _ := processCPU()
+		sys1, _ := machineCPU()
+		wall := float64(time.Since(t0)) * float64(rep.CPUs)
+		lv.CPUBusy = float64(cpu1-cpu0) / wall
+		if sysOK {
+			lv.OthersBusy = max(float64(sys1-sys0)/wall-lv.CPUBusy, 0)
+		}
+		sc := sim.Scenario{Nodes: []cluster.Node{naive}, Instances: insts, Apps: apps, Profiles: profiles,
 			Duration: cfg.SimDuration, Warmup: 10 * time.Second, Seed: cfg.Seed + uint64(li),
 			Concurrency: cfg.Concurrency, JobThreads: cfg.Threads}
 		simRes, err := sim.Run(sc)
@@ -271,6 +343,7 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 			return rep, err
 		}
 		sc.Profiles = rpcProfiles
+		sc.Nodes = []cluster.Node{calibrated}
 		rpcRes, err := sim.Run(sc)
 		if err != nil {
 			return rep, err
@@ -287,10 +360,10 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 			lv.Apps = append(lv.Apps, a)
 		}
 		rep.Levels = append(rep.Levels, lv)
-		fmt.Fprintf(out, "level %d/%d: the models' work is %.0f %% of %d cores: %.1f req/s per model (%.1f in all)\n",
-			li+1, len(cfg.Levels), level*100, rep.CPUs, rate, rate*float64(len(cfg.Models)))
+		fmt.Fprintf(out, "level %d/%d: the models' work is %.0f %% of %d cores: %.1f req/s per model (%.1f in all); CPU busy: this process %.0f %%, other processes %.0f %%\n",
+			li+1, len(cfg.Levels), level*100, rep.CPUs, rate, rate*float64(len(cfg.Models)), 100*lv.CPUBusy, 100*lv.OthersBusy)
 		tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-		fmt.Fprintf(tw, "MODEL\tREQUESTS\tMEASURED mean ms\tp99 ms\tSIM mean ms\tp99 ms\tERR mean\tERR p99\tSIM+RPC mean ms\tp99 ms\tERR mean\tERR p99\tCLIENT LAG p99 ms\n")
+		fmt.Fprintf(tw, "MODEL\tREQUESTS\tMEASURED mean ms\tp99 ms\tNAIVE SIM mean ms\tp99 ms\tERR mean\tERR p99\tCALIBRATED SIM mean ms\tp99 ms\tERR mean\tERR p99\tCLIENT LAG p99 ms\n")
 		for _, a := range lv.Apps {
 			fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%+.1f%%\t%+.1f%%\t%.2f\t%.2f\t%+.1f%%\t%+.1f%%\t%.2f\n", a.Model, a.Requests,
 				a.MeasuredMeanMs, a.MeasuredP99Ms, a.SimMeanMs, a.SimP99Ms, 100*a.ErrMean, 100*a.ErrP99,
@@ -301,9 +374,9 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 	}
 	rep.MeanAbsErrP99, rep.MaxAbsErrP99 = meanMax(errs)
 	rep.MeanAbsErrP99RPC, rep.MaxAbsErrP99RPC = meanMax(errsRPC)
-	fmt.Fprintf(out, "SIM uses the profiles alone; SIM+RPC adds to each request's demand the serving path's cost measured alone (served - profile).\n")
-	fmt.Fprintf(out, "validate-sim: p99 error mean %.1f %%, max %.1f %% (SIM+RPC: mean %.1f %%, max %.1f %%) over %d (model, level) pairs; target %.0f %%\n",
-		100*rep.MeanAbsErrP99, 100*rep.MaxAbsErrP99, 100*rep.MeanAbsErrP99RPC, 100*rep.MaxAbsErrP99RPC, len(errs), 100*TargetSimP99Error)
+	fmt.Fprintf(out, "NAIVE SIM: the nominal cores and the profiles alone. CALIBRATED SIM: the cores' effective parallelism, and the CPU a request served alone costs as its demand.\n")
+	fmt.Fprintf(out, "validate-sim: calibrated p99 error mean %.1f %%, max %.1f %% (naive: mean %.1f %%, max %.1f %%) over %d (model, level) pairs; target %.0f %%\n",
+		100*rep.MeanAbsErrP99RPC, 100*rep.MaxAbsErrP99RPC, 100*rep.MeanAbsErrP99, 100*rep.MaxAbsErrP99, len(errs), 100*TargetSimP99Error)
 	return rep, nil
 }
 
@@ -320,4 +393,54 @@ func meanMax(v []float64) (mean, mx float64) {
 		mx = max(mx, x)
 	}
 	return mean, mx
+}
+
+// machineCPU is the CPU time every process of the machine has used, from
+// /proc/stat's first line (user, nice, system, irq, softirq, steal); false
+// where there is no /proc/stat.
+func machineCPU() (time.Duration, bool) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, false
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, false
+	}
+	var ticks int64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} { // user nice system irq softirq steal
+		v, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		ticks += v
+	}
+	return time.Duration(ticks) * time.Second / 100, true // USER_HZ is 100 on Linux
+}
+
+// waitQuiet samples, one second at a time, the CPU the machine's other
+// processes use (of all cores) until it is below limit or max has passed.
+// It returns how long it waited and the last figure.
+func waitQuiet(ctx context.Context, max time.Duration, limit float64) (time.Duration, float64, error) {
+	start := time.Now()
+	for {
+		m0, ok := machineCPU()
+		p0, _ := processCPU()
+		t0 := time.Now()
+		if !ok {
+			return 0, 0, nil
+		}
+		select {
+		case <-ctx.Done():
+			return time.Since(start), 0, ctx.Err()
+		case <-time.After(time.Second):
+		}
+		m1, _ := machineCPU()
+		p1, _ := processCPU()
+		others := float64((m1-m0)-(p1-p0)) / float64(time.Since(t0)) / float64(goruntime.NumCPU())
+		if others < limit || time.Since(start) >= max {
+			return time.Since(start) - time.Second, others, nil
+		}
+	}
 }

@@ -62,6 +62,7 @@ func runBenchPlacement(ctx context.Context, args []string, stdout, stderr io.Wri
 	concurrency := fs.Int("concurrency", 2, "executors per model (--mode validate-sim)")
 	threads := fs.Int("intra-op-threads", 1, "ONNX Runtime intra-op threads per request (--mode validate-sim)")
 	profileRuns := fs.Int("profile-runs", 300, "profiler runs per model (--mode validate-sim)")
+	quietWait := fs.Duration("quiet-wait", 0, "wait up to this long before each phase for other processes to use < 10 % of the CPUs (--mode validate-sim, real)")
 	logLevel := fs.String("log-level", "warn", "serving node log `level`")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -85,7 +86,7 @@ func runBenchPlacement(ctx context.Context, args []string, stdout, stderr io.Wri
 			return err
 		}
 		cfg := bench.ValidateConfig{Backend: b, Repository: *repo, Levels: lv, Threads: *threads, Concurrency: *concurrency,
-			Warmup: *warmup, Duration: *duration, ProfileRuns: *profileRuns, Seed: *seed, Logger: log}
+			Warmup: *warmup, Duration: *duration, ProfileRuns: *profileRuns, Seed: *seed, Logger: log, QuietWait: *quietWait}
 		for _, m := range strings.Split(*models, ",") {
 			if m = strings.TrimSpace(m); m != "" {
 				cfg.Models = append(cfg.Models, m)

@@ -1,0 +1,143 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/accelpool/accelpool/errdefs"
+	"github.com/accelpool/accelpool/scheduler"
+	"github.com/accelpool/accelpool/scheduler/latency"
+	"github.com/accelpool/accelpool/scheduler/synth"
+)
+
+// synthProfiles is a profile registry of 1,000 distinct models for the
+// synthetic clusters, whose applications each name their own model: a
+// name maps to one of the 1,000 by its hash. A model's GPU service time
+// is 0.02–0.2 ms (so an application of synth's 1–200 req/s takes about
+// 1 % of a GPU and an accelerator half full of instances sits at a
+// utilisation the latency checker mostly accepts), 2.5 times that on a CPU
+// and 1.5 times on a TPU, with a 2 ms switch cost there.
+type synthProfiles [1000][3]latency.Profile
+
+func newSynthProfiles() *synthProfiles {
+	var p synthProfiles
+	for i := range p {
+		s := 0.02 + 0.18*float64(i)/float64(len(p))
+		mem := int64(128+i%16*64) << 20
+		p[i][0] = latency.Profile{ServiceTimeMs: s, ServiceTimeCV: 0.1, MemoryBytes: mem}
+		p[i][1] = latency.Profile{ServiceTimeMs: 2.5 * s, ServiceTimeCV: 0.2, MemoryBytes: mem}
+		p[i][2] = latency.Profile{ServiceTimeMs: 1.5 * s, ServiceTimeCV: 0.05, SwitchCostMs: 2, MemoryBytes: mem}
+	}
+	return &p
+}
+
+// Profile implements latency.ProfileSource.
+func (p *synthProfiles) Profile(model, kind string) (latency.Profile, error) {
+	k := 0
+	switch kind {
+	case "gpu":
+	case "cpu":
+		k = 1
+	case "tpu":
+		k = 2
+	default:
+		return latency.Profile{}, errdefs.New(errdefs.ErrNotFound, "no profile on "+kind)
+	}
+	h := fnv.New32a()
+	h.Write([]byte(model))
+	return p[h.Sum32()%uint32(len(p))][k], nil
+}
+
+var _ latency.ProfileSource = (*synthProfiles)(nil)
+
+// BenchmarkPlacementDecision measures one placement decision on a
+// synthetic heterogeneous cluster of 10,000 nodes holding the instances of
+// 100,000 applications (scheduler/synth: about half the accelerator
+// memory reserved, 5 % of nodes down), for the model-driven policy (the
+// default checkers, then the latency checker predicting every co-located
+// application's p99) and, as the baseline of the same run, the default
+// bin-packing policy. Requests are new applications with synth's mix of
+// constraints; the State is not changed between decisions. Both record
+// the ten best candidates (Policy.Top = 10), as the control plane does.
+// It reports the p50 and p99 decision latency, the first decision's
+// (cold-ms: the latency checker resolving every accelerator's tenants into
+// its cache) and, for model-driven, the ratio of its p99 to the
+// baseline's. fill=0.075 is about one instance per application (~100,000
+// instances); fill=0.5 is synth's default (~680,000 instances).
+func BenchmarkPlacementDecision(b *testing.B) {
+	for _, fill := range []float64{0.075, 0.5} {
+		b.Run(fmt.Sprintf("fill=%v", fill), func(b *testing.B) { benchDecision(b, fill) })
+	}
+}
+
+func benchDecision(b *testing.B, fill float64) {
+	const nodes = 10000
+	snap := synth.Cluster(synth.Config{Nodes: nodes, Seed: 42, Fill: fill, Apps: 100000})
+	reqs := synth.Requests(1024, 1, nodes, 9)
+	// New applications are looked up like the snapshot's.
+	for _, r := range reqs {
+		snap.Apps = append(snap.Apps, r.App)
+	}
+	src := newSynthProfiles()
+	s, err := scheduler.Prepare(snap)
+	if err != nil {
+		b.Fatal(err)
+	}
+	insts := 0
+	for _, n := range snap.Nodes {
+		insts += len(n.Instances)
+	}
+	policies := []struct {
+		name string
+		p    scheduler.Policy
+	}{
+		{"binpack", scheduler.BinPackPolicy()},
+		{"model-driven", latency.ModelDrivenPolicy(src)},
+	}
+	var baseP99 time.Duration
+	for _, pol := range policies {
+		pol.p.Top = 10
+		b.Run(fmt.Sprintf("nodes=%d/apps=%d/instances=%d/%s", nodes, len(snap.Apps), insts, pol.name), func(b *testing.B) {
+			// The first decision on a State fills the latency checker's
+			// tenant cache (every accelerator's tenants resolved once);
+			// it is timed apart, as "cold-ms".
+			t0 := time.Now()
+			if _, err := s.Place(reqs[len(reqs)-1], pol.p); err != nil && errors.Is(err, errdefs.ErrInvalid) {
+				b.Fatal(err)
+			}
+			cold := time.Since(t0)
+			lat := make([]time.Duration, 0, b.N)
+			placed := 0
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				e, err := s.Place(reqs[i%len(reqs)], pol.p)
+				lat = append(lat, time.Since(t0))
+				if err == nil {
+					placed++
+				}
+				if e.Evaluated == 0 {
+					b.Fatal("no candidates")
+				}
+			}
+			b.StopTimer()
+			slices.Sort(lat)
+			p99 := lat[min(len(lat)-1, len(lat)*99/100)]
+			b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(placed)/float64(b.N), "placed-frac")
+			b.ReportMetric(float64(cold.Microseconds())/1000, "cold-ms")
+			b.ReportMetric(float64(insts), "instances")
+			if pol.name == "binpack" {
+				baseP99 = p99
+			} else if baseP99 > 0 {
+				b.ReportMetric(float64(p99)/float64(baseP99), "p99-vs-binpack")
+			}
+		})
+	}
+}
