@@ -60,7 +60,7 @@ type PlacementConfig struct {
 	MaxApps int
 	Seed    uint64
 
-	// Simulator settings: the virtual time simulated (default 300s, the
+	// Simulator settings: the virtual time simulated (default 1800s, the
 	// first 10 % a warm-up) and the arrival process (nil: Poisson).
 	SimDuration time.Duration
 	Arrivals    sim.Arrivals
@@ -75,6 +75,9 @@ type PlacementConfig struct {
 	NodeMemory       int64
 	WorkDir          string
 	Logger           *slog.Logger
+	// QuietWait, when positive, waits up to this long before each real
+	// load for other processes to use < 10 % of the CPUs.
+	QuietWait time.Duration
 }
 
 func (c PlacementConfig) withDefaults() PlacementConfig {
@@ -82,7 +85,7 @@ func (c PlacementConfig) withDefaults() PlacementConfig {
 		c.Nodes = 100
 	}
 	if c.SimDuration <= 0 {
-		c.SimDuration = 300 * time.Second
+		c.SimDuration = 1800 * time.Second
 	}
 	if c.Warmup <= 0 {
 		c.Warmup = 3 * time.Second
@@ -117,6 +120,9 @@ type PlacementResult struct {
 	WorstRatio  float64
 	WorstApp    string
 	Requests    int
+	// CPUBusy and OthersBusy are, in real serving, the CPU this process
+	// and the rest of the machine used during the load.
+	CPUBusy, OthersBusy float64
 	// DecisionP50 and DecisionP99 time the placement decisions.
 	DecisionP50, DecisionP99 time.Duration
 	Apps                     []sim.AppResult
@@ -268,6 +274,9 @@ func RunPlacement(ctx context.Context, cfg PlacementConfig, out io.Writer) (Plac
 		rep.Results = append(rep.Results, res)
 		fmt.Fprintf(out, "%s: %d apps on %d nodes, %d violations (worst p99 %.2fx its objective, %s); %s\n",
 			res.Policy, res.Hosted, res.NodesUsed, res.Violations, res.WorstRatio, orDash(res.WorstApp), stopNote(res))
+		if cfg.Mode == PlacementReal {
+			fmt.Fprintf(out, "  served for real: %d requests; CPU busy: this process %.0f %%, other processes %.0f %%\n", res.Requests, 100*res.CPUBusy, 100*res.OthersBusy)
+		}
 	}
 	rep.summarise()
 	rep.print(out)
@@ -407,6 +416,11 @@ func (res *PlacementResult) record(apps []sim.AppResult) {
 	}
 }
 
+// realQueue is each served application's queue in real serving: an
+// overloaded placement refuses what does not fit (counted as failed, so
+// its p99 is infinite) rather than holding unbounded requests.
+const realQueue = 64
+
 // measureReal serves the placed applications on this machine, each as its
 // own model, and drives each at its rate.
 func measureReal(ctx context.Context, res *PlacementResult, cfg PlacementConfig, w *Workload, placed []cluster.Application) error {
@@ -443,7 +457,7 @@ func measureReal(ctx context.Context, res *PlacementResult, cfg PlacementConfig,
 			inputs[model] = in
 		}
 		entries = append(entries, repoEntry{name: a.Metadata.Name, file: path,
-			config: serveConfig{concurrency: servedConcurrency(w), queue: maxInFlight, intra: w.Threads}})
+			config: serveConfig{concurrency: servedConcurrency(w), queue: realQueue, intra: w.Threads}})
 	}
 	dir := filepath.Join(work, res.Policy)
 	if err := writeRepository(dir, entries); err != nil {
@@ -463,7 +477,22 @@ func measureReal(ctx context.Context, res *PlacementResult, cfg PlacementConfig,
 		}
 		targets = append(targets, loadTarget{served: a.Metadata.Name, rate: a.Spec.Rate, inputs: inputs[model]})
 	}
+	if cfg.QuietWait > 0 {
+		if _, _, err := waitQuiet(ctx, cfg.QuietWait, 0.1); err != nil {
+			return err
+		}
+	}
+	cpu0, _ := processCPU()
+	sys0, sysOK := machineCPU()
+	t0 := time.Now()
 	measured := openLoop(ctx, srv.client, targets, cfg.Warmup, cfg.Duration, 30*time.Second, cfg.Seed)
+	cpu1, _ := processCPU()
+	sys1, _ := machineCPU()
+	wall := float64(time.Since(t0)) * float64(goruntime.NumCPU())
+	res.CPUBusy = float64(cpu1-cpu0) / wall
+	if sysOK {
+		res.OthersBusy = max(float64(sys1-sys0)/wall-res.CPUBusy, 0)
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}

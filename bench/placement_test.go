@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/accelpool/accelpool/errdefs"
 )
@@ -148,5 +151,97 @@ func TestPlacementSimSmoke(t *testing.T) {
 	last := lines[len(lines)-1]
 	if rep.ModelDriven != nil && !strings.HasPrefix(last, fmt.Sprintf("placement: model-driven %d apps, best knapsack", rep.ModelDriven.Hosted)) {
 		t.Errorf("last line %q", last)
+	}
+}
+
+// echoRepo makes a repository holding the named models for echoBackend.
+func echoRepo(t *testing.T, models ...string) string {
+	t.Helper()
+	repo := t.TempDir()
+	for _, m := range models {
+		dir := filepath.Join(repo, m, "1")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "model.onnx"), []byte("not read"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return repo
+}
+
+const echoWorkload = `
+source: echo
+kind: cpu
+threads: 1
+concurrency: 2
+nodes:
+  - name: here
+    share: 1
+    accelerators: [{kind: cpu, memoryMiB: 64, compute: 2}]
+models:
+  - {name: tiny, serviceMs: 0.5, cv: 0.1, memoryMiB: 16}
+apps:
+  - {name: a, model: tiny, rate: 20, objectiveMs: 500}
+  - {name: b, model: tiny, rate: 10, objectiveMs: 500}
+`
+
+// TestPlacementRealEndToEnd places on this machine and serves the placed
+// applications on a real node over gRPC, with the pure-Go echo backend.
+func TestPlacementRealEndToEnd(t *testing.T) {
+	w, err := ParseWorkload([]byte(echoWorkload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pols, err := Policies("model-driven,knapsack-first", w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	rep, err := RunPlacement(context.Background(), PlacementConfig{
+		Workload: w, Mode: PlacementReal, Policies: pols, Backend: echoBackend{pause: 500 * time.Microsecond},
+		Repository: echoRepo(t, "tiny"), Warmup: 200 * time.Millisecond, Duration: time.Second, WorkDir: t.TempDir(),
+	}, &out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	t.Log(out.String())
+	for _, r := range rep.Results {
+		// 64 MiB holds four 16 MiB instances; the load is light.
+		if r.Hosted != 4 || r.Requests < 40 || r.Violations != 0 {
+			t.Errorf("%s: hosted %d, %d requests, %d violations", r.Policy, r.Hosted, r.Requests, r.Violations)
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if last := lines[len(lines)-1]; last != "placement: model-driven 4 apps, best knapsack 4 apps (1.00x), violations 0" {
+		t.Errorf("last line %q", last)
+	}
+	// A model the repository lacks is named with its application.
+	_, err = RunPlacement(context.Background(), PlacementConfig{Workload: w, Mode: PlacementReal, Policies: pols,
+		Backend: echoBackend{}, Repository: t.TempDir()}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), `apps[0] (a): model "tiny": not in the model repository`) {
+		t.Errorf("missing model: %v", err)
+	}
+}
+
+// TestValidateSimEndToEnd runs the simulator's validation against real
+// serving with the echo backend (the figures mean nothing; the plumbing
+// is what is tested).
+func TestValidateSimEndToEnd(t *testing.T) {
+	var out strings.Builder
+	rep, err := RunValidateSim(context.Background(), ValidateConfig{
+		Backend: echoBackend{pause: 300 * time.Microsecond}, Repository: echoRepo(t, "m1", "m2"), Models: []string{"m1", "m2"},
+		Levels: []float64{0.05, 0.1}, Warmup: 100 * time.Millisecond, Duration: 500 * time.Millisecond,
+		ProfileRuns: 20, SimDuration: 30 * time.Second, WorkDir: t.TempDir(),
+	}, &out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	t.Log(out.String())
+	if len(rep.Levels) != 2 || len(rep.Levels[0].Apps) != 2 || rep.Levels[1].Apps[1].Requests == 0 || rep.Levels[1].Apps[1].SimP99Ms <= 0 {
+		t.Errorf("report %+v", rep)
+	}
+	if !regexp.MustCompile(`(?m)^validate-sim: calibrated p99 error mean \d+\.\d %, max \d+\.\d % \(naive: .*\) over 4 \(model, level\) pairs; target 15 %$`).MatchString(out.String()) {
+		t.Errorf("summary line missing:\n%s", out.String())
 	}
 }

@@ -49,7 +49,7 @@ func runBenchPlacement(ctx context.Context, args []string, stdout, stderr io.Wri
 	policies := fs.String("policy", "all", "`policies` to compare: all, or a comma-separated list")
 	maxApps := fs.Int("max-apps", 0, "applications tried per policy at most (0: what the cluster's memory could hold, plus one)")
 	seed := fs.Uint64("seed", 1, "random `seed` of the cluster, arrivals and service times")
-	simDuration := fs.Duration("sim-duration", 300*time.Second, "virtual time simulated (--mode sim); the first 10 % is a warm-up")
+	simDuration := fs.Duration("sim-duration", 1800*time.Second, "virtual time simulated (--mode sim); the first 10 % is a warm-up")
 	trace := fs.String("trace", "", "CSV `file` whose timestamps drive the arrivals, replayed at each application's rate (--mode sim; default Poisson)")
 	traceColumn := fs.String("trace-column", "TIMESTAMP", "timestamp `column` of --trace")
 	warmup := fs.Duration("warmup", 3*time.Second, "load warm-up, not measured (--mode real, validate-sim)")
@@ -58,7 +58,7 @@ func runBenchPlacement(ctx context.Context, args []string, stdout, stderr io.Wri
 	repo := fs.String("model-repository", cache.ModelRepository(), "model repository `dir`")
 	ortLib := fs.String("ort-lib", "", "ONNX Runtime library `path` (default: $ACCELPOOL_ORT_LIB, the cache, then the system)")
 	models := fs.String("models", strings.Join(bench.DefaultValidateModels, ","), "models served together (--mode validate-sim)")
-	levels := fs.String("levels", "0.3,0.45,0.6", "load levels: the fraction of the cores the models' work takes (--mode validate-sim)")
+	levels := fs.String("levels", "0.15,0.25,0.35", "load levels: the fraction of the cores the models' work takes (--mode validate-sim)")
 	concurrency := fs.Int("concurrency", 2, "executors per model (--mode validate-sim)")
 	threads := fs.Int("intra-op-threads", 1, "ONNX Runtime intra-op threads per request (--mode validate-sim)")
 	profileRuns := fs.Int("profile-runs", 300, "profiler runs per model (--mode validate-sim)")
@@ -111,7 +111,8 @@ func runBenchPlacement(ctx context.Context, args []string, stdout, stderr io.Wri
 		return err
 	}
 	cfg := bench.PlacementConfig{Workload: w, Mode: *mode, Nodes: *nodes, Policies: pols, MaxApps: *maxApps, Seed: *seed,
-		SimDuration: *simDuration, Repository: *repo, Warmup: *warmup, Duration: *duration, NodeMemory: *nodeMemory << 20, Logger: log}
+		SimDuration: *simDuration, Repository: *repo, Warmup: *warmup, Duration: *duration, NodeMemory: *nodeMemory << 20, Logger: log,
+		QuietWait: *quietWait}
 	if *trace != "" {
 		f, err := os.Open(*trace)
 		if err != nil {
