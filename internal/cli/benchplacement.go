@@ -37,9 +37,11 @@ analytic latency models), knapsack-first, knapsack-best, knapsack-worst
 
 The last line reads:
   placement: model-driven N apps, best knapsack M apps (R.RRx), violations V
-where the best knapsack is the variant hosting the most applications with
-no violation measured (or, if all have some, the one hosting the most) and
-V is the model-driven placement's measured violations.`
+where N is the applications the model-driven policy placed and V how many
+of them violated; M is the most applications any knapsack variant hosted
+within their objective (a placement is not credited with the applications
+it breaks). Violations whose p99 confidence interval lies wholly above the
+objective are also counted apart ("95 % SURE").`
 
 func runBenchPlacement(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("bench placement", "bench placement --workload FILE [--mode sim|real] [flags] | --mode validate-sim [flags]", benchPlacementHelp, stderr)
