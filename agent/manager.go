@@ -272,7 +272,8 @@ func (m *Manager) LoadModel(ctx context.Context, name string) error {
 	}
 	start := time.Now()
 	sess, err := m.cfg.Backend.Load(ctx, f.Path(f.Latest()), runtime.Options{
-		IntraOpThreads: f.Config.IntraOpThreads, InterOpThreads: f.Config.InterOpThreads, Providers: providers})
+		IntraOpThreads: f.Config.IntraOpThreads, InterOpThreads: f.Config.InterOpThreads, Providers: providers,
+		AllowSpinning: f.Config.AllowSpinning})
 	if err != nil {
 		return fail(err)
 	}

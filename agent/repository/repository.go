@@ -58,6 +58,8 @@ type Config struct {
 	Providers []string `yaml:"providers"`
 	// DefaultTimeoutMS applies to requests that bring no deadline; 0: none.
 	DefaultTimeoutMS float64 `yaml:"default_timeout_ms"`
+	// AllowSpinning lets the runtime's threads busy-wait for work.
+	AllowSpinning bool `yaml:"allow_spinning"`
 }
 
 // DefaultConfig is what a model without config.yaml gets.

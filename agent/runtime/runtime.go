@@ -51,6 +51,10 @@ type Options struct {
 	Providers []string
 	// DeviceID selects the accelerator for GPU providers.
 	DeviceID int
+	// AllowSpinning lets the runtime's pool threads busy-wait for work
+	// (lower latency for a lone model, but the spinning burns cores the
+	// serving stack and other models need). Off by default.
+	AllowSpinning bool
 }
 
 // Backend loads models into sessions.

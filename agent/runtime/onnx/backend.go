@@ -113,6 +113,20 @@ func (b *Backend) Load(ctx context.Context, path string, opts runtime.Options) (
 	if err := statusError(C.ap_set_optimize_all(so)); err != nil {
 		return nil, fmt.Errorf("onnxruntime: optimisation level: %w", err)
 	}
+	if !opts.AllowSpinning {
+		// ONNX Runtime's pool threads busy-wait for work by default: on a
+		// server that burns the cores the transports and the other models
+		// need. Park them instead.
+		for _, k := range []string{"session.intra_op.allow_spinning", "session.inter_op.allow_spinning"} {
+			ck, cv := C.CString(k), C.CString("0")
+			err := statusError(C.ap_add_config(so, ck, cv))
+			C.free(unsafe.Pointer(ck))
+			C.free(unsafe.Pointer(cv))
+			if err != nil {
+				return nil, fmt.Errorf("onnxruntime: %s: %w", k, err)
+			}
+		}
+	}
 	provider := b.appendProviders(so, path, opts)
 
 	cpath := C.CString(path)

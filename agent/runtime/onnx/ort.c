@@ -96,6 +96,10 @@ OrtStatus *ap_set_threads(OrtSessionOptions *so, int intra, int inter) {
 	return api->SetInterOpNumThreads(so, inter);
 }
 
+OrtStatus *ap_add_config(OrtSessionOptions *so, const char *key, const char *value) {
+	return api->AddSessionConfigEntry(so, key, value);
+}
+
 OrtStatus *ap_set_optimize_all(OrtSessionOptions *so) {
 	return api->SetSessionGraphOptimizationLevel(so, ORT_ENABLE_ALL);
 }

@@ -36,6 +36,7 @@ void ap_release_available_providers(char **p, int n);
 OrtStatus *ap_create_session_options(OrtSessionOptions **out);
 void ap_release_session_options(OrtSessionOptions *so);
 OrtStatus *ap_set_threads(OrtSessionOptions *so, int intra, int inter);
+OrtStatus *ap_add_config(OrtSessionOptions *so, const char *key, const char *value);
 OrtStatus *ap_set_optimize_all(OrtSessionOptions *so);
 OrtStatus *ap_append_cuda(OrtSessionOptions *so, const char *device_id);
 OrtStatus *ap_append_tensorrt(OrtSessionOptions *so, const char *device_id);
