@@ -2,7 +2,7 @@
 GO       ?= go
 BIN      := bin/accelpool
 # Packages with concurrency run under the race detector in `make test`.
-RACE_PKGS := ./agent/... ./oip/... ./internal/auth/... ./server/... ./gateway/... ./store/memory/... ./scheduler/...
+RACE_PKGS := ./agent/... ./oip/... ./internal/auth/... ./server/... ./gateway/... ./store/memory/... ./scheduler/... ./sim/...
 
 .PHONY: all setup setup-test build up test vet fmt-check fuzz bench clean
 
