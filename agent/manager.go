@@ -378,12 +378,12 @@ func (m *Manager) Infer(ctx context.Context, req *oip.InferRequest) (resp *oip.I
 	}()
 	md, err := m.ready(req.ModelName, req.ModelVersion)
 	if err != nil {
-		outcome = outcomeOf(err)
+		outcome = errdefs.Outcome(err)
 		return nil, err
 	}
 	inputs, outputs, err := validate(md, req)
 	if err != nil {
-		outcome = outcomeOf(err)
+		outcome = errdefs.Outcome(err)
 		return nil, err
 	}
 	if _, has := ctx.Deadline(); !has && md.cfg.DefaultTimeout() > 0 {
@@ -394,7 +394,7 @@ func (m *Manager) Infer(ctx context.Context, req *oip.InferRequest) (resp *oip.I
 	m.metrics.queueLen.WithLabelValues(md.name).Set(float64(md.sched.QueueLen()))
 	res, err := md.sched.Submit(ctx, inputs, outputs)
 	if err != nil {
-		outcome = outcomeOf(err)
+		outcome = errdefs.Outcome(err)
 		return nil, err
 	}
 	m.metrics.queueTime.WithLabelValues(md.name).Observe(res.QueueTime.Seconds())
@@ -411,24 +411,6 @@ func metricModel(m *Manager, name string) string {
 		return "_unknown"
 	}
 	return name
-}
-
-func outcomeOf(err error) string {
-	switch {
-	case errors.Is(err, errdefs.ErrInvalid):
-		return "invalid"
-	case errors.Is(err, errdefs.ErrNotFound):
-		return "not_found"
-	case errors.Is(err, errdefs.ErrResourceExhausted):
-		return "overloaded"
-	case errors.Is(err, errdefs.ErrUnavailable):
-		return "unavailable"
-	case errors.Is(err, errdefs.ErrDeadline):
-		return "deadline"
-	case errors.Is(err, errdefs.ErrCanceled):
-		return "canceled"
-	}
-	return "error"
 }
 
 // validate checks a request against the model's metadata and returns the

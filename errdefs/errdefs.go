@@ -173,8 +173,33 @@ func FromHTTP(code int, msg string) error {
 		k = ErrDeadline
 	case http.StatusUnauthorized, http.StatusForbidden:
 		k = ErrUnauthenticated
+	case 499:
+		k = ErrCanceled
 	default:
 		k = ErrInternal
 	}
 	return New(k, msg)
+}
+
+// Outcome is a short label for err, for metrics: success, invalid,
+// not_found, overloaded, unavailable, deadline, canceled or error.
+func Outcome(err error) string {
+	if err == nil {
+		return "success"
+	}
+	switch kind(err) {
+	case ErrInvalid, ErrTooLarge:
+		return "invalid"
+	case ErrNotFound:
+		return "not_found"
+	case ErrResourceExhausted:
+		return "overloaded"
+	case ErrUnavailable:
+		return "unavailable"
+	case ErrDeadline:
+		return "deadline"
+	case ErrCanceled:
+		return "canceled"
+	}
+	return "error"
 }

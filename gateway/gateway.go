@@ -350,7 +350,7 @@ func (g *Gateway) Infer(ctx context.Context, req *oip.InferRequest) (resp *oip.I
 	label := unknownApp
 	defer func() {
 		g.metrics.use(label)
-		g.metrics.requests.WithLabelValues(label, outcome(err)).Inc()
+		g.metrics.requests.WithLabelValues(label, errdefs.Outcome(err)).Inc()
 	}()
 	if req == nil {
 		return nil, errdefs.Invalid("no request")

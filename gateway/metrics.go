@@ -1,12 +1,9 @@
 package gateway
 
 import (
-	"errors"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/accelpool/accelpool/errdefs"
 )
 
 // unknownApp is the app label of requests for applications the Resolver
@@ -67,25 +64,4 @@ func (m *metrics) forget(keep map[string]bool) []string {
 		m.outstanding.DeletePartialMatch(l)
 	}
 	return gone
-}
-
-// outcome names the result of a request for the requests_total label.
-func outcome(err error) string {
-	switch {
-	case err == nil:
-		return "success"
-	case errors.Is(err, errdefs.ErrInvalid):
-		return "invalid"
-	case errors.Is(err, errdefs.ErrNotFound):
-		return "not_found"
-	case errors.Is(err, errdefs.ErrResourceExhausted):
-		return "overloaded"
-	case errors.Is(err, errdefs.ErrUnavailable):
-		return "unavailable"
-	case errors.Is(err, errdefs.ErrDeadline):
-		return "deadline"
-	case errors.Is(err, errdefs.ErrCanceled):
-		return "canceled"
-	}
-	return "error"
 }

@@ -9,9 +9,43 @@ package oip
 
 import (
 	"context"
+	"fmt"
+	"math"
+	"time"
 
+	"github.com/accelpool/accelpool/errdefs"
 	"github.com/accelpool/accelpool/tensor"
 )
+
+// TimeoutParameter is the request parameter that bounds an inference, in
+// microseconds (Triton's convention); the transports turn it into a
+// context deadline.
+const TimeoutParameter = "timeout"
+
+// RequestTimeout reads the timeout parameter: a non-negative integer count
+// of microseconds; 0 or absent means none.
+func RequestTimeout(p Parameters) (time.Duration, error) {
+	v, ok := p[TimeoutParameter]
+	if !ok {
+		return 0, nil
+	}
+	var us uint64
+	switch v := v.(type) {
+	case int64:
+		if v < 0 {
+			return 0, errdefs.Invalid(fmt.Sprintf("parameter %q is %d; want a non-negative number of microseconds", TimeoutParameter, v))
+		}
+		us = uint64(v)
+	case uint64:
+		us = v
+	default:
+		return 0, errdefs.Invalid(fmt.Sprintf("parameter %q is a %T; want an integer number of microseconds", TimeoutParameter, v))
+	}
+	if us > uint64(math.MaxInt64/int64(time.Microsecond)) {
+		return 0, nil // longer than any deadline can be: no bound
+	}
+	return time.Duration(us) * time.Microsecond, nil
+}
 
 // Parameters are the free-form parameters of requests, responses and tensors.
 // Values are bool, int64, uint64, float64 or string.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"strings"
-	"time"
 
 	pb "github.com/accelpool/accelpool/api/inference"
 	"github.com/accelpool/accelpool/errdefs"
@@ -14,10 +13,10 @@ import (
 	"github.com/accelpool/accelpool/tensor"
 )
 
-// TimeoutParameter is the request parameter that bounds an inference, in
+// TimeoutParameter is oip.TimeoutParameter: it bounds an inference, in
 // microseconds (Triton's convention). It tightens, never loosens, the gRPC
 // deadline.
-const TimeoutParameter = "timeout"
+const TimeoutParameter = oip.TimeoutParameter
 
 func invalidf(format string, args ...any) error {
 	return errdefs.Invalid(fmt.Sprintf(format, args...))
@@ -508,31 +507,6 @@ func paramsToProto(p oip.Parameters) (map[string]*pb.InferParameter, error) {
 		m[k] = &c
 	}
 	return m, nil
-}
-
-// requestTimeout reads the timeout parameter: a non-negative integer count
-// of microseconds; 0 or absent means none.
-func requestTimeout(p oip.Parameters) (time.Duration, error) {
-	v, ok := p[TimeoutParameter]
-	if !ok {
-		return 0, nil
-	}
-	var us uint64
-	switch v := v.(type) {
-	case int64:
-		if v < 0 {
-			return 0, invalidf("parameter %q is %d; want a non-negative number of microseconds", TimeoutParameter, v)
-		}
-		us = uint64(v)
-	case uint64:
-		us = v
-	default:
-		return 0, invalidf("parameter %q is a %T; want an integer number of microseconds", TimeoutParameter, v)
-	}
-	if us > uint64(math.MaxInt64/int64(time.Microsecond)) {
-		return 0, nil // longer than any deadline can be: no bound
-	}
-	return time.Duration(us) * time.Microsecond, nil
 }
 
 // metadataFromProto converts tensor metadata for the client.

@@ -90,7 +90,7 @@ func (s *Server) ModelInfer(ctx context.Context, req *pb.ModelInferRequest) (*pb
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
-	timeout, err := requestTimeout(ireq.Parameters)
+	timeout, err := oip.RequestTimeout(ireq.Parameters)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}

@@ -400,7 +400,7 @@ func (h *handler) infer(w http.ResponseWriter, r *http.Request) error {
 	}
 	req.ModelName, req.ModelVersion = r.PathValue("m"), r.PathValue("v")
 	ctx := r.Context()
-	if d, _ := requestTimeout(req.Parameters); d > 0 {
+	if d, _ := oip.RequestTimeout(req.Parameters); d > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, d)
 		defer cancel()

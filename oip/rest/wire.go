@@ -10,7 +10,6 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
-	"time"
 
 	"github.com/accelpool/accelpool/errdefs"
 	"github.com/accelpool/accelpool/oip"
@@ -33,7 +32,7 @@ const (
 	ParamBinaryDataOutput = "binary_data_output"
 	// ParamTimeout on a request bounds it, in microseconds (Triton's
 	// convention); 0 means no bound.
-	ParamTimeout = "timeout"
+	ParamTimeout = oip.TimeoutParameter
 )
 
 func invalidf(format string, args ...any) error {
@@ -327,7 +326,7 @@ func ParseInferRequest(body []byte, headerLen int) (*oip.InferRequest, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := requestTimeout(req.Parameters); err != nil {
+	if _, err := oip.RequestTimeout(req.Parameters); err != nil {
 		return nil, err
 	}
 	ts, params, err := decodeTensors("input", w.Inputs, bin)
@@ -379,31 +378,6 @@ func jsonError(what string, err error) error {
 		return invalidf("malformed %s JSON: field %q: %s is not a valid %s", what, te.Field, te.Value, want)
 	}
 	return invalidf("malformed %s JSON: %v", what, err)
-}
-
-// requestTimeout reads the timeout parameter: a non-negative integer count
-// of microseconds; 0 or absent means none.
-func requestTimeout(p oip.Parameters) (time.Duration, error) {
-	v, ok := p[ParamTimeout]
-	if !ok {
-		return 0, nil
-	}
-	var us uint64
-	switch v := v.(type) {
-	case int64:
-		if v < 0 {
-			return 0, invalidf("parameter %q is %d; want a non-negative number of microseconds", ParamTimeout, v)
-		}
-		us = uint64(v)
-	case uint64:
-		us = v
-	default:
-		return 0, invalidf("parameter %q is %v; want an integer number of microseconds", ParamTimeout, v)
-	}
-	if us > uint64(math.MaxInt64/int64(time.Microsecond)) {
-		return 0, nil // longer than any deadline can be: no bound
-	}
-	return time.Duration(us) * time.Microsecond, nil
 }
 
 // binaryChoice tells, per output name, whether the response carries it raw.
