@@ -18,10 +18,7 @@ import (
 // time 1000/service_rate ms; the file gives no variability, so CV 0).
 func ibisGPUMix(t testing.TB) ([]ibis.WorkloadModel, latency.StaticProfiles) {
 	t.Helper()
-	d, err := ibis.Dir()
-	if err != nil {
-		t.Fatalf("the Ibis workload the comparison uses is missing: %v", err)
-	}
+	d := ibis.DirForTest(t)
 	w, err := ibis.ReadWorkloadFile(d, ibis.GPUWorkload)
 	if err != nil {
 		t.Fatal(err)

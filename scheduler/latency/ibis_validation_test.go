@@ -56,10 +56,7 @@ func means(samples []ibis.Sample, process string) (map[string]stats, []string) {
 
 func ibisData(t *testing.T, file string) []ibis.Sample {
 	t.Helper()
-	d, err := ibis.Dir()
-	if err != nil {
-		t.Fatalf("the Ibis measurements the models are validated against are missing: %v", err)
-	}
+	d := ibis.DirForTest(t)
 	s, err := ibis.ReadValidationFile(d, file)
 	if err != nil {
 		t.Fatal(err)

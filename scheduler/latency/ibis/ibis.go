@@ -204,3 +204,33 @@ func ReadWorkloadFile(dir, name string) (Workload, error) {
 	}
 	return w, nil
 }
+
+// EnvRequire names the environment variable that makes DirForTest fail,
+// rather than skip, when the data is absent (`make test` sets it when the
+// shared data sits beside the checkout).
+const EnvRequire = "ACCELPOOL_REQUIRE_SHARED_DATA"
+
+// TB is the part of testing.TB DirForTest needs.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Skipf(format string, args ...any)
+}
+
+// DirForTest returns Dir for a test. The Ibis data is not part of the
+// repository (it is read from the shared data folder beside the
+// checkout): where it is absent the test is skipped, saying where it
+// looked and how to point at the data — unless $ACCELPOOL_REQUIRE_SHARED_DATA
+// is set, when it fails.
+func DirForTest(t TB) string {
+	t.Helper()
+	d, err := Dir()
+	if err == nil {
+		return d
+	}
+	if os.Getenv(EnvRequire) != "" {
+		t.Fatalf("the Ibis data is required ($%s is set) but missing: %v", EnvRequire, err)
+	}
+	t.Skipf("SKIPPED: the Ibis data is not beside this checkout (%v); set $%s to its directory to run this test", err, EnvDir)
+	return ""
+}

@@ -11,10 +11,7 @@ import (
 
 func dir(t *testing.T) string {
 	t.Helper()
-	d, err := ibis.Dir()
-	if err != nil {
-		t.Fatalf("the Ibis data the latency models are validated against is missing: %v", err)
-	}
+	d := ibis.DirForTest(t)
 	return d
 }
 
