@@ -101,26 +101,52 @@ func TestBatchesAndSplits(t *testing.T) {
 func TestQueueFull(t *testing.T) {
 	r := &recorder{gate: make(chan struct{})}
 	s := New(Config{Name: "m", QueueSize: 2, Concurrency: 1}, r.run)
-	defer func() { close(r.gate); s.Close() }()
+	var once sync.Once
+	release := func() { once.Do(func() { close(r.gate) }) }
+	defer func() { release(); s.Close() }()
 	results := make(chan error, 3)
-	for range 3 { // one running, two queued
+	submit := func() {
 		go func() { _, err := s.Submit(context.Background(), input(1, 1), nil); results <- err }()
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for (r.runs.Load() < 1 || s.QueueLen() < 2) && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	_, err := s.Submit(context.Background(), input(1, 1), nil)
+	// One running first, then two queued: submitted together, all three
+	// could reach the queue before the executor takes one, and the third
+	// would rightly be refused.
+	submit()
+	waitFor(t, 30*time.Second, "the first request to start", func() bool { return r.runs.Load() >= 1 })
+	submit()
+	submit()
+	waitFor(t, 30*time.Second, "two requests queued", func() bool { return s.QueueLen() >= 2 })
+	// Bounded, so a scheduler that wrongly queues this request fails the
+	// test instead of hanging it.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := s.Submit(ctx, input(1, 1), nil)
 	if !errors.Is(err, errdefs.ErrResourceExhausted) {
 		t.Fatalf("full queue: got %v, want ErrResourceExhausted", err)
 	}
+	release() // every run passes the gate from now on
 	for range 3 {
-		r.gate <- struct{}{}
-	}
-	for range 3 {
-		if err := <-results; err != nil {
-			t.Fatal(err)
+		select {
+		case err := <-results:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("queued requests not answered within 30s of the gate opening")
 		}
+	}
+}
+
+// waitFor polls cond until it holds, failing the test with what was awaited
+// if it does not hold within limit.
+func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", limit, what)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -129,18 +155,21 @@ func TestDeadlineInQueueNeverRuns(t *testing.T) {
 	s := New(Config{Name: "m", QueueSize: 4, Concurrency: 1}, r.run)
 	first := make(chan error, 1)
 	go func() { _, err := s.Submit(context.Background(), input(1, 1), nil); first <- err }()
-	for r.runs.Load() < 1 {
-		time.Sleep(time.Millisecond)
-	}
+	waitFor(t, 30*time.Second, "the first request to start", func() bool { return r.runs.Load() >= 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	_, err := s.Submit(ctx, input(1, 1), nil)
 	if !errors.Is(err, errdefs.ErrDeadline) {
 		t.Fatalf("got %v, want ErrDeadline", err)
 	}
-	r.gate <- struct{}{}
-	if err := <-first; err != nil {
-		t.Fatal(err)
+	close(r.gate)
+	select {
+	case err := <-first:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("first request not answered within 30s of the gate opening")
 	}
 	s.Close()
 	if n := r.runs.Load(); n != 1 {
