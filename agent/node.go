@@ -19,6 +19,7 @@ import (
 	"github.com/accelpool/accelpool/internal/auth"
 	"github.com/accelpool/accelpool/oip/grpcsvc"
 	"github.com/accelpool/accelpool/oip/rest"
+	"github.com/accelpool/accelpool/proxy/linkprobe"
 )
 
 // NodeConfig configures a serving node: a Manager behind the Open
@@ -124,6 +125,7 @@ func StartNode(ctx context.Context, cfg NodeConfig) (n *Node, err error) {
 			grpc.ChainStreamInterceptor(auth.GRPCStream(cfg.Token))); err != nil {
 			return nil, err
 		}
+		linkprobe.Register(n.grpcSrv)
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()

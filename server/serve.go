@@ -19,6 +19,7 @@ import (
 	"github.com/accelpool/accelpool/internal/auth"
 	"github.com/accelpool/accelpool/oip/grpcsvc"
 	"github.com/accelpool/accelpool/oip/rest"
+	"github.com/accelpool/accelpool/proxy/linkprobe"
 )
 
 // ServeConfig configures a running replica: the control plane plus its
@@ -142,6 +143,7 @@ func Start(ctx context.Context, cfg ServeConfig) (r *Replica, err error) {
 		if r.grpcSrv, err = gs.NewGRPCServer(grpc.ChainUnaryInterceptor(auth.GRPCUnary(inferToken)), grpc.ChainStreamInterceptor(auth.GRPCStream(inferToken))); err != nil {
 			return nil, err
 		}
+		linkprobe.Register(r.grpcSrv)
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
