@@ -1,0 +1,43 @@
+// Package proxy is the device proxy: it runs on a weak device, serves the
+// Open Inference Protocol on localhost, and sends each request where it
+// will finish soonest — the device itself, or one of the remote instances
+// (agents or gateways) the device can reach — so that an application
+// written against a local inference server gets a remote accelerator's
+// speed without changing its code.
+//
+// A Proxy implements oip.Service; the oip transports put it on the wire
+// as they put an agent's Manager there. Its options for a model are:
+//
+//   - local, when Config.Local (an agent.Manager over the device's own
+//     model repository, usually) has the model ready;
+//   - every Target that serves the model: the fixed Config.Targets, and
+//     those Config.Discover returns (the control plane's view: the nodes
+//     holding ready instances of the application, with tier and site).
+//
+// # Measuring
+//
+// Each target's link is probed every ProbeInterval with the linkprobe
+// echo over the same gRPC connection requests use (round trip), and every
+// BandwidthEvery probes with transfers sized to take about 20 ms
+// (bandwidth both ways). Each response's server-side time (the queue_us,
+// preprocess_us and compute_us parameters agents return) and size are
+// folded into per-model means, and so is the residual: what the measured
+// latency had that the link and server terms did not explain. Local runs
+// fold their duration into the local mean.
+//
+// # Choosing
+//
+// Package offload ranks the options (see its documentation for the
+// formula); the proxy tries them in that order. A request whose attempt
+// fails in a way that says it was not processed, or processed wrongly
+// there (unavailable, overloaded, not found, a model failure, the
+// attempt's own time budget spent), goes to the next option, if its
+// deadline leaves time. Requests that are invalid fail at once: they
+// would fail everywhere. When the request can also run locally, a remote
+// attempt's budget leaves room to run it locally afterwards.
+//
+// Every response says where it ran and what was predicted (parameters
+// accelpool_target, accelpool_predicted_us, accelpool_attempts), and the
+// metrics export predicted and measured latency per model and option, so
+// the prediction error is visible.
+package proxy

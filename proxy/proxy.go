@@ -1,0 +1,571 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+
+	"github.com/accelpool/accelpool/errdefs"
+	"github.com/accelpool/accelpool/offload"
+	"github.com/accelpool/accelpool/oip"
+)
+
+// ServerName is what ServerMetadata reports.
+const ServerName = "accelpool-proxy"
+
+// Response parameters the proxy adds.
+const (
+	ParamTarget    = "accelpool_target"
+	ParamPredicted = "accelpool_predicted_us"
+	ParamAttempts  = "accelpool_attempts"
+)
+
+// LocalName is the option name of the device itself.
+const LocalName = "local"
+
+// Modes restrict the options, for baselines and debugging.
+const (
+	ModeAuto   = "auto"   // the fastest predicted option (default)
+	ModeLocal  = "local"  // the device only
+	ModeRemote = "remote" // remote targets only
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultProbeInterval     = time.Second
+	DefaultBandwidthEvery    = 5
+	DefaultTimeout           = 30 * time.Second
+	DefaultDiscoverInterval  = 5 * time.Second
+	DefaultProbeTimeout      = 2 * time.Second
+	defaultProbeBytes        = 64 << 10
+	minProbeBytes, maxProbeB = 16 << 10, 1 << 20
+)
+
+// Target is a remote Open Inference Protocol endpoint: an agent or a
+// gateway.
+type Target struct {
+	// Name identifies it (a node name, or what the user called it).
+	Name string
+	// Addr is its gRPC address, host:port.
+	Addr string
+	// Tier (device, edge, cloud) and Site say where it is.
+	Tier, Site string
+	// Models maps the model names the device asks for to the names the
+	// target serves them under. Nil means the target serves every model
+	// under the name asked for (a gateway, or a fixed agent).
+	Models map[string]string
+}
+
+// serves reports whether t serves model and under which name.
+func (t Target) serves(model string) (string, bool) {
+	if t.Models == nil {
+		return model, true
+	}
+	s, ok := t.Models[model]
+	return s, ok
+}
+
+// Config configures a Proxy.
+type Config struct {
+	// Local runs models on the device; nil when it runs none.
+	Local oip.Service
+	// Targets are fixed remote endpoints.
+	Targets []Target
+	// Discover, when set, returns more targets (from the control plane);
+	// it is called at start and every DiscoverInterval. A failed call
+	// keeps the targets of the last good one.
+	Discover         func(context.Context) ([]Target, error)
+	DiscoverInterval time.Duration
+	// ProbeInterval is how often each link's round trip is probed
+	// (default 1s); BandwidthEvery is every how many probes bandwidth is
+	// measured too (default 5).
+	ProbeInterval  time.Duration
+	BandwidthEvery int
+	// Timeout bounds requests that bring no deadline (default 30s).
+	Timeout time.Duration
+	// Mode restricts the options: ModeAuto (default), ModeLocal, ModeRemote.
+	Mode string
+	// DialOptions apply to every connection to a target, after the
+	// defaults (plaintext, large messages), which they override.
+	DialOptions []grpc.DialOption
+	Logger      *slog.Logger
+	Registry    prometheus.Registerer
+	Version     string
+}
+
+// Proxy is an oip.Service that runs each request where it will finish
+// soonest. Create it with New; stop it with Close.
+type Proxy struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+
+	mu      sync.RWMutex
+	targets map[string]*target // by name
+	local   map[string]*localStats
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closed atomic.Bool
+}
+
+var _ oip.Service = (*Proxy)(nil)
+
+// localStats is what is known about running one model on the device.
+type localStats struct {
+	mu       sync.Mutex
+	service  offload.Mean // nanoseconds per request, without queueing
+	inflight atomic.Int64
+}
+
+// New starts a Proxy: it connects to the fixed targets, runs discovery
+// once (an error is logged, not returned: targets may come later) and
+// starts probing. It returns an error only for a bad Config.
+func New(cfg Config) (*Proxy, error) {
+	if cfg.ProbeInterval <= 0 {
+		cfg.ProbeInterval = DefaultProbeInterval
+	}
+	if cfg.BandwidthEvery <= 0 {
+		cfg.BandwidthEvery = DefaultBandwidthEvery
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.DiscoverInterval <= 0 {
+		cfg.DiscoverInterval = DefaultDiscoverInterval
+	}
+	switch cfg.Mode {
+	case "":
+		cfg.Mode = ModeAuto
+	case ModeAuto, ModeLocal, ModeRemote:
+	default:
+		return nil, errdefs.Invalid(fmt.Sprintf("proxy mode %q is not one of auto, local, remote", cfg.Mode))
+	}
+	if cfg.Mode == ModeLocal && cfg.Local == nil {
+		return nil, errdefs.Invalid("proxy mode local needs local models")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	seen := map[string]bool{}
+	for _, t := range cfg.Targets {
+		if t.Name == "" || t.Addr == "" {
+			return nil, errdefs.Invalid(fmt.Sprintf("target %+v needs a name and an address", t))
+		}
+		if t.Name == LocalName || seen[t.Name] {
+			return nil, errdefs.Invalid(fmt.Sprintf("target name %q is used twice or reserved", t.Name))
+		}
+		seen[t.Name] = true
+	}
+	p := &Proxy{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "proxy"),
+		metrics: newMetrics(cfg.Registry),
+		targets: map[string]*target{},
+		local:   map[string]*localStats{},
+	}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	if err := p.setTargets(cfg.Targets, nil); err != nil {
+		p.Close()
+		return nil, err
+	}
+	if cfg.Discover != nil {
+		p.discover()
+		p.wg.Add(1)
+		go p.discoverLoop()
+	}
+	return p, nil
+}
+
+// Close stops probing and discovery and closes the connections. Requests
+// in flight finish or fail on their own deadlines.
+func (p *Proxy) Close() error {
+	if p.closed.Swap(true) {
+		return nil
+	}
+	p.cancel()
+	p.wg.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for name, t := range p.targets {
+		t.close()
+		delete(p.targets, name)
+	}
+	return nil
+}
+
+// ServerMetadata implements oip.Service.
+func (p *Proxy) ServerMetadata() oip.ServerMetadata {
+	return oip.ServerMetadata{Name: ServerName, Version: p.cfg.Version}
+}
+
+// Live implements oip.Service.
+func (p *Proxy) Live() bool { return !p.closed.Load() }
+
+// Ready is true when some option exists: local models or a target.
+func (p *Proxy) Ready() bool {
+	if p.closed.Load() {
+		return false
+	}
+	if p.cfg.Local != nil && p.cfg.Mode != ModeRemote && p.cfg.Local.Ready() {
+		return true
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.cfg.Mode != ModeLocal && len(p.targets) > 0
+}
+
+// ModelMetadata asks the local runtime, then each target serving the model.
+func (p *Proxy) ModelMetadata(ctx context.Context, name, version string) (oip.ModelMetadata, error) {
+	var md oip.ModelMetadata
+	err := p.each(ctx, name, func(ctx context.Context, s oip.Service, served string) error {
+		m, err := s.ModelMetadata(ctx, served, version)
+		if err == nil {
+			m.Name = name
+			md = m
+		}
+		return err
+	})
+	return md, err
+}
+
+// ModelReady is true when some option serves the model ready.
+func (p *Proxy) ModelReady(ctx context.Context, name, version string) (bool, error) {
+	ready := false
+	err := p.each(ctx, name, func(ctx context.Context, s oip.Service, served string) error {
+		ok, err := s.ModelReady(ctx, served, version)
+		if err == nil && !ok {
+			err = errdefs.New(errdefs.ErrUnavailable, "not ready")
+		}
+		ready = err == nil
+		return err
+	})
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return false, err
+	}
+	return ready, nil
+}
+
+// each calls f on the options for model in order (local first) until one
+// succeeds; the last error, or ErrNotFound when there is no option.
+func (p *Proxy) each(ctx context.Context, model string, f func(context.Context, oip.Service, string) error) error {
+	var last error
+	if p.cfg.Local != nil && p.cfg.Mode != ModeRemote {
+		if last = f(ctx, p.cfg.Local, model); last == nil {
+			return nil
+		}
+	}
+	if p.cfg.Mode != ModeLocal {
+		for _, t := range p.targetsFor(model) {
+			cctx, cancel := context.WithTimeout(ctx, DefaultProbeTimeout)
+			served, _ := t.servedName(model)
+			last = f(cctx, t.client, served)
+			cancel()
+			if last == nil {
+				return nil
+			}
+		}
+	}
+	if last == nil {
+		return errdefs.New(errdefs.ErrNotFound, fmt.Sprintf("model %q: not on this device and no reachable target serves it", model))
+	}
+	return last
+}
+
+// RepositoryIndex lists the local models and the models targets serve.
+func (p *Proxy) RepositoryIndex(ctx context.Context, readyOnly bool) ([]oip.ModelIndexEntry, error) {
+	var out []oip.ModelIndexEntry
+	seen := map[string]bool{}
+	if p.cfg.Local != nil && p.cfg.Mode != ModeRemote {
+		idx, err := p.cfg.Local.RepositoryIndex(ctx, readyOnly)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range idx {
+			seen[e.Name] = true
+			out = append(out, e)
+		}
+	}
+	if p.cfg.Mode != ModeLocal {
+		p.mu.RLock()
+		for _, t := range p.targets {
+			for m := range t.spec.Models {
+				if !seen[m] {
+					seen[m] = true
+					out = append(out, oip.ModelIndexEntry{Name: m, State: "READY", Reason: "served by " + t.spec.Name})
+				}
+			}
+		}
+		p.mu.RUnlock()
+	}
+	slices.SortFunc(out, func(a, b oip.ModelIndexEntry) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// LoadModel loads a model into the device's own runtime.
+func (p *Proxy) LoadModel(ctx context.Context, name string) error {
+	if p.cfg.Local == nil {
+		return errdefs.New(errdefs.ErrUnavailable, "this proxy runs no models locally (start it with --models)")
+	}
+	return p.cfg.Local.LoadModel(ctx, name)
+}
+
+// UnloadModel unloads a model from the device's own runtime.
+func (p *Proxy) UnloadModel(ctx context.Context, name string) error {
+	if p.cfg.Local == nil {
+		return errdefs.New(errdefs.ErrUnavailable, "this proxy runs no models locally")
+	}
+	return p.cfg.Local.UnloadModel(ctx, name)
+}
+
+// localFor returns the local stats of model if the device can run it now.
+func (p *Proxy) localFor(ctx context.Context, model, version string) *localStats {
+	if p.cfg.Local == nil || p.cfg.Mode == ModeRemote {
+		return nil
+	}
+	if ok, err := p.cfg.Local.ModelReady(ctx, model, version); err != nil || !ok {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ls := p.local[model]
+	if ls == nil {
+		ls = &localStats{}
+		p.local[model] = ls
+	}
+	return ls
+}
+
+// targetsFor lists the targets serving model, by name.
+func (p *Proxy) targetsFor(model string) []*target {
+	if p.cfg.Mode == ModeLocal {
+		return nil
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	var out []*target
+	for _, t := range p.targets {
+		if _, ok := t.spec.serves(model); ok {
+			out = append(out, t)
+		}
+	}
+	slices.SortFunc(out, func(a, b *target) int { return strings.Compare(a.spec.Name, b.spec.Name) })
+	return out
+}
+
+// inputBytes is what a request puts on the wire, near enough.
+func inputBytes(req *oip.InferRequest) int64 {
+	var n int64
+	for _, in := range req.Inputs {
+		n += int64(len(in.Data)) + int64(len(in.Name)) + 8*int64(len(in.Shape)) + 16
+	}
+	return n
+}
+
+// Infer implements oip.Service: it ranks the options and tries them in
+// order until one answers.
+func (p *Proxy) Infer(ctx context.Context, req *oip.InferRequest) (*oip.InferResponse, error) {
+	if p.closed.Load() {
+		return nil, errdefs.New(errdefs.ErrUnavailable, "proxy is shutting down")
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.cfg.Timeout)
+		defer cancel()
+	}
+	start := time.Now()
+	model := req.ModelName
+	ls := p.localFor(ctx, model, req.ModelVersion)
+	targets := p.targetsFor(model)
+	if ls == nil && len(targets) == 0 {
+		p.metrics.request("_unknown", "none", "not_found")
+		return nil, errdefs.New(errdefs.ErrNotFound, fmt.Sprintf("model %q: this device cannot run it and no reachable target serves it", model))
+	}
+	in := inputBytes(req)
+	opts := make([]offload.Option, 0, len(targets)+1)
+	if ls != nil {
+		opts = append(opts, ls.option())
+	}
+	for _, t := range targets {
+		opts = append(opts, t.option(model))
+	}
+	dl, _ := ctx.Deadline()
+	ranked := offload.Rank(opts, in, time.Until(dl))
+	byName := make(map[string]*target, len(targets))
+	for _, t := range targets {
+		byName[t.spec.Name] = t
+	}
+	var errs []string
+	for i, opt := range ranked {
+		if ctx.Err() != nil {
+			break
+		}
+		budget := p.budget(ctx, ranked[i:], ls)
+		var resp *oip.InferResponse
+		var err error
+		if opt.Local {
+			resp, err = p.runLocal(ctx, ls, req)
+		} else {
+			resp, err = p.runRemote(ctx, budget, byName[opt.Name], model, req, in)
+		}
+		if err == nil {
+			took := time.Since(start)
+			if resp.Parameters == nil {
+				resp.Parameters = oip.Parameters{}
+			}
+			resp.ModelName = model
+			resp.Parameters[ParamTarget] = opt.Name
+			resp.Parameters[ParamAttempts] = int64(i + 1)
+			if !opt.Explore {
+				resp.Parameters[ParamPredicted] = opt.Latency.Microseconds()
+			}
+			p.metrics.observe(model, opt, took, i == 0)
+			p.metrics.request(model, opt.Name, "success")
+			return resp, nil
+		}
+		p.metrics.request(model, opt.Name, errdefs.Outcome(err))
+		errs = append(errs, fmt.Sprintf("%s: %v", opt.Name, err))
+		if !fallBack(err) || i == len(ranked)-1 {
+			if len(errs) > 1 {
+				return nil, withMessage(err, fmt.Sprintf("model %q: every option failed: %s", model, strings.Join(errs, "; ")))
+			}
+			return nil, withMessage(err, fmt.Sprintf("model %q on %s", model, errs[0]))
+		}
+		p.metrics.fallbacks.WithLabelValues(p.metrics.model(model), opt.Name, errdefs.Outcome(err)).Inc()
+		p.log.Debug("falling back", "model", model, "from", opt.Name, "to", ranked[i+1].Name, "err", err)
+	}
+	if err := ctx.Err(); err != nil {
+		msg := fmt.Sprintf("model %q: deadline exceeded after %v", model, time.Since(start).Round(time.Millisecond))
+		if len(errs) > 0 {
+			msg += " (" + strings.Join(errs, "; ") + ")"
+		}
+		if errors.Is(err, context.Canceled) {
+			return nil, errdefs.New(errdefs.ErrCanceled, msg)
+		}
+		return nil, errdefs.New(errdefs.ErrDeadline, msg)
+	}
+	return nil, errdefs.New(errdefs.ErrUnavailable, fmt.Sprintf("model %q: %s", model, strings.Join(errs, "; ")))
+}
+
+// budget is how long the attempt at rest[0] may take: what is left of the
+// request's time, less, for a remote attempt when local can follow, the
+// local prediction (so the fallback still fits) — but never less than
+// twice the attempt's own prediction.
+func (p *Proxy) budget(ctx context.Context, rest []offload.Predicted, ls *localStats) time.Duration {
+	dl, _ := ctx.Deadline()
+	left := time.Until(dl)
+	opt := rest[0]
+	if opt.Local || ls == nil {
+		return left
+	}
+	for _, later := range rest[1:] {
+		if later.Local && !later.Explore {
+			// Twice the local prediction: the fallback must fit with room.
+			b := left - 2*later.Latency
+			if !opt.Explore {
+				b = max(b, 2*opt.Latency)
+			}
+			return min(max(b, 0), left)
+		}
+	}
+	return left
+}
+
+// fallBack reports whether a failed attempt should be followed by the
+// next option: anything but a request that is wrong everywhere or a
+// request whose own context ended.
+func fallBack(err error) bool {
+	switch {
+	case errors.Is(err, errdefs.ErrInvalid), errors.Is(err, errdefs.ErrTooLarge), errors.Is(err, errdefs.ErrCanceled):
+		return false
+	case errors.Is(err, errdefs.ErrResourceExhausted):
+		return !strings.Contains(err.Error(), "larger than max")
+	}
+	return true
+}
+
+// withMessage keeps err's kind with a new message.
+func withMessage(err error, msg string) error {
+	for _, k := range []error{errdefs.ErrInvalid, errdefs.ErrTooLarge, errdefs.ErrNotFound, errdefs.ErrResourceExhausted,
+		errdefs.ErrUnavailable, errdefs.ErrDeadline, errdefs.ErrCanceled} {
+		if errors.Is(err, k) {
+			return errdefs.New(k, msg)
+		}
+	}
+	return errdefs.New(errdefs.ErrInternal, msg)
+}
+
+func (ls *localStats) option() offload.Option {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return offload.Option{Name: LocalName, Local: true, Tier: "device", Measured: ls.service.N() > 0,
+		Service: ls.service.Duration(), Waiting: int(ls.inflight.Load()), InFlight: int(ls.inflight.Load())}
+}
+
+func (p *Proxy) runLocal(ctx context.Context, ls *localStats, req *oip.InferRequest) (*oip.InferResponse, error) {
+	ls.inflight.Add(1)
+	defer ls.inflight.Add(-1)
+	start := time.Now()
+	resp, err := p.cfg.Local.Infer(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	took := time.Since(start)
+	// Service time without the local queue, when the runtime says.
+	service := took
+	if q, ok := paramDuration(resp.Parameters, "queue_us"); ok && q < took {
+		service = took - q
+	}
+	ls.mu.Lock()
+	ls.service.Add(float64(service))
+	ls.mu.Unlock()
+	return resp, nil
+}
+
+func (p *Proxy) runRemote(ctx context.Context, budget time.Duration, t *target, model string, req *oip.InferRequest, in int64) (*oip.InferResponse, error) {
+	actx, cancel := context.WithTimeout(ctx, budget)
+	defer cancel()
+	fwd := *req
+	served, renamed := t.servedName(model)
+	fwd.ModelName = served
+	if renamed {
+		// The target numbers its own versions of what it serves.
+		fwd.ModelVersion = ""
+	}
+	t.inflight.Add(1)
+	defer t.inflight.Add(-1)
+	start := time.Now()
+	resp, err := t.client.Infer(actx, &fwd)
+	took := time.Since(start)
+	if err != nil {
+		if ctx.Err() == nil && actx.Err() != nil {
+			err = errdefs.New(errdefs.ErrDeadline, fmt.Sprintf("%s did not answer within its budget of %v, leaving time to run elsewhere", t.spec.Name, budget.Round(time.Millisecond)))
+		}
+		return nil, err
+	}
+	t.learn(model, resp, in, took)
+	return resp, nil
+}
+
+// paramDuration reads an integer microsecond parameter.
+func paramDuration(p oip.Parameters, key string) (time.Duration, bool) {
+	switch v := p[key].(type) {
+	case int64:
+		return time.Duration(v) * time.Microsecond, true
+	case uint64:
+		return time.Duration(v) * time.Microsecond, true
+	case float64:
+		return time.Duration(v * float64(time.Microsecond)), true
+	}
+	return 0, false
+}

@@ -1,0 +1,86 @@
+package proxy
+
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Status is a snapshot of what the proxy knows: GET /proxy/status.
+type Status struct {
+	Mode    string                   `json:"mode"`
+	Local   map[string]LocalEstimate `json:"local,omitempty"`
+	Targets []TargetStatus           `json:"targets"`
+}
+
+// LocalEstimate is what is known about running a model on the device.
+type LocalEstimate struct {
+	ServiceMs float64 `json:"serviceMs"`
+	Samples   int     `json:"samples"`
+	InFlight  int64   `json:"inFlight"`
+}
+
+// TargetStatus is one target, its link and its models.
+type TargetStatus struct {
+	Name      string                    `json:"name"`
+	Addr      string                    `json:"addr"`
+	Tier      string                    `json:"tier,omitempty"`
+	Site      string                    `json:"site,omitempty"`
+	Up        bool                      `json:"up"`
+	LastError string                    `json:"lastError,omitempty"`
+	Probed    time.Time                 `json:"probed"`
+	RTTMs     float64                   `json:"rttMs"`
+	UpMbps    float64                   `json:"upMbps"`
+	DownMbps  float64                   `json:"downMbps"`
+	InFlight  int64                     `json:"inFlight"`
+	Models    map[string]RemoteEstimate `json:"models,omitempty"`
+}
+
+// RemoteEstimate is what is known about a model on a target.
+type RemoteEstimate struct {
+	ServerMs   float64 `json:"serverMs"`
+	ResidualMs float64 `json:"residualMs"`
+	OutBytes   int64   `json:"outBytes"`
+	Samples    int     `json:"samples"`
+}
+
+func ms(ns float64) float64 { return ns / 1e6 }
+
+// Status returns the current snapshot.
+func (p *Proxy) Status() Status {
+	st := Status{Mode: p.cfg.Mode, Local: map[string]LocalEstimate{}}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	for name, ls := range p.local {
+		ls.mu.Lock()
+		st.Local[name] = LocalEstimate{ServiceMs: ms(ls.service.Value()), Samples: ls.service.N(), InFlight: ls.inflight.Load()}
+		ls.mu.Unlock()
+	}
+	for _, t := range p.targets {
+		t.mu.Lock()
+		ts := TargetStatus{Name: t.spec.Name, Addr: t.spec.Addr, Tier: t.spec.Tier, Site: t.spec.Site,
+			Up: !t.link.failed && !t.link.probed.IsZero(), LastError: t.link.lastErr, Probed: t.link.probed,
+			RTTMs: ms(t.link.rtt.Value()), UpMbps: t.link.up.Value() / 1e6, DownMbps: t.link.down.Value() / 1e6,
+			InFlight: t.inflight.Load(), Models: map[string]RemoteEstimate{}}
+		for m, rs := range t.models {
+			ts.Models[m] = RemoteEstimate{ServerMs: ms(rs.server.Value()), ResidualMs: ms(rs.residual.Value()),
+				OutBytes: int64(rs.outBytes.Value()), Samples: rs.server.N()}
+		}
+		t.mu.Unlock()
+		st.Targets = append(st.Targets, ts)
+	}
+	slices.SortFunc(st.Targets, func(a, b TargetStatus) int { return strings.Compare(a.Name, b.Name) })
+	return st
+}
+
+// StatusHandler serves Status as JSON.
+func (p *Proxy) StatusHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(p.Status())
+	})
+}

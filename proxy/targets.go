@@ -1,0 +1,245 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/accelpool/accelpool/offload"
+	"github.com/accelpool/accelpool/oip"
+	"github.com/accelpool/accelpool/oip/grpcsvc"
+	"github.com/accelpool/accelpool/proxy/linkprobe"
+	"github.com/accelpool/accelpool/tensor"
+)
+
+// target is a remote endpoint with its connection, its link and what is
+// known about each model there.
+type target struct {
+	spec   Target
+	conn   *grpc.ClientConn
+	client *grpcsvc.Client
+	stop   context.CancelFunc
+	done   chan struct{}
+
+	inflight atomic.Int64
+
+	mu     sync.Mutex
+	link   link
+	models map[string]*remoteStats
+}
+
+// link is what the probes found.
+type link struct {
+	rtt      offload.Mean // nanoseconds
+	up, down offload.Mean // bits per second
+	failed   bool         // the last probe failed
+	lastErr  string
+	probed   time.Time
+}
+
+// remoteStats is what is known about one model on one target.
+type remoteStats struct {
+	server   offload.Mean // reported server time, ns
+	residual offload.Mean // ns, may be negative
+	outBytes offload.Mean
+}
+
+// servedName is the name t serves model under; renamed is false when it
+// serves every model under the name asked for.
+func (t *target) servedName(model string) (name string, renamed bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s, _ := t.spec.serves(model)
+	return s, t.spec.Models != nil
+}
+
+func (t *target) option(model string) offload.Option {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	o := offload.Option{Name: t.spec.Name, Tier: t.spec.Tier, Site: t.spec.Site, InFlight: int(t.inflight.Load()),
+		RTT: t.link.rtt.Duration(), UpBps: t.link.up.Value(), DownBps: t.link.down.Value(), LinkUnavailable: t.link.failed}
+	if ms := t.models[model]; ms != nil && ms.server.N()+ms.residual.N() > 0 {
+		o.Measured = true
+		o.Server = ms.server.Duration()
+		o.Residual = ms.residual.Duration()
+		o.OutBytes = int64(ms.outBytes.Value())
+	}
+	return o
+}
+
+// learn folds a response into the model's means.
+func (t *target) learn(model string, resp *oip.InferResponse, in int64, took time.Duration) {
+	var server time.Duration
+	for _, k := range []string{"queue_us", "preprocess_us", "compute_us"} {
+		if d, ok := paramDuration(resp.Parameters, k); ok {
+			server += d
+		}
+	}
+	out := outputBytes(resp.Outputs)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ms := t.models[model]
+	if ms == nil {
+		ms = &remoteStats{}
+		t.models[model] = ms
+	}
+	// The first answer, on a cold connection, carries set-up costs the
+	// following ones do not; it seeds the means all the same (the next
+	// samples pull them down quickly).
+	ms.server.Add(float64(server))
+	ms.outBytes.Add(float64(out))
+	o := offload.Option{Measured: true, RTT: t.link.rtt.Duration(), UpBps: t.link.up.Value(), DownBps: t.link.down.Value(), Server: server, OutBytes: out}
+	explained, _, _ := offload.Predict(o, in)
+	ms.residual.Add(float64(took - explained))
+}
+
+func outputBytes(outs []tensor.Tensor) int64 {
+	var n int64
+	for _, o := range outs {
+		n += int64(len(o.Data)) + int64(len(o.Name)) + 8*int64(len(o.Shape)) + 16
+	}
+	return n
+}
+
+func (t *target) close() {
+	t.stop()
+	<-t.done
+	t.conn.Close()
+}
+
+// setTargets makes the proxy's targets fixed ∪ discovered: new ones are
+// connected and probed, vanished ones closed, changed ones updated.
+func (p *Proxy) setTargets(fixed, discovered []Target) error {
+	want := map[string]Target{}
+	for _, t := range fixed {
+		want[t.Name] = t
+	}
+	for _, t := range discovered {
+		if _, clash := want[t.Name]; !clash && t.Name != LocalName && t.Addr != "" {
+			want[t.Name] = t
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed.Load() {
+		return nil
+	}
+	for name, t := range p.targets {
+		if w, ok := want[name]; !ok || w.Addr != t.spec.Addr {
+			t.close()
+			delete(p.targets, name)
+		}
+	}
+	for name, spec := range want {
+		if t, ok := p.targets[name]; ok {
+			t.mu.Lock()
+			t.spec.Models, t.spec.Tier, t.spec.Site = maps.Clone(spec.Models), spec.Tier, spec.Site
+			t.mu.Unlock()
+			continue
+		}
+		conn, err := grpc.NewClient(spec.Addr, append(grpcsvc.DefaultDialOptions(), p.cfg.DialOptions...)...)
+		if err != nil {
+			return fmt.Errorf("target %s (%s): %w", spec.Name, spec.Addr, err)
+		}
+		ctx, cancel := context.WithCancel(p.ctx)
+		t := &target{spec: spec, conn: conn, client: grpcsvc.NewClient(conn), stop: cancel, done: make(chan struct{}), models: map[string]*remoteStats{}}
+		t.spec.Models = maps.Clone(spec.Models)
+		t.link.rtt.Weight, t.link.up.Weight, t.link.down.Weight = 0.5, 0.5, 0.5
+		p.targets[name] = t
+		go p.probeLoop(ctx, t)
+		p.log.Info("target added", "target", name, "addr", spec.Addr, "tier", spec.Tier, "site", spec.Site)
+	}
+	return nil
+}
+
+// probeLoop measures t's link until ctx ends: the round trip every
+// ProbeInterval, bandwidth too every BandwidthEvery probes (and on the
+// first), with transfers sized to take about 20 ms at the last estimate.
+func (p *Proxy) probeLoop(ctx context.Context, t *target) {
+	defer close(t.done)
+	tick := time.NewTicker(p.cfg.ProbeInterval)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		n := 0
+		if i%p.cfg.BandwidthEvery == 0 {
+			n = t.probeBytes()
+		}
+		pctx, cancel := context.WithTimeout(ctx, DefaultProbeTimeout)
+		r, err := linkprobe.Measure(pctx, t.conn, n)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		t.mu.Lock()
+		was := t.link.failed
+		t.link.probed = time.Now()
+		if err != nil {
+			t.link.failed, t.link.lastErr = true, err.Error()
+		} else {
+			t.link.failed, t.link.lastErr = false, ""
+			t.link.rtt.Add(float64(r.RTT))
+			if r.UpBps > 0 {
+				t.link.up.Add(r.UpBps)
+			}
+			if r.DownBps > 0 {
+				t.link.down.Add(r.DownBps)
+			}
+		}
+		now := t.link
+		t.mu.Unlock()
+		p.metrics.link(t.spec.Name, now)
+		if err != nil && !was {
+			p.log.Warn("link probe failed", "target", t.spec.Name, "err", err)
+		} else if err == nil && was {
+			p.log.Info("link back", "target", t.spec.Name, "rtt", r.RTT)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (t *target) probeBytes() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	bw := min(t.link.up.Value(), t.link.down.Value())
+	if bw <= 0 {
+		return defaultProbeBytes
+	}
+	n := int(bw / 8 * 0.020)
+	return min(max(n, minProbeBytes), maxProbeB)
+}
+
+func (p *Proxy) discover() {
+	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+	defer cancel()
+	ts, err := p.cfg.Discover(ctx)
+	if err != nil {
+		p.log.Warn("discovery failed; keeping the targets known", "err", err)
+		return
+	}
+	if err := p.setTargets(p.cfg.Targets, ts); err != nil {
+		p.log.Warn("discovered target refused", "err", err)
+	}
+}
+
+func (p *Proxy) discoverLoop() {
+	defer p.wg.Done()
+	tick := time.NewTicker(p.cfg.DiscoverInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-tick.C:
+			p.discover()
+		}
+	}
+}
