@@ -35,6 +35,7 @@ var commands = map[string]command{
 	"version":  {"print the version", runVersion},
 	"serve":    {"serve a plain model repository on this machine, without a control plane", runServe},
 	"server":   {"run a control-plane replica (etcd-backed registry, placement, admin API, gateway)", runServer},
+	"proxy":    {"run the device proxy: serve inference locally, run each request where it finishes soonest", runProxy},
 	"agent":    {"run a node agent that joins a control plane and serves its assigned instances", runAgent},
 	"model":    {"push a model artifact to the control plane (model push FILE --name NAME)", runModel},
 	"deploy":   {"deploy applications from a YAML file", runDeploy},
