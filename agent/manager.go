@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,8 +20,30 @@ import (
 	"github.com/accelpool/accelpool/agent/runtime"
 	"github.com/accelpool/accelpool/errdefs"
 	"github.com/accelpool/accelpool/oip"
+	"github.com/accelpool/accelpool/preprocess"
 	"github.com/accelpool/accelpool/tensor"
 )
+
+// Response parameters: server-side timings of a successful inference, in
+// microseconds (int64), so that a client can tell the node's work from the
+// network's. PreprocessParameter is set only when the request sent encoded
+// images that the agent decoded.
+const (
+	// QueueParameter is the time from batching Submit until the execution
+	// that ran the request started.
+	QueueParameter = "queue_us"
+	// ComputeParameter is that execution's duration (the whole batch's).
+	ComputeParameter = "compute_us"
+	// PreprocessParameter is the time spent decoding and preprocessing
+	// images on the request's goroutine, before it was queued.
+	PreprocessParameter = "preprocess_us"
+)
+
+// MinImagesPerRequest is how many encoded images one request may carry
+// for an input whose batch dimension is dynamic, or the model's
+// max_batch_size if that is larger: each small file becomes a full-size
+// tensor, so the count is bounded rather than left to the message size.
+const MinImagesPerRequest = 64
 
 // Model states, as the repository index reports them.
 const (
@@ -74,6 +99,110 @@ type model struct {
 	session   runtime.Session
 	sched     *batch.Scheduler
 	batchable bool
+	// pre holds, by input name, how to turn encoded images into that
+	// input (config.yaml preprocess, resolved against the model).
+	pre map[string]*imageInput
+}
+
+// imageInput is a preprocess entry resolved against the model's input.
+type imageInput struct {
+	spec preprocess.Spec
+	// batch is the input's first dimension: -1 when dynamic.
+	batch int64
+}
+
+// resolvePreprocess checks each preprocess entry of config.yaml against the
+// model's inputs and fills in what the input's shape implies. Errors name
+// the entry's field, as config.yaml errors do.
+func resolvePreprocess(entries map[string]repository.ImageInput, inputs []runtime.IOSpec) (map[string]*imageInput, error) {
+	if len(entries) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]*imageInput, len(entries))
+	for _, name := range slices.Sorted(maps.Keys(entries)) {
+		p := entries[name]
+		field := "preprocess." + name
+		bad := func(field, format string, a ...any) error {
+			return errdefs.Invalid(fmt.Sprintf("%s: %s: %s", repository.ConfigFile, field, fmt.Sprintf(format, a...)))
+		}
+		i := slices.IndexFunc(inputs, func(s runtime.IOSpec) bool { return s.Name == name })
+		if i < 0 {
+			names := make([]string, len(inputs))
+			for j, s := range inputs {
+				names[j] = s.Name
+			}
+			return nil, bad(field, "the model has no input %q (its inputs: %s)", name, strings.Join(names, ", "))
+		}
+		in := inputs[i]
+		shape := in.Shape
+		if len(shape) != 4 {
+			return nil, bad(field, "input %q has shape %v; images need a 4-D input (NCHW or NHWC)", name, shape)
+		}
+		if p.DataType != "" && p.DataType != in.DataType.String() {
+			return nil, bad(field+".datatype", "%s, but the model input %q is %s", p.DataType, name, in.DataType)
+		}
+		if !preprocess.Supported(in.DataType) {
+			return nil, bad(field, "input %q is %s; images can only become FP32, FP16 or UINT8 tensors", name, in.DataType)
+		}
+		layout := preprocess.Layout(p.Layout)
+		if layout == "" {
+			nchw, nhwc := shape[1] == 3, shape[3] == 3
+			switch {
+			case nchw && nhwc:
+				return nil, bad(field+".layout", "input shape %v could be NCHW or NHWC; set layout", shape)
+			case nchw:
+				layout = preprocess.NCHW
+			case nhwc:
+				layout = preprocess.NHWC
+			default:
+				return nil, bad(field+".layout", "cannot infer it from input shape %v (neither dimension 1 nor 3 is 3); set layout", shape)
+			}
+		}
+		c, hi, wi := 1, 2, 3
+		if layout == preprocess.NHWC {
+			c, hi, wi = 3, 1, 2
+		}
+		if shape[c] != 3 && shape[c] != -1 {
+			return nil, bad(field+".layout", "%s puts the 3 colour channels in dimension %d, which is %d in input shape %v", layout, c, shape[c], shape)
+		}
+		size := func(key string, set int, dim int64) (int, error) {
+			switch {
+			case dim < 0 && set == 0:
+				return 0, bad(field+"."+key, "the model input's %s is dynamic (shape %v); set %s", key, shape, key)
+			case dim < 0:
+				return set, nil
+			case set != 0 && int64(set) != dim:
+				return 0, bad(field+"."+key, "%d disagrees with the model input's fixed %s %d (shape %v)", set, key, dim, shape)
+			case dim == 0 || dim > repository.MaxImageSide:
+				return 0, bad(field+"."+key, "the model input's %s %d is outside 1..%d", key, dim, repository.MaxImageSide)
+			}
+			return int(dim), nil
+		}
+		w, err := size("width", p.Width, shape[wi])
+		if err != nil {
+			return nil, err
+		}
+		h, err := size("height", p.Height, shape[hi])
+		if err != nil {
+			return nil, err
+		}
+		spec := preprocess.Spec{Width: w, Height: h, Layout: layout, BGR: p.BGR, DataType: in.DataType, Scale: repository.DefaultImageScale}
+		if in.DataType == tensor.Uint8 {
+			spec.Scale = 1
+		}
+		if p.Scale != nil {
+			spec.Scale = float32(*p.Scale)
+		}
+		spec.Std = [3]float32{1, 1, 1}
+		for c := range p.Mean {
+			spec.Mean[c] = float32(p.Mean[c])
+		}
+		for c := range p.Std {
+			spec.Std[c] = float32(p.Std[c])
+		}
+		out[name] = &imageInput{spec: spec, batch: shape[0]}
+	}
+	return out, nil
 }
 
 // NewManager returns a Manager with no models loaded; call LoadAll or
@@ -279,11 +408,18 @@ func (m *Manager) LoadModel(ctx context.Context, name string) error {
 	}
 	m.metrics.loadTime.WithLabelValues(name).Observe(time.Since(start).Seconds())
 	meta := sess.Metadata()
+	pre, err := resolvePreprocess(f.Config.Preprocess, meta.Inputs)
+	if err != nil {
+		if cerr := sess.Close(); cerr != nil {
+			m.log.Warn("closing session", "model", name, "err", cerr)
+		}
+		return fail(err)
+	}
 	batchable := f.Config.MaxBatchSize > 1 && meta.Batchable()
 	if f.Config.MaxBatchSize > 1 && !batchable {
 		m.log.Warn("dynamic batching off: the model's inputs and outputs do not all have a dynamic first dimension", "model", name)
 	}
-	md := &model{name: name, version: f.Latest(), versions: f.Versions, state: StateReady, cfg: f.Config, meta: meta, session: sess, batchable: batchable}
+	md := &model{name: name, version: f.Latest(), versions: f.Versions, state: StateReady, cfg: f.Config, meta: meta, session: sess, batchable: batchable, pre: pre}
 	observe := m.metrics.batch(name)
 	bcfg := batch.Config{Name: name, QueueSize: f.Config.MaxQueueSize, Concurrency: f.Config.Concurrency,
 		MaxDelay: f.Config.QueueDelay(), OnBatch: func(rows, requests int, d time.Duration) {
@@ -381,7 +517,7 @@ func (m *Manager) Infer(ctx context.Context, req *oip.InferRequest) (resp *oip.I
 		outcome = errdefs.Outcome(err)
 		return nil, err
 	}
-	inputs, outputs, err := validate(md, req)
+	inputs, outputs, images, err := validate(md, req)
 	if err != nil {
 		outcome = errdefs.Outcome(err)
 		return nil, err
@@ -391,6 +527,17 @@ func (m *Manager) Infer(ctx context.Context, req *oip.InferRequest) (resp *oip.I
 		ctx, cancel = context.WithTimeout(ctx, md.cfg.DefaultTimeout())
 		defer cancel()
 	}
+	var preTime time.Duration
+	if len(images) > 0 {
+		// On the request's goroutine, so requests decode in parallel and
+		// the executors only run the model.
+		start := time.Now()
+		if err := decodeImages(ctx, md.name, inputs, images); err != nil {
+			outcome = errdefs.Outcome(err)
+			return nil, err
+		}
+		preTime = time.Since(start)
+	}
 	m.metrics.queueLen.WithLabelValues(md.name).Set(float64(md.sched.QueueLen()))
 	res, err := md.sched.Submit(ctx, inputs, outputs)
 	if err != nil {
@@ -399,7 +546,61 @@ func (m *Manager) Infer(ctx context.Context, req *oip.InferRequest) (resp *oip.I
 	}
 	m.metrics.queueTime.WithLabelValues(md.name).Observe(res.QueueTime.Seconds())
 	outcome = "success"
-	return &oip.InferResponse{ModelName: md.name, ModelVersion: md.version, ID: req.ID, Outputs: res.Outputs}, nil
+	params := oip.Parameters{QueueParameter: res.QueueTime.Microseconds(), ComputeParameter: res.ComputeTime.Microseconds()}
+	if len(images) > 0 {
+		params[PreprocessParameter] = preTime.Microseconds()
+	}
+	return &oip.InferResponse{ModelName: md.name, ModelVersion: md.version, ID: req.ID, Parameters: params, Outputs: res.Outputs}, nil
+}
+
+// imageJob is an input sent as encoded images, to be decoded into
+// inputs[index].
+type imageJob struct {
+	index  int
+	name   string
+	images [][]byte
+	pre    *imageInput
+}
+
+// decodeImages decodes and preprocesses every image job into inputs,
+// checking ctx between images.
+func decodeImages(ctx context.Context, model string, inputs []tensor.Tensor, jobs []imageJob) error {
+	for _, j := range jobs {
+		t, err := preprocess.Images(ctx, j.name, j.images, j.pre.spec)
+		switch {
+		case errors.Is(err, context.Canceled):
+			return errdefs.New(errdefs.ErrCanceled, fmt.Sprintf("model %q: input %q: request canceled while decoding images", model, j.name))
+		case errors.Is(err, context.DeadlineExceeded):
+			return errdefs.New(errdefs.ErrDeadline, fmt.Sprintf("model %q: input %q: deadline exceeded while decoding images", model, j.name))
+		case err != nil:
+			return fmt.Errorf("model %q: input %q: %w", model, j.name, err)
+		}
+		inputs[j.index] = t
+	}
+	return nil
+}
+
+// imageRequest checks an input sent as encoded images for a model input
+// with a preprocess entry and returns the job that will decode it.
+func imageRequest(md *model, spec runtime.IOSpec, in *oip.InferInput, pre *imageInput, index int) (imageJob, error) {
+	invalid := func(format string, a ...any) error {
+		return errdefs.Invalid(fmt.Sprintf("model %q: input %q: ", md.name, spec.Name) + fmt.Sprintf(format, a...))
+	}
+	if len(in.Shape) != 1 || in.Shape[0] < 1 {
+		return imageJob{}, invalid("encoded images take BYTES of shape [N], N ≥ 1, one %s file per element; got shape %v", preprocess.Formats, in.Shape)
+	}
+	n := in.Shape[0]
+	switch limit := max(MinImagesPerRequest, int64(md.cfg.MaxBatchSize), pre.batch); {
+	case pre.batch >= 0 && n != pre.batch:
+		return imageJob{}, invalid("%d images, but the model's batch dimension is fixed at %d (shape %v): send %d per request", n, pre.batch, spec.Shape, pre.batch)
+	case n > limit:
+		return imageJob{}, invalid("%d images is more than the %d one request may carry", n, limit)
+	}
+	images, err := tensor.SplitBytes(in.Data, n)
+	if err != nil {
+		return imageJob{}, fmt.Errorf("model %q: input %q: %w", md.name, spec.Name, err)
+	}
+	return imageJob{index: index, name: spec.Name, images: images, pre: pre}, nil
 }
 
 // metricModel bounds label cardinality: unknown model names share a label.
@@ -414,45 +615,61 @@ func metricModel(m *Manager, name string) string {
 }
 
 // validate checks a request against the model's metadata and returns the
-// inputs in model order and the outputs to compute (nil: all).
-func validate(md *model, req *oip.InferRequest) ([]tensor.Tensor, []string, error) {
+// inputs in model order, the outputs to compute (nil: all) and the inputs
+// sent as encoded images, whose places in inputs are left empty for
+// decodeImages.
+func validate(md *model, req *oip.InferRequest) ([]tensor.Tensor, []string, []imageJob, error) {
 	byName := make(map[string]*oip.InferInput, len(req.Inputs))
 	for i := range req.Inputs {
 		in := &req.Inputs[i]
 		if _, dup := byName[in.Name]; dup {
-			return nil, nil, errdefs.Invalid(fmt.Sprintf("input %q given twice", in.Name))
+			return nil, nil, nil, errdefs.Invalid(fmt.Sprintf("input %q given twice", in.Name))
 		}
 		byName[in.Name] = in
 	}
 	inputs := make([]tensor.Tensor, 0, len(md.meta.Inputs))
+	var images []imageJob
 	for _, spec := range md.meta.Inputs {
 		in := byName[spec.Name]
 		if in == nil {
-			return nil, nil, errdefs.Invalid(fmt.Sprintf("model %q: missing input %q", md.name, spec.Name))
+			return nil, nil, nil, errdefs.Invalid(fmt.Sprintf("model %q: missing input %q", md.name, spec.Name))
 		}
 		delete(byName, spec.Name)
+		if in.DataType == tensor.Bytes && spec.DataType != tensor.Bytes {
+			pre := md.pre[spec.Name]
+			if pre == nil {
+				return nil, nil, nil, errdefs.Invalid(fmt.Sprintf("model %q: input %q has datatype BYTES, model expects %s (encoded images are accepted only for inputs with a preprocess entry in the model's %s)", md.name, spec.Name, spec.DataType, repository.ConfigFile))
+			}
+			job, err := imageRequest(md, spec, in, pre, len(inputs))
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			images = append(images, job)
+			inputs = append(inputs, tensor.Tensor{})
+			continue
+		}
 		if in.DataType != spec.DataType {
-			return nil, nil, errdefs.Invalid(fmt.Sprintf("model %q: input %q has datatype %s, model expects %s", md.name, spec.Name, in.DataType, spec.DataType))
+			return nil, nil, nil, errdefs.Invalid(fmt.Sprintf("model %q: input %q has datatype %s, model expects %s", md.name, spec.Name, in.DataType, spec.DataType))
 		}
 		if !shapeMatches(spec.Shape, in.Shape) {
-			return nil, nil, errdefs.Invalid(fmt.Sprintf("model %q: input %q has shape %v, model expects %v (-1 = any)", md.name, spec.Name, in.Shape, spec.Shape))
+			return nil, nil, nil, errdefs.Invalid(fmt.Sprintf("model %q: input %q has shape %v, model expects %v (-1 = any)", md.name, spec.Name, in.Shape, spec.Shape))
 		}
 		if err := in.Tensor.Validate(); err != nil {
-			return nil, nil, fmt.Errorf("model %q: %w", md.name, err)
+			return nil, nil, nil, fmt.Errorf("model %q: %w", md.name, err)
 		}
 		inputs = append(inputs, in.Tensor)
 	}
 	for name := range byName {
-		return nil, nil, errdefs.Invalid(fmt.Sprintf("model %q has no input %q", md.name, name))
+		return nil, nil, nil, errdefs.Invalid(fmt.Sprintf("model %q has no input %q", md.name, name))
 	}
 	if len(req.Outputs) == 0 {
-		return inputs, nil, nil
+		return inputs, nil, images, nil
 	}
 	outputs := make([]string, 0, len(req.Outputs))
 	seen := map[string]bool{}
 	for _, o := range req.Outputs {
 		if seen[o.Name] {
-			return nil, nil, errdefs.Invalid(fmt.Sprintf("output %q requested twice", o.Name))
+			return nil, nil, nil, errdefs.Invalid(fmt.Sprintf("output %q requested twice", o.Name))
 		}
 		seen[o.Name] = true
 		known := false
@@ -463,11 +680,11 @@ func validate(md *model, req *oip.InferRequest) ([]tensor.Tensor, []string, erro
 			}
 		}
 		if !known {
-			return nil, nil, errdefs.Invalid(fmt.Sprintf("model %q has no output %q", md.name, o.Name))
+			return nil, nil, nil, errdefs.Invalid(fmt.Sprintf("model %q has no output %q", md.name, o.Name))
 		}
 		outputs = append(outputs, o.Name)
 	}
-	return inputs, outputs, nil
+	return inputs, outputs, images, nil
 }
 
 func shapeMatches(want, got []int64) bool {

@@ -9,9 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -60,6 +63,78 @@ type Config struct {
 	DefaultTimeoutMS float64 `yaml:"default_timeout_ms"`
 	// AllowSpinning lets the runtime's threads busy-wait for work.
 	AllowSpinning bool `yaml:"allow_spinning"`
+	// Preprocess, keyed by model input name, lets clients send that input
+	// as encoded images (a BYTES tensor of shape [N] holding JPEG or PNG
+	// files) which the agent decodes and turns into the model's tensor.
+	// The normal tensor stays accepted too.
+	Preprocess map[string]ImageInput `yaml:"preprocess"`
+}
+
+// MaxImageSide bounds ImageInput.Width and Height.
+const MaxImageSide = 8192
+
+// DefaultImageScale is ImageInput.Scale when unset (for FP32 and FP16).
+const DefaultImageScale = 1.0 / 255
+
+// ImageInput says how to turn an encoded image into a model input tensor:
+// resize (bilinear) to Width×Height, multiply the 8-bit RGB values by
+// Scale, subtract Mean and divide by Std per channel, in Layout order.
+// Fields the model's input shape fixes may be left out; the agent resolves
+// them against the model when it loads it.
+type ImageInput struct {
+	// Width and Height of the tensor; 0: the model input's fixed size.
+	Width  int `yaml:"width"`
+	Height int `yaml:"height"`
+	// Layout is NCHW or NHWC; empty: inferred from the model input's
+	// shape (dimension 1 of 3: NCHW; last dimension of 3: NHWC).
+	Layout string `yaml:"layout"`
+	// Scale multiplies channel values 0..255 first; unset: 1/255 (1 when
+	// the datatype is UINT8).
+	Scale *float64 `yaml:"scale"`
+	// Mean and Std are per RGB channel, three values each; unset: 0 and 1.
+	Mean []float64 `yaml:"mean"`
+	Std  []float64 `yaml:"std"`
+	// BGR feeds the channels in blue, green, red order.
+	BGR bool `yaml:"bgr"`
+	// DataType of the tensor: FP32, FP16 or UINT8 (values rounded and
+	// clamped to 0..255); empty: the model input's datatype. It must
+	// match the model input.
+	DataType string `yaml:"datatype"`
+}
+
+// validate checks the fields that need no model; field prefixes names.
+func (p ImageInput) validate(bad func(field, format string, a ...any) error, field string) error {
+	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+	switch {
+	case p.Width < 0 || p.Width > MaxImageSide:
+		return bad(field+".width", "%d is outside 0..%d", p.Width, MaxImageSide)
+	case p.Height < 0 || p.Height > MaxImageSide:
+		return bad(field+".height", "%d is outside 0..%d", p.Height, MaxImageSide)
+	case p.Layout != "" && p.Layout != "NCHW" && p.Layout != "NHWC":
+		return bad(field+".layout", "%q is not NCHW or NHWC", p.Layout)
+	case p.Scale != nil && (*p.Scale == 0 || !finite(*p.Scale)):
+		return bad(field+".scale", "%g must be a finite, non-zero number", *p.Scale)
+	case len(p.Mean) != 0 && len(p.Mean) != 3:
+		return bad(field+".mean", "has %d values, want 3 (R, G, B)", len(p.Mean))
+	case len(p.Std) != 0 && len(p.Std) != 3:
+		return bad(field+".std", "has %d values, want 3 (R, G, B)", len(p.Std))
+	}
+	for i, v := range p.Mean {
+		if !finite(v) {
+			return bad(fmt.Sprintf("%s.mean[%d]", field, i), "%g is not a finite number", v)
+		}
+	}
+	for i, v := range p.Std {
+		if v == 0 || !finite(v) {
+			return bad(fmt.Sprintf("%s.std[%d]", field, i), "%g must be a finite, non-zero number", v)
+		}
+	}
+	switch p.DataType {
+	case "", "FP32", "FP16", "UINT8":
+	default:
+		return bad(field+".datatype", "%q is not FP32, FP16 or UINT8", p.DataType)
+	}
+	return nil
 }
 
 // DefaultConfig is what a model without config.yaml gets.
@@ -103,6 +178,14 @@ func (c Config) Validate() error {
 		case "cpu", "cuda", "tensorrt":
 		default:
 			return bad(fmt.Sprintf("providers[%d]", i), "%q is not one of cpu, cuda, tensorrt", p)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Preprocess)) {
+		if name == "" {
+			return bad("preprocess", "an entry has an empty input name")
+		}
+		if err := c.Preprocess[name].validate(bad, "preprocess."+name); err != nil {
+			return err
 		}
 	}
 	return nil
