@@ -95,7 +95,18 @@ func (t *target) learn(model string, resp *oip.InferResponse, in int64, took tim
 	ms.outBytes.Add(float64(out))
 	o := offload.Option{Measured: true, RTT: t.link.rtt.Duration(), UpBps: t.link.up.Value(), DownBps: t.link.down.Value(), Server: server, OutBytes: out}
 	explained, _, _ := offload.Predict(o, in)
-	ms.residual.Add(float64(took - explained))
+	ms.residual.Add(float64(clampResidual(took-explained, explained)))
+}
+
+// clampResidual bounds one residual sample to half of what the terms
+// explained (plus a millisecond). The residual is for steady costs the
+// terms miss, such as serialisation on a slow device; a request caught in
+// a link change between two probes would otherwise teach it the change,
+// and the option would look slow long after the probes saw the link
+// recover.
+func clampResidual(r, explained time.Duration) time.Duration {
+	lim := explained/2 + time.Millisecond
+	return min(max(r, -lim), lim)
 }
 
 func outputBytes(outs []tensor.Tensor) int64 {

@@ -1,0 +1,210 @@
+package proxy
+
+import (
+	"context"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/accelpool/accelpool/internal/linkemu"
+)
+
+// toxiproxy starts a toxiproxy server; in CI its absence is a failure.
+func toxiproxy(t *testing.T) *linkemu.Server {
+	t.Helper()
+	bin, err := linkemu.Find()
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("toxiproxy is required in CI: %v", err)
+		}
+		t.Skipf("emulated links need toxiproxy: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s, err := linkemu.Start(ctx, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// load sends requests back to back from workers until stop, recording
+// where each ran; any failure is recorded too.
+type load struct {
+	mu      sync.Mutex
+	events  []event
+	failed  []error
+	stopped atomic.Bool
+	wg      sync.WaitGroup
+}
+
+type event struct {
+	at     time.Time
+	target string
+}
+
+func startLoad(t *testing.T, p *Proxy, workers int, timeout time.Duration) *load {
+	l := &load{}
+	for range workers {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for !l.stopped.Load() {
+				ctx, cancel := context.WithTimeout(context.Background(), timeout)
+				r, err := p.Infer(ctx, request("m"))
+				cancel()
+				l.mu.Lock()
+				if err != nil {
+					l.failed = append(l.failed, err)
+				} else {
+					l.events = append(l.events, event{time.Now(), targetOf(r)})
+				}
+				l.mu.Unlock()
+			}
+		}()
+	}
+	return l
+}
+
+func (l *load) stop() { l.stopped.Store(true); l.wg.Wait() }
+
+// switchAfter is how long after since requests settled on want: the time
+// of the first of n consecutive answers from want.
+func (l *load) switchAfter(since time.Time, want string, n int) (time.Duration, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	run := 0
+	var first time.Time
+	for _, e := range l.events {
+		if e.at.Before(since) {
+			continue
+		}
+		if e.target != want {
+			run = 0
+			continue
+		}
+		if run == 0 {
+			first = e.at
+		}
+		run++
+		if run == n {
+			return first.Sub(since), true
+		}
+	}
+	return 0, false
+}
+
+func waitSwitch(t *testing.T, l *load, since time.Time, want string) time.Duration {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if d, ok := l.switchAfter(since, want, 5); ok {
+			return d
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("requests did not move to %s within 10s", want)
+	return 0
+}
+
+// TestLinkDegradeAndRestore runs load through a proxy whose remote sits
+// behind an emulated link; the link's latency goes up and back down. The
+// proxy must move to local and back, failing no request.
+func TestLinkDegradeAndRestore(t *testing.T) {
+	tp := toxiproxy(t)
+	remote := startAgent(t, map[string]int{"m": 2})
+	fast := linkemu.Link{Name: "edge", RTT: 2 * time.Millisecond}
+	link, err := tp.Proxy("edge", remote.GRPCAddr(), fast)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newProxy(t, Config{
+		Local:         localManager(t, map[string]int{"m": 25}),
+		Targets:       []Target{{Name: "edge", Addr: link.Addr(), Tier: "edge"}},
+		ProbeInterval: 50 * time.Millisecond,
+	})
+	waitProbed(t, p)
+	l := startLoad(t, p, 2, 2*time.Second)
+	defer l.stop()
+	toRemote := waitSwitch(t, l, time.Now(), "edge")
+
+	degraded := time.Now()
+	if err := link.Set(linkemu.Link{Name: "edge", RTT: 200 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	toLocal := waitSwitch(t, l, degraded, LocalName)
+
+	restored := time.Now()
+	if err := link.Set(fast); err != nil {
+		t.Fatal(err)
+	}
+	back := waitSwitch(t, l, restored, "edge")
+	l.stop()
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.failed) > 0 {
+		t.Fatalf("%d requests failed during the switches, first: %v", len(l.failed), l.failed[0])
+	}
+	t.Logf("settled on edge after %v; link rtt 2ms→200ms: on local after %v; restored: back on edge after %v; %d requests, none failed",
+		toRemote.Round(time.Millisecond), toLocal.Round(time.Millisecond), back.Round(time.Millisecond), len(l.events))
+}
+
+// TestLinkCutMidRequest cuts the link while requests are in flight: they
+// fall back to local within their deadline.
+func TestLinkCutMidRequest(t *testing.T) {
+	tp := toxiproxy(t)
+	remote := startAgent(t, map[string]int{"m": 100})
+	link, err := tp.Proxy("edge", remote.GRPCAddr(), linkemu.Link{Name: "edge", RTT: 2 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newProxy(t, Config{
+		Local:         localManager(t, map[string]int{"m": 300}),
+		Targets:       []Target{{Name: "edge", Addr: link.Addr(), Tier: "edge"}},
+		ProbeInterval: 50 * time.Millisecond,
+	})
+	waitProbed(t, p)
+	for range 3 { // explore both, then settle on the remote
+		if _, err := infer(t, p, "m", 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type result struct {
+		target string
+		err    error
+		took   time.Duration
+	}
+	res := make(chan result, 2)
+	for range 2 {
+		go func() {
+			start := time.Now()
+			r, err := infer(t, p, "m", 2*time.Second)
+			rr := result{err: err, took: time.Since(start)}
+			if err == nil {
+				rr.target = targetOf(r)
+			}
+			res <- rr
+		}()
+	}
+	time.Sleep(30 * time.Millisecond) // the requests are at the remote
+	if err := link.Cut(); err != nil {
+		t.Fatal(err)
+	}
+	defer link.Restore()
+	for range 2 {
+		r := <-res
+		if r.err != nil {
+			t.Fatalf("request failed after the cut (%v): %v", r.took, r.err)
+		}
+		if r.target != LocalName {
+			t.Fatalf("answered by %q", r.target)
+		}
+		if r.took > 2*time.Second {
+			t.Fatalf("took %v, past its deadline", r.took)
+		}
+	}
+}
