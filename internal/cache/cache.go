@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 )
@@ -40,3 +41,31 @@ func ModelRepository() string { return filepath.Join(Dir(), "models") }
 // AssetsDir holds files models need besides themselves, such as the OCR
 // character dictionary.
 func AssetsDir() string { return filepath.Join(Dir(), "assets") }
+
+// ToxiproxyVersion is the Shopify/toxiproxy release scripts/setup.sh builds
+// (with --bench or --test) into BinDir as toxiproxy-server.
+const ToxiproxyVersion = "v2.12.0"
+
+// BinDir holds programs scripts/setup.sh builds, such as toxiproxy-server.
+func BinDir() string { return filepath.Join(Dir(), "bin") }
+
+// Images are the test photographs scripts/setup.sh (with --bench or --test)
+// copies into ImagesDir from Debian's python3-skimage: astronaut.png, a
+// colour portrait with a face (512x512), text.png, handwriting photographed
+// at a slant (448x172 grey), and page.png, a photographed printed page
+// (384x191 grey).
+var Images = []string{"astronaut.png", "text.png", "page.png"}
+
+// ImagesDir is the directory holding Images. Unlike the other functions here
+// it checks: it fails, naming the first missing file, when any of Images is
+// not there.
+func ImagesDir() (string, error) {
+	dir := filepath.Join(AssetsDir(), "images")
+	for _, name := range Images {
+		p := filepath.Join(dir, name)
+		if _, err := os.Stat(p); err != nil {
+			return dir, fmt.Errorf("test image %s is missing (run scripts/setup.sh --bench to install it): %w", p, err)
+		}
+	}
+	return dir, nil
+}

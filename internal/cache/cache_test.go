@@ -1,7 +1,9 @@
 package cache
 
 import (
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -32,9 +34,51 @@ func TestPaths(t *testing.T) {
 		ORTLibPath():      "/c/onnxruntime/" + ORTVersion + "/libonnxruntime.so.1",
 		ModelRepository(): "/c/models",
 		AssetsDir():       "/c/assets",
+		BinDir():          "/c/bin",
 	} {
 		if filepath.ToSlash(got) != want {
 			t.Errorf("got %q, want %q", got, want)
 		}
+	}
+}
+
+func TestImagesDir(t *testing.T) {
+	root := t.TempDir()
+	t.Setenv("ACCELPOOL_CACHE", root)
+	want := filepath.Join(root, "assets", "images")
+
+	// Nothing installed: the error names the first file and the fix.
+	dir, err := ImagesDir()
+	if err == nil {
+		t.Fatal("ImagesDir() succeeded with no images installed")
+	}
+	if dir != want {
+		t.Errorf("ImagesDir() dir = %q, want %q", dir, want)
+	}
+	for _, s := range []string{filepath.Join(want, Images[0]), "scripts/setup.sh --bench"} {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("error %q does not mention %q", err, s)
+		}
+	}
+
+	// All but the last: the error names the last.
+	if err := os.MkdirAll(want, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range Images[:len(Images)-1] {
+		if err := os.WriteFile(filepath.Join(want, name), []byte("png"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := Images[len(Images)-1]
+	if _, err := ImagesDir(); err == nil || !strings.Contains(err.Error(), last) {
+		t.Errorf("ImagesDir() error = %v, want one naming %s", err, last)
+	}
+
+	if err := os.WriteFile(filepath.Join(want, last), []byte("png"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if dir, err := ImagesDir(); err != nil || dir != want {
+		t.Errorf("ImagesDir() = %q, %v; want %q, nil", dir, err, want)
 	}
 }
