@@ -2,9 +2,10 @@
 GO       ?= go
 BIN      := bin/accelpool
 # Packages with concurrency run under the race detector in `make test`.
-RACE_PKGS := ./agent/... ./oip/... ./internal/auth/... ./server/... ./gateway/... ./store/memory/... ./scheduler/... ./sim/...
+RACE_PKGS := ./agent/... ./oip/... ./internal/auth/... ./server/... ./gateway/... ./store/memory/... ./scheduler/... ./sim/... \
+             ./proxy/... ./offload/... ./internal/linkemu/...
 
-.PHONY: all setup setup-test build up test vet fmt-check fuzz bench clean
+.PHONY: all setup setup-test setup-bench build up test vet fmt-check fuzz bench bench-offload clean
 
 all: build
 
@@ -12,9 +13,17 @@ all: build
 setup:
 	./scripts/setup.sh
 
-## setup-test: setup plus ONNX's backend test data (Debian libonnx-testdata)
+## setup-test: setup plus test data and tools (libonnx-testdata, etcd, toxiproxy, photos)
 setup-test:
 	./scripts/setup.sh --test
+
+## setup-bench: setup plus what benchmarks need (toxiproxy, photographs)
+setup-bench:
+	./scripts/setup.sh --bench
+
+## bench-offload: the AVEC experiment (needs root for the cgroup CPU quota)
+bench-offload: setup-bench build
+	./$(BIN) bench offload --plot docs/offload.svg
 
 build:
 	$(GO) build -o $(BIN) ./cmd/accelpool

@@ -73,9 +73,9 @@ func Predict(o Option, inBytes int64) (d, transfer time.Duration, ok bool) {
 	}
 	transfer = wire(inBytes, o.UpBps) + wire(o.OutBytes, o.DownBps)
 	d = o.RTT + transfer + o.Server + o.Residual
-	// The residual may be negative but cannot make the link faster than
-	// its round trip and transfer.
-	return max(d, o.RTT+transfer), transfer, true
+	// The residual may be negative (on a slow device probes overstate the
+	// transfer time) but cannot make an answer come before a round trip.
+	return max(d, o.RTT), transfer, true
 }
 
 // wire is the time n bytes take at bps bits per second (0 when unknown).

@@ -98,14 +98,14 @@ func (t *target) learn(model string, resp *oip.InferResponse, in int64, took tim
 	ms.residual.Add(float64(clampResidual(took-explained, explained)))
 }
 
-// clampResidual bounds one residual sample to half of what the terms
-// explained (plus a millisecond). The residual is for steady costs the
+// clampResidual bounds one residual sample to what the terms explained
+// (plus a millisecond). The residual is for steady costs the
 // terms miss, such as serialisation on a slow device; a request caught in
 // a link change between two probes would otherwise teach it the change,
 // and the option would look slow long after the probes saw the link
 // recover.
 func clampResidual(r, explained time.Duration) time.Duration {
-	lim := explained/2 + time.Millisecond
+	lim := explained + time.Millisecond
 	return min(max(r, -lim), lim)
 }
 
@@ -160,7 +160,7 @@ func (p *Proxy) setTargets(fixed, discovered []Target) error {
 		ctx, cancel := context.WithCancel(p.ctx)
 		t := &target{spec: spec, conn: conn, client: grpcsvc.NewClient(conn), stop: cancel, done: make(chan struct{}), models: map[string]*remoteStats{}}
 		t.spec.Models = maps.Clone(spec.Models)
-		t.link.rtt.Weight, t.link.up.Weight, t.link.down.Weight = 0.5, 0.5, 0.5
+		t.link.rtt.Weight, t.link.up.Weight, t.link.down.Weight = 0.5, 0.3, 0.3
 		p.targets[name] = t
 		go p.probeLoop(ctx, t)
 		p.log.Info("target added", "target", name, "addr", spec.Addr, "tier", spec.Tier, "site", spec.Site)

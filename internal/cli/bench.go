@@ -21,6 +21,7 @@ Runs a benchmark. Subcommands:
 
   overhead   serving overhead against in-process ONNX Runtime
   placement  applications hosted and SLO violations per placement policy
+  offload    a weak device offloading to an edge server over emulated links
 
 Run 'accelpool bench overhead --help' for its flags.`
 
@@ -53,15 +54,18 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(args) > 0 && args[0] == "placement" {
 		return runBenchPlacement(ctx, args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "offload" {
+		return runBenchOffload(ctx, args[1:], stdout, stderr)
+	}
 	fs := newFlags("bench", "bench <benchmark> [flags]", benchHelp, stderr)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	fs.Usage()
 	if fs.NArg() == 0 {
-		return fmt.Errorf("name a benchmark: overhead or placement")
+		return fmt.Errorf("name a benchmark: overhead, placement or offload")
 	}
-	return fmt.Errorf("unknown benchmark %q (want overhead or placement)", fs.Arg(0))
+	return fmt.Errorf("unknown benchmark %q (want overhead, placement or offload)", fs.Arg(0))
 }
 
 func runBenchOverhead(ctx context.Context, args []string, stdout, stderr io.Writer) error {

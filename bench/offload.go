@@ -1,0 +1,629 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"image"
+	"image/draw"
+	"image/jpeg"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/accelpool/accelpool/agent"
+	"github.com/accelpool/accelpool/agent/repository"
+	"github.com/accelpool/accelpool/agent/runtime/onnx"
+	"github.com/accelpool/accelpool/internal/cpulimit"
+	"github.com/accelpool/accelpool/internal/linkemu"
+	"github.com/accelpool/accelpool/oip"
+	"github.com/accelpool/accelpool/oip/grpcsvc"
+	"github.com/accelpool/accelpool/preprocess"
+	"github.com/accelpool/accelpool/proxy"
+	"github.com/accelpool/accelpool/proxy/linkprobe"
+	"github.com/accelpool/accelpool/tensor"
+)
+
+// OffloadConfig configures RunOffload.
+type OffloadConfig struct {
+	// Exe is the accelpool binary the emulated device runs (accelpool proxy).
+	Exe    string
+	ORTLib string
+	// Repository holds the models (<name>/1/model.onnx); ImagesDir the
+	// photographs (astronaut.png, page.png).
+	Repository, ImagesDir string
+	// DeviceCPU is the device's CPU share in cores (cgroup quota).
+	DeviceCPU float64
+	// EdgeThreads is the edge server's intra-op threads (0: all cores).
+	EdgeThreads int
+	Links       []linkemu.Link
+	Models      []string
+	// Requests are measured per model and configuration, one at a time,
+	// after Warmup requests that let the proxy measure its options.
+	Requests, Warmup int
+	// Degrade runs the link-degradation phase (a model under load while
+	// the first link's latency goes up and back down).
+	Degrade bool
+	// Progress receives a line per step.
+	Progress io.Writer
+}
+
+// DefaultLinks are the links the benchmark emulates by default.
+var DefaultLinks = []string{"name=lan,rtt=1ms,bw=1gbit", "name=edge,rtt=10ms,bw=100mbit", "name=cloud,rtt=40ms,bw=50mbit"}
+
+// DefaultOffloadModels are real models with real photographs.
+var DefaultOffloadModels = []string{"ocr-det", "blazeface-back", "ocr-rec"}
+
+// OffloadRow is one model over one link.
+type OffloadRow struct {
+	Model, Link string
+	// InBytes is the encoded image sent; OutBytes the outputs returned.
+	InBytes, OutBytes int64
+	// Local is the median latency on the device alone; Achieved the median
+	// through the proxy choosing freely; RanOn where those requests ran.
+	Local, Achieved time.Duration
+	RanOn           string
+	// The ideal: the link as probed from outside the device (RTT, each
+	// direction's bandwidth) plus the edge server's own median latency.
+	RTT             time.Duration
+	UpBps, DownBps  float64
+	Remote          time.Duration
+	IdealRemote     time.Duration
+	Speedup, Ideal  float64
+	AchievedOfIdeal float64
+	// PredErr is the mean |predicted - measured| / measured over the
+	// measured requests; Predicted counts those with a prediction.
+	PredErr   float64
+	Predicted int
+}
+
+// OffloadReport is what RunOffload measured.
+type OffloadReport struct {
+	Host, DeviceDesc string
+	EdgeDesc         string
+	Rows             []OffloadRow
+	// Degrade is the link-degradation phase, when run.
+	Degrade *DegradeResult
+}
+
+// DegradeResult is the link-degradation phase.
+type DegradeResult struct {
+	Model, Link                 string
+	Normal, Degraded            linkemu.Link
+	ToLocal, BackToRemote       time.Duration
+	Requests, Failed            int
+	BeforeOn, DuringOn, AfterOn string
+}
+
+// offloadInput is one model's request: a photograph as JPEG, with the
+// preprocessing the model declares.
+type offloadInput struct {
+	model string
+	input string
+	jpeg  []byte
+	desc  string
+	prep  imagePrep
+	rank4 []int64 // the model's input shape
+}
+
+func (c *OffloadConfig) progress(format string, a ...any) {
+	if c.Progress != nil {
+		fmt.Fprintf(c.Progress, format+"\n", a...)
+	}
+}
+
+// RunOffload reproduces the AVEC setting on one machine: an edge server
+// (in this process, all cores), a weak device (an accelpool proxy process
+// in a cgroup CPU quota) and links emulated by toxiproxy between them. For
+// each model it measures the device alone, then for each link the proxy
+// choosing freely, and compares with the ideal from the measured link and
+// the server's own latency.
+func RunOffload(ctx context.Context, cfg OffloadConfig) (OffloadReport, error) {
+	rep := OffloadReport{Host: hostDesc()}
+	if cfg.Requests < 1 || cfg.Warmup < 0 {
+		return rep, fmt.Errorf("requests must be at least 1 and warmup not negative")
+	}
+	if len(cfg.Links) == 0 || len(cfg.Models) == 0 {
+		return rep, fmt.Errorf("give at least one link and one model")
+	}
+	if err := cpulimit.Available(); err != nil {
+		return rep, fmt.Errorf("the weak device is emulated with a cgroup CPU quota: %w", err)
+	}
+	bin, err := linkemu.Find()
+	if err != nil {
+		return rep, err
+	}
+	work, err := os.MkdirTemp("", "accelpool-offload-")
+	if err != nil {
+		return rep, err
+	}
+	defer os.RemoveAll(work)
+
+	inputs, err := offloadInputs(cfg)
+	if err != nil {
+		return rep, err
+	}
+	edgeRepo, deviceRepo := filepath.Join(work, "edge"), filepath.Join(work, "device")
+	for _, in := range inputs {
+		if err := writeBenchModel(cfg.Repository, edgeRepo, in, cfg.EdgeThreads); err != nil {
+			return rep, err
+		}
+		if err := writeBenchModel(cfg.Repository, deviceRepo, in, 1); err != nil {
+			return rep, err
+		}
+	}
+
+	// The edge server.
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	backend, err := onnx.New(onnx.Config{LibPath: cfg.ORTLib, Logger: quiet})
+	if err != nil {
+		return rep, err
+	}
+	cfg.progress("starting the edge server (this process, %d cores) with %s", numCPU(), strings.Join(cfg.Models, ", "))
+	edge, err := agent.StartNode(ctx, agent.NodeConfig{Manager: agent.Config{Repository: edgeRepo, Backend: backend, Logger: quiet}, GRPCAddr: "127.0.0.1:0"})
+	if err != nil {
+		return rep, err
+	}
+	defer edge.Close(context.Background())
+	threads := "all cores"
+	if cfg.EdgeThreads > 0 {
+		threads = fmt.Sprintf("%d threads", cfg.EdgeThreads)
+	}
+	rep.EdgeDesc = fmt.Sprintf("accelpool agent in the benchmark process, ONNX Runtime CPU, %s of %d", threads, numCPU())
+	direct, err := grpcsvc.Dial(edge.GRPCAddr())
+	if err != nil {
+		return rep, err
+	}
+	defer direct.Close()
+
+	// The links.
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	tp, err := linkemu.Start(tctx, bin)
+	cancel()
+	if err != nil {
+		return rep, err
+	}
+	defer tp.Close()
+	links := make([]*linkemu.Proxy, len(cfg.Links))
+	for i, l := range cfg.Links {
+		if links[i], err = tp.Proxy(l.Name, edge.GRPCAddr(), l); err != nil {
+			return rep, err
+		}
+	}
+
+	// The device.
+	group, err := cpulimit.New(fmt.Sprintf("offload-%d", os.Getpid()), cfg.DeviceCPU)
+	if err != nil {
+		return rep, err
+	}
+	defer group.Close()
+	q, p := group.Quota()
+	rep.DeviceDesc = fmt.Sprintf("accelpool proxy process in a cgroup CPU quota of %.2f cores (%v per %v; EMULATED weak device), ONNX Runtime 1 thread", cfg.DeviceCPU, q, p)
+
+	// Edge server latency alone, per model (the ideal's compute term).
+	remote := map[string]time.Duration{}
+	outBytes := map[string]int64{}
+	for _, in := range inputs {
+		lat, out, err := measureDirect(ctx, direct, in, cfg.Warmup+2, cfg.Requests*2)
+		if err != nil {
+			return rep, fmt.Errorf("%s on the edge server: %w", in.model, err)
+		}
+		remote[in.model], outBytes[in.model] = lat, out
+		cfg.progress("edge server alone: %s median %v (%d-byte answer)", in.model, fmtMS(lat), out)
+	}
+
+	// The device alone.
+	local := map[string]time.Duration{}
+	{
+		cfg.progress("starting the device proxy in local mode (loading models at %.2f cores takes a while)", cfg.DeviceCPU)
+		dev, err := startDevice(ctx, cfg, group, "--mode", "local", "--models", deviceRepo)
+		if err != nil {
+			return rep, err
+		}
+		for _, in := range inputs {
+			ms, err := measureProxy(ctx, dev.client, in, cfg.Warmup, cfg.Requests, cfg.progress)
+			if err != nil {
+				dev.stop()
+				return rep, fmt.Errorf("%s on the device: %w", in.model, err)
+			}
+			local[in.model] = ms.median
+			cfg.progress("device alone: %s median %v", in.model, fmtMS(ms.median))
+		}
+		dev.stop()
+	}
+
+	// Each link, the proxy choosing.
+	for li, l := range cfg.Links {
+		probe, err := measureLink(ctx, links[li].Addr())
+		if err != nil {
+			return rep, fmt.Errorf("probing link %s: %w", l.Name, err)
+		}
+		cfg.progress("link %s (%s): probed rtt %v, up %.1f Mbit/s, down %.1f Mbit/s", l.Name, l, fmtMS(probe.RTT), probe.UpBps/1e6, probe.DownBps/1e6)
+		dev, err := startDevice(ctx, cfg, group, "--mode", "auto", "--models", deviceRepo, "--probe-interval", "200ms",
+			"--target", fmt.Sprintf("name=%s,addr=%s,tier=edge", l.Name, links[li].Addr()))
+		if err != nil {
+			return rep, err
+		}
+		for _, in := range inputs {
+			ms, err := measureProxy(ctx, dev.client, in, cfg.Warmup, cfg.Requests, cfg.progress)
+			if err != nil {
+				dev.stop()
+				return rep, fmt.Errorf("%s over %s: %w", in.model, l.Name, err)
+			}
+			row := OffloadRow{Model: in.model, Link: l.Name, InBytes: int64(len(in.jpeg)), OutBytes: outBytes[in.model],
+				Local: local[in.model], Achieved: ms.median, RanOn: ms.ranOn(), RTT: probe.RTT, UpBps: probe.UpBps, DownBps: probe.DownBps,
+				Remote: remote[in.model], PredErr: ms.predErr, Predicted: ms.predicted}
+			row.IdealRemote = probe.RTT + wireTime(row.InBytes, probe.UpBps) + wireTime(row.OutBytes, probe.DownBps) + row.Remote
+			row.Speedup = ratio(row.Local.Seconds(), row.Achieved.Seconds())
+			row.Ideal = ratio(row.Local.Seconds(), min(row.Local, row.IdealRemote).Seconds())
+			row.AchievedOfIdeal = row.Speedup / row.Ideal
+			rep.Rows = append(rep.Rows, row)
+			cfg.progress("%s over %s: median %v on %s, speedup %.1fx of ideal %.1fx, prediction error %.1f%%", in.model, l.Name,
+				fmtMS(ms.median), row.RanOn, row.Speedup, row.Ideal, 100*row.PredErr)
+			cfg.progress("  the proxy's estimates: %s", dev.describe(in.model))
+		}
+		if cfg.Degrade && li == 0 {
+			in := inputs[0]
+			for _, cand := range inputs {
+				if cand.model == "blazeface-back" {
+					in = cand
+				}
+			}
+			d, err := degradePhase(ctx, cfg, dev.client, links[li], l, in, local[in.model])
+			if err != nil {
+				dev.stop()
+				return rep, err
+			}
+			rep.Degrade = d
+		}
+		dev.stop()
+	}
+	return rep, nil
+}
+
+func wireTime(n int64, bps float64) time.Duration {
+	if bps <= 0 {
+		return 0
+	}
+	return time.Duration(float64(n) * 8 / bps * float64(time.Second))
+}
+
+// offloadInputs encodes each model's photograph as JPEG (quality 90):
+// BlazeFace gets the astronaut's portrait, OCR detection the printed page,
+// OCR recognition a strip of it (one line's height).
+func offloadInputs(cfg OffloadConfig) ([]offloadInput, error) {
+	load := func(name string) (image.Image, error) {
+		f, err := os.Open(filepath.Join(cfg.ImagesDir, name))
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		return preprocess.Decode(f)
+	}
+	var out []offloadInput
+	for _, m := range cfg.Models {
+		prep, ok := knownPreps[m]
+		if !ok {
+			return nil, fmt.Errorf("model %q: the offload benchmark knows blazeface-back, blazeface-front, ocr-det, ocr-cls and ocr-rec", m)
+		}
+		file := "page.png"
+		if strings.HasPrefix(m, "blazeface") {
+			file = "astronaut.png"
+		}
+		img, err := load(file)
+		if err != nil {
+			return nil, err
+		}
+		desc := file
+		if m == "ocr-rec" || m == "ocr-cls" {
+			b := img.Bounds()
+			strip := image.NewRGBA(image.Rect(0, 0, b.Dx(), min(40, b.Dy())))
+			draw.Draw(strip, strip.Bounds(), img, b.Min, draw.Src)
+			img, desc = strip, file+" (top 40-pixel strip)"
+		}
+		var buf bytes.Buffer
+		if err := jpeg.Encode(&buf, img, &jpeg.Options{Quality: 90}); err != nil {
+			return nil, err
+		}
+		out = append(out, offloadInput{model: m, jpeg: buf.Bytes(), desc: desc + " as JPEG", prep: prep})
+	}
+	return out, nil
+}
+
+// writeBenchModel links the model into repo with a config.yaml declaring
+// its image preprocessing, so requests can carry JPEG bytes.
+func writeBenchModel(src, repo string, in offloadInput, threads int) error {
+	dir := filepath.Join(repo, in.model, "1")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	model := filepath.Join(src, in.model, "1", "model.onnx")
+	if _, err := os.Stat(model); err != nil {
+		return fmt.Errorf("model %s: %w (run scripts/setup.sh)", in.model, err)
+	}
+	if err := os.Symlink(model, filepath.Join(dir, "model.onnx")); err != nil {
+		return err
+	}
+	input := "x"
+	if strings.HasPrefix(in.model, "blazeface") {
+		input = "input:0"
+	}
+	f3 := func(v [3]float32) string { return fmt.Sprintf("[%g, %g, %g]", v[0], v[1], v[2]) }
+	b := []byte(fmt.Sprintf("max_queue_size: 64\nconcurrency: 1\nintra_op_threads: %d\npreprocess:\n  %q:\n    width: %d\n    height: %d\n    scale: %g\n    mean: %s\n    std: %s\n    bgr: %v\n",
+		threads, input, in.prep.width, in.prep.height, in.prep.scale, f3(in.prep.mean), f3(in.prep.std), in.prep.bgr))
+	if _, err := repository.ParseConfig(b); err != nil {
+		return fmt.Errorf("benchmark config for %s: %w", in.model, err)
+	}
+	return os.WriteFile(filepath.Join(repo, in.model, "config.yaml"), b, 0o644)
+}
+
+func (in offloadInput) request() *oip.InferRequest {
+	name := "x"
+	if strings.HasPrefix(in.model, "blazeface") {
+		name = "input:0"
+	}
+	return &oip.InferRequest{ModelName: in.model, Inputs: []oip.InferInput{{Tensor: tensor.Tensor{
+		Name: name, DataType: tensor.Bytes, Shape: []int64{1}, Data: tensor.JoinBytes([][]byte{in.jpeg})}}}}
+}
+
+// measureDirect is the edge server's own median latency for in, from this
+// process over loopback, and its answer's size.
+func measureDirect(ctx context.Context, c *grpcsvc.Client, in offloadInput, warmup, n int) (time.Duration, int64, error) {
+	var lat []time.Duration
+	var out int64
+	for i := range warmup + n {
+		start := time.Now()
+		r, err := c.Infer(ctx, in.request())
+		if err != nil {
+			return 0, 0, err
+		}
+		if i >= warmup {
+			lat = append(lat, time.Since(start))
+		}
+		out = 0
+		for _, o := range r.Outputs {
+			out += int64(len(o.Data)) + int64(len(o.Name)) + 8*int64(len(o.Shape)) + 16
+		}
+	}
+	return medianDuration(lat), out, nil
+}
+
+// proxyMeasure is what measureProxy saw.
+type proxyMeasure struct {
+	median    time.Duration
+	on        map[string]int
+	predErr   float64
+	predicted int
+}
+
+func (m proxyMeasure) ranOn() string {
+	keys := make([]string, 0, len(m.on))
+	for k := range m.on {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, len(keys))
+	total := 0
+	for _, k := range keys {
+		total += m.on[k]
+	}
+	for i, k := range keys {
+		if m.on[k] == total {
+			return k
+		}
+		parts[i] = fmt.Sprintf("%s %d/%d", k, m.on[k], total)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// measureProxy sends warmup, then n measured requests one at a time through
+// the device proxy.
+func measureProxy(ctx context.Context, c *grpcsvc.Client, in offloadInput, warmup, n int, progress func(string, ...any)) (proxyMeasure, error) {
+	m := proxyMeasure{on: map[string]int{}}
+	var lat []time.Duration
+	var errSum float64
+	for i := range warmup + n {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		start := time.Now()
+		r, err := c.Infer(rctx, in.request())
+		took := time.Since(start)
+		cancel()
+		if err != nil {
+			return m, err
+		}
+		if i < warmup {
+			continue
+		}
+		lat = append(lat, took)
+		target, _ := r.Parameters[proxy.ParamTarget].(string)
+		m.on[target]++
+		if us, ok := r.Parameters[proxy.ParamPredicted].(int64); ok {
+			pred := time.Duration(us) * time.Microsecond
+			errSum += math.Abs(float64(pred-took)) / float64(took)
+			m.predicted++
+		}
+		if took > 2*time.Second {
+			progress("  %s request %d: %v on %s", in.model, i-warmup+1, fmtMS(took), target)
+		}
+	}
+	m.median = medianDuration(lat)
+	if m.predicted > 0 {
+		m.predErr = errSum / float64(m.predicted)
+	}
+	return m, nil
+}
+
+// measureLink probes an emulated link from this (unthrottled) process: the
+// smallest of five round trips, and bandwidth with 512 KiB transfers.
+func measureLink(ctx context.Context, addr string) (linkprobe.Result, error) {
+	conn, err := grpc.NewClient(addr, grpcsvc.DefaultDialOptions()...)
+	if err != nil {
+		return linkprobe.Result{}, err
+	}
+	defer conn.Close()
+	var best linkprobe.Result
+	var ups, downs []float64
+	for i := range 5 {
+		r, err := linkprobe.Measure(ctx, conn, 512<<10)
+		if err != nil {
+			return best, err
+		}
+		if i == 0 || r.RTT < best.RTT {
+			best.RTT = r.RTT
+		}
+		ups, downs = append(ups, r.UpBps), append(downs, r.DownBps)
+	}
+	best.UpBps, best.DownBps = median(ups), median(downs)
+	return best, nil
+}
+
+// device is a running accelpool proxy process in the device's cgroup.
+type device struct {
+	cmd    *exec.Cmd
+	client *grpcsvc.Client
+	stderr *lockedWriter
+	done   chan error
+	rest   string // REST address, for /proxy/status
+}
+
+// status fetches the proxy's view of its options.
+func (d *device) status() (proxy.Status, error) {
+	var st proxy.Status
+	resp, err := http.Get("http://" + d.rest + "/proxy/status")
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// describe is a one-line account of what the proxy knows about model.
+func (d *device) describe(model string) string {
+	st, err := d.status()
+	if err != nil {
+		return "status: " + err.Error()
+	}
+	var parts []string
+	if l, ok := st.Local[model]; ok {
+		parts = append(parts, fmt.Sprintf("local service %.1fms (%d samples)", l.ServiceMs, l.Samples))
+	}
+	for _, t := range st.Targets {
+		m := t.Models[model]
+		parts = append(parts, fmt.Sprintf("%s rtt %.2fms up/down %.0f/%.0f Mbit/s server %.1fms residual %+.1fms out %dB",
+			t.Name, t.RTTMs, t.UpMbps, t.DownMbps, m.ServerMs, m.ResidualMs, m.OutBytes))
+	}
+	return strings.Join(parts, "; ")
+}
+
+var (
+	grpcLine = regexp.MustCompile(`gRPC (\S+)`)
+	restLine = regexp.MustCompile(`REST http://(\S+)/v2`)
+)
+
+// startDevice runs accelpool proxy with args in group and waits (up to 5
+// minutes: loading models at a tenth of a core is slow) until it serves.
+func startDevice(ctx context.Context, cfg OffloadConfig, group *cpulimit.Group, args ...string) (*device, error) {
+	args = append([]string{"proxy", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--log-level", "warn"}, args...)
+	if cfg.ORTLib != "" {
+		args = append(args, "--ort-lib", cfg.ORTLib)
+	}
+	cmd := exec.Command(cfg.Exe, args...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	d := &device{cmd: cmd, stderr: &lockedWriter{}, done: make(chan error, 1)}
+	cmd.Stderr = d.stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting the device proxy: %w", err)
+	}
+	if err := group.Add(cmd.Process.Pid); err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, err
+	}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sent := false
+		for sc.Scan() {
+			if m := grpcLine.FindStringSubmatch(sc.Text()); m != nil && !sent {
+				if r := restLine.FindStringSubmatch(sc.Text()); r != nil {
+					d.rest = r[1]
+				}
+				addr <- m[1]
+				sent = true
+			}
+		}
+		d.done <- cmd.Wait()
+	}()
+	select {
+	case a := <-addr:
+		if d.client, err = grpcsvc.Dial(a); err != nil {
+			d.stop()
+			return nil, err
+		}
+		return d, nil
+	case err := <-d.done:
+		return nil, fmt.Errorf("the device proxy exited (%v): %s", err, lastLines(d.stderr.String(), 10))
+	case <-time.After(5 * time.Minute):
+		d.stop()
+		return nil, errors.New("the device proxy did not start within 5 minutes")
+	case <-ctx.Done():
+		d.stop()
+		return nil, ctx.Err()
+	}
+}
+
+func (d *device) stop() {
+	if d.client != nil {
+		d.client.Close()
+	}
+	_ = d.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-d.done:
+	case <-time.After(10 * time.Second):
+		_ = d.cmd.Process.Kill()
+		<-d.done
+	}
+}
+
+// lockedWriter collects a child's stderr.
+type lockedWriter struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
