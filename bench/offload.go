@@ -523,8 +523,8 @@ func (d *device) describe(model string) string {
 	}
 	for _, t := range st.Targets {
 		m := t.Models[model]
-		parts = append(parts, fmt.Sprintf("%s rtt %.2fms up/down %.0f/%.0f Mbit/s server %.1fms residual %+.1fms out %dB",
-			t.Name, t.RTTMs, t.UpMbps, t.DownMbps, m.ServerMs, m.ResidualMs, m.OutBytes))
+		parts = append(parts, fmt.Sprintf("%s rtt %.2fms up/down %.0f/%.0f Mbit/s server %.1fms transfer %.1fms out %dB",
+			t.Name, t.RTTMs, t.UpMbps, t.DownMbps, m.ServerMs, m.TransferMs, m.OutBytes))
 	}
 	return strings.Join(parts, "; ")
 }

@@ -39,7 +39,7 @@ func degradePhase(ctx context.Context, cfg OffloadConfig, c *grpcsvc.Client, lp 
 	degraded := normal
 	// Enough that running remotely is clearly slower than running locally,
 	// even with the local queue two deep.
-	degraded.RTT += max(200*time.Millisecond, (3*local).Round(time.Millisecond))
+	degraded.RTT += max(200*time.Millisecond, (3 * local).Round(time.Millisecond))
 	res := &DegradeResult{Model: in.model, Link: normal.Name, Normal: normal, Degraded: degraded}
 	type ev struct {
 		at     time.Time

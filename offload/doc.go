@@ -16,14 +16,17 @@
 // where waiting is the requests the device is already running or queueing
 // for the model. Running on a remote instance is predicted to take
 //
-//	RTT + input bytes ÷ uplink + output bytes ÷ downlink + server time + residual
+//	RTT + transfer + server time + residual
 //
 // where server time is what the instance reports (queueing, preprocessing
-// and compute) for recent requests and residual is the recent mean of the
-// part of the measured latency those terms did not explain (serialisation
-// on a slow device, connection overheads); it can be negative. An option
-// never measured for the model has no prediction and is tried first, once,
-// so every option gets measured.
+// and compute) for recent requests. Transfer is, once requests of the model
+// have run there, what they spent past the round trip and the server
+// (Learned: it includes a slow device's own cost of moving the bytes,
+// which bandwidth probes misjudge), else input bytes ÷ uplink + output
+// bytes ÷ downlink at the probed bandwidths. The residual is an optional
+// correction and may be negative. An option never measured for the model
+// has no prediction and is tried first, once, so every option gets
+// measured.
 //
 // # The choice
 //

@@ -41,12 +41,17 @@ type Option struct {
 
 	// Remote options: the link, as last probed. A zero bandwidth is
 	// unknown and counts as infinite (transfer time zero).
-	RTT             time.Duration
-	UpBps, DownBps  float64
-	Server          time.Duration // time the far end reports, recent mean
-	Residual        time.Duration // recent mean of what the terms missed
-	OutBytes        int64         // expected response size
-	LinkUnavailable bool          // the last probe failed: last resort only
+	RTT            time.Duration
+	UpBps, DownBps float64
+	Server         time.Duration // time the far end reports, recent mean
+	Residual       time.Duration // recent mean of what the terms missed
+	// Learned, when non-zero, replaces the transfer computed from the
+	// bandwidths: the time on the wire past the round trip that recent
+	// requests of the model actually took (on a slow device this includes
+	// its own cost of moving the bytes, which probes misjudge).
+	Learned         time.Duration
+	OutBytes        int64 // expected response size
+	LinkUnavailable bool  // the last probe failed: last resort only
 }
 
 // Predicted is an option with its prediction for one request.
@@ -72,6 +77,9 @@ func Predict(o Option, inBytes int64) (d, transfer time.Duration, ok bool) {
 		return time.Duration(o.Waiting+1) * o.Service, 0, true
 	}
 	transfer = wire(inBytes, o.UpBps) + wire(o.OutBytes, o.DownBps)
+	if o.Learned > 0 {
+		transfer = o.Learned
+	}
 	d = o.RTT + transfer + o.Server + o.Residual
 	// The residual may be negative (on a slow device probes overstate the
 	// transfer time) but cannot make an answer come before a round trip.

@@ -37,6 +37,11 @@ func TestPredict(t *testing.T) {
 	if d, tr, _ := Predict(remote, 1_000_000); tr != 0 || d != 15*ms {
 		t.Errorf("unknown bandwidth: %v (transfer %v), want 15ms", d, tr)
 	}
+	// A learned transfer time replaces the bandwidth arithmetic.
+	remote.Learned = 7 * ms
+	if d, tr, _ := Predict(remote, 1_000_000); tr != 7*ms || d != 22*ms {
+		t.Errorf("learned transfer: %v (transfer %v), want 22ms (7ms)", d, tr)
+	}
 	if _, _, ok := Predict(Option{Name: "new"}, 1); ok {
 		t.Error("unmeasured option predicted")
 	}

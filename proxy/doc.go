@@ -21,9 +21,14 @@
 // BandwidthEvery probes with transfers sized to take about 20 ms
 // (bandwidth both ways). Each response's server-side time (the queue_us,
 // preprocess_us and compute_us parameters agents return) and size are
-// folded into per-model means, and so is the residual: what the measured
-// latency had that the link and server terms did not explain. Local runs
-// fold their duration into the local mean.
+// folded into per-model means, and so is the transfer time: what the
+// measured latency had past the round trip and the server time. On a slow
+// device that includes its own cost of moving the bytes, which bandwidth
+// probes misjudge; the probes still say when the link changes (round trip
+// at once, bandwidth when it moves more than twofold). An answer far slower
+// than predicted triggers a probe at once and is not learned from unless
+// the next ones are as slow. Local runs fold their duration into the local
+// mean.
 //
 // # Choosing
 //

@@ -397,7 +397,7 @@ func (p *Proxy) Infer(ctx context.Context, req *oip.InferRequest) (*oip.InferRes
 		opts = append(opts, ls.option())
 	}
 	for _, t := range targets {
-		opts = append(opts, t.option(model))
+		opts = append(opts, t.option(model, in))
 	}
 	dl, _ := ctx.Deadline()
 	ranked := offload.Rank(opts, in, time.Until(dl))
@@ -416,7 +416,7 @@ func (p *Proxy) Infer(ctx context.Context, req *oip.InferRequest) (*oip.InferRes
 		if opt.Local {
 			resp, err = p.runLocal(ctx, ls, req)
 		} else {
-			resp, err = p.runRemote(ctx, budget, byName[opt.Name], model, req, in)
+			resp, err = p.runRemote(ctx, budget, byName[opt.Name], model, req, in, opt.Latency)
 		}
 		if err == nil {
 			took := time.Since(start)
@@ -532,7 +532,7 @@ func (p *Proxy) runLocal(ctx context.Context, ls *localStats, req *oip.InferRequ
 	return resp, nil
 }
 
-func (p *Proxy) runRemote(ctx context.Context, budget time.Duration, t *target, model string, req *oip.InferRequest, in int64) (*oip.InferResponse, error) {
+func (p *Proxy) runRemote(ctx context.Context, budget time.Duration, t *target, model string, req *oip.InferRequest, in int64, predicted time.Duration) (*oip.InferResponse, error) {
 	actx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	fwd := *req
@@ -553,7 +553,7 @@ func (p *Proxy) runRemote(ctx context.Context, budget time.Duration, t *target, 
 		}
 		return nil, err
 	}
-	t.learn(model, resp, in, took)
+	t.learn(model, resp, in, took, predicted)
 	return resp, nil
 }
 

@@ -41,7 +41,7 @@ type TargetStatus struct {
 // RemoteEstimate is what is known about a model on a target.
 type RemoteEstimate struct {
 	ServerMs   float64 `json:"serverMs"`
-	ResidualMs float64 `json:"residualMs"`
+	TransferMs float64 `json:"transferMs"`
 	OutBytes   int64   `json:"outBytes"`
 	Samples    int     `json:"samples"`
 }
@@ -65,7 +65,7 @@ func (p *Proxy) Status() Status {
 			RTTMs: ms(t.link.rtt.Value()), UpMbps: t.link.up.Value() / 1e6, DownMbps: t.link.down.Value() / 1e6,
 			InFlight: t.inflight.Load(), Models: map[string]RemoteEstimate{}}
 		for m, rs := range t.models {
-			ts.Models[m] = RemoteEstimate{ServerMs: ms(rs.server.Value()), ResidualMs: ms(rs.residual.Value()),
+			ts.Models[m] = RemoteEstimate{ServerMs: ms(rs.server.Value()), TransferMs: ms(rs.transfer.Value()),
 				OutBytes: int64(rs.outBytes.Value()), Samples: rs.server.N()}
 		}
 		t.mu.Unlock()

@@ -25,6 +25,8 @@ type target struct {
 	client *grpcsvc.Client
 	stop   context.CancelFunc
 	done   chan struct{}
+	// probeNow asks the probe loop for a probe at once.
+	probeNow chan struct{}
 
 	inflight atomic.Int64
 
@@ -45,8 +47,11 @@ type link struct {
 // remoteStats is what is known about one model on one target.
 type remoteStats struct {
 	server   offload.Mean // reported server time, ns
-	residual offload.Mean // ns, may be negative
+	transfer offload.Mean // measured latency less rtt and server time, ns
+	inBytes  offload.Mean
 	outBytes offload.Mean
+	bwRef    offload.Mean // the probed bandwidth when transfer was learned
+	outliers int          // answers in a row much slower than predicted
 }
 
 // servedName is the name t serves model under; renamed is false when it
@@ -58,22 +63,49 @@ func (t *target) servedName(model string) (name string, renamed bool) {
 	return s, t.spec.Models != nil
 }
 
-func (t *target) option(model string) offload.Option {
+func (t *target) option(model string, in int64) offload.Option {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	o := offload.Option{Name: t.spec.Name, Tier: t.spec.Tier, Site: t.spec.Site, InFlight: int(t.inflight.Load()),
 		RTT: t.link.rtt.Duration(), UpBps: t.link.up.Value(), DownBps: t.link.down.Value(), LinkUnavailable: t.link.failed}
-	if ms := t.models[model]; ms != nil && ms.server.N()+ms.residual.N() > 0 {
+	if ms := t.models[model]; ms != nil && ms.transfer.N() > 0 {
 		o.Measured = true
 		o.Server = ms.server.Duration()
-		o.Residual = ms.residual.Duration()
 		o.OutBytes = int64(ms.outBytes.Value())
+		o.Learned = ms.learnedTransfer(in, bandwidth(t.link))
 	}
 	return o
 }
 
-// learn folds a response into the model's means.
-func (t *target) learn(model string, resp *oip.InferResponse, in int64, took time.Duration) {
+// bandwidth is the probed bandwidth of the narrower direction (0: unknown).
+func bandwidth(l link) float64 {
+	if l.up.N() == 0 || l.down.N() == 0 {
+		return 0
+	}
+	return min(l.up.Value(), l.down.Value())
+}
+
+// learnedTransfer scales the learned transfer time to a request of in
+// bytes, and to the link when the probes say its bandwidth has changed
+// more than twofold since (smaller changes are within what probes from a
+// slow device scatter).
+func (ms *remoteStats) learnedTransfer(in int64, bw float64) time.Duration {
+	d := ms.transfer.Value()
+	if typical := ms.inBytes.Value() + ms.outBytes.Value(); typical > 0 {
+		d *= (float64(in) + ms.outBytes.Value()) / typical
+	}
+	if ref := ms.bwRef.Value(); ref > 0 && bw > 0 && (bw < ref/2 || bw > ref*2) {
+		d *= ref / bw
+	}
+	return time.Duration(max(d, 1))
+}
+
+// learn folds a response into the model's means. An answer much slower
+// than predicted (more than twice, and 5 ms) is most likely caught in a
+// change of the link between two probes: it triggers a probe now and is
+// not learned from, unless it is the third in a row (then the change is
+// real and the means must follow it).
+func (t *target) learn(model string, resp *oip.InferResponse, in int64, took, predicted time.Duration) {
 	var server time.Duration
 	for _, k := range []string{"queue_us", "preprocess_us", "compute_us"} {
 		if d, ok := paramDuration(resp.Parameters, k); ok {
@@ -88,25 +120,22 @@ func (t *target) learn(model string, resp *oip.InferResponse, in int64, took tim
 		ms = &remoteStats{}
 		t.models[model] = ms
 	}
-	// The first answer, on a cold connection, carries set-up costs the
-	// following ones do not; it seeds the means all the same (the next
-	// samples pull them down quickly).
+	if predicted > 0 && took > 2*predicted+5*time.Millisecond && ms.outliers < 2 {
+		ms.outliers++
+		select {
+		case t.probeNow <- struct{}{}:
+		default:
+		}
+		return
+	}
+	ms.outliers = 0
 	ms.server.Add(float64(server))
 	ms.outBytes.Add(float64(out))
-	o := offload.Option{Measured: true, RTT: t.link.rtt.Duration(), UpBps: t.link.up.Value(), DownBps: t.link.down.Value(), Server: server, OutBytes: out}
-	explained, _, _ := offload.Predict(o, in)
-	ms.residual.Add(float64(clampResidual(took-explained, explained)))
-}
-
-// clampResidual bounds one residual sample to what the terms explained
-// (plus a millisecond). The residual is for steady costs the
-// terms miss, such as serialisation on a slow device; a request caught in
-// a link change between two probes would otherwise teach it the change,
-// and the option would look slow long after the probes saw the link
-// recover.
-func clampResidual(r, explained time.Duration) time.Duration {
-	lim := explained + time.Millisecond
-	return min(max(r, -lim), lim)
+	ms.inBytes.Add(float64(in))
+	ms.transfer.Add(float64(max(took-server-t.link.rtt.Duration(), 0)))
+	if bw := bandwidth(t.link); bw > 0 {
+		ms.bwRef.Add(bw)
+	}
 }
 
 func outputBytes(outs []tensor.Tensor) int64 {
@@ -158,7 +187,7 @@ func (p *Proxy) setTargets(fixed, discovered []Target) error {
 			return fmt.Errorf("target %s (%s): %w", spec.Name, spec.Addr, err)
 		}
 		ctx, cancel := context.WithCancel(p.ctx)
-		t := &target{spec: spec, conn: conn, client: grpcsvc.NewClient(conn), stop: cancel, done: make(chan struct{}), models: map[string]*remoteStats{}}
+		t := &target{spec: spec, conn: conn, client: grpcsvc.NewClient(conn), stop: cancel, done: make(chan struct{}), probeNow: make(chan struct{}, 1), models: map[string]*remoteStats{}}
 		t.spec.Models = maps.Clone(spec.Models)
 		t.link.rtt.Weight, t.link.up.Weight, t.link.down.Weight = 0.5, 0.3, 0.3
 		p.targets[name] = t
@@ -213,6 +242,7 @@ func (p *Proxy) probeLoop(ctx context.Context, t *target) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case <-t.probeNow:
 		}
 	}
 }
