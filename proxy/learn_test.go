@@ -50,3 +50,16 @@ func TestOutlierNotLearnedUntilItPersists(t *testing.T) {
 		t.Fatalf("the third slow answer in a row was not learned: transfer %v", got)
 	}
 }
+
+func TestMinWindow(t *testing.T) {
+	var w minWindow
+	if w.Value() != 0 {
+		t.Fatal("empty window not 0")
+	}
+	for i, tc := range []struct{ add, want float64 }{{5, 5}, {9, 5}, {7, 5}, {8, 7}, {20, 7}, {30, 8}, {30, 20}} {
+		w.Add(tc.add)
+		if got := w.Value(); got != tc.want {
+			t.Errorf("after sample %d (%v): %v, want %v", i+1, tc.add, got, tc.want)
+		}
+	}
+}

@@ -37,7 +37,7 @@ type target struct {
 
 // link is what the probes found.
 type link struct {
-	rtt      offload.Mean // nanoseconds
+	rtt      minWindow    // nanoseconds
 	up, down offload.Mean // bits per second
 	failed   bool         // the last probe failed
 	lastErr  string
@@ -56,6 +56,39 @@ type remoteStats struct {
 
 // servedName is the name t serves model under; renamed is false when it
 // serves every model under the name asked for.
+// rttWindow is how many recent probes the round trip is the minimum of.
+const rttWindow = 3
+
+// minWindow is the minimum of the last rttWindow samples. Delays on the
+// path (a throttled device's own stalls, queues) only ever add to a round
+// trip, so the recent minimum is the steadiest estimate of the path; a
+// lasting change shows after rttWindow probes.
+type minWindow struct {
+	v [rttWindow]float64
+	n int
+}
+
+// Add records x.
+func (w *minWindow) Add(x float64) { w.v[w.n%rttWindow] = x; w.n++ }
+
+// N is the samples recorded.
+func (w *minWindow) N() int { return w.n }
+
+// Value is the minimum of the recent samples (0 before any).
+func (w *minWindow) Value() float64 {
+	if w.n == 0 {
+		return 0
+	}
+	m := w.v[0]
+	for _, x := range w.v[1:min(w.n, rttWindow)] {
+		m = min(m, x)
+	}
+	return m
+}
+
+// Duration is Value in nanoseconds.
+func (w *minWindow) Duration() time.Duration { return time.Duration(w.Value()) }
+
 func (t *target) servedName(model string) (name string, renamed bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -189,7 +222,7 @@ func (p *Proxy) setTargets(fixed, discovered []Target) error {
 		ctx, cancel := context.WithCancel(p.ctx)
 		t := &target{spec: spec, conn: conn, client: grpcsvc.NewClient(conn), stop: cancel, done: make(chan struct{}), probeNow: make(chan struct{}, 1), models: map[string]*remoteStats{}}
 		t.spec.Models = maps.Clone(spec.Models)
-		t.link.rtt.Weight, t.link.up.Weight, t.link.down.Weight = 0.5, 0.3, 0.3
+		t.link.up.Weight, t.link.down.Weight = 0.3, 0.3
 		p.targets[name] = t
 		go p.probeLoop(ctx, t)
 		p.log.Info("target added", "target", name, "addr", spec.Addr, "tier", spec.Tier, "site", spec.Site)
