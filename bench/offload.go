@@ -30,6 +30,7 @@ import (
 	"github.com/accelpool/accelpool/agent/runtime/onnx"
 	"github.com/accelpool/accelpool/internal/cpulimit"
 	"github.com/accelpool/accelpool/internal/linkemu"
+	"github.com/accelpool/accelpool/offload"
 	"github.com/accelpool/accelpool/oip"
 	"github.com/accelpool/accelpool/oip/grpcsvc"
 	"github.com/accelpool/accelpool/preprocess"
@@ -267,7 +268,7 @@ func RunOffload(ctx context.Context, cfg OffloadConfig) (OffloadReport, error) {
 			row := OffloadRow{Model: in.model, Link: l.Name, InBytes: int64(len(in.jpeg)), OutBytes: outBytes[in.model],
 				Local: local[in.model], Achieved: ms.median, RanOn: ms.ranOn(), RTT: probe.RTT, UpBps: probe.UpBps, DownBps: probe.DownBps,
 				Remote: remote[in.model], PredErr: ms.predErr, Predicted: ms.predicted}
-			row.IdealRemote = probe.RTT + wireTime(row.InBytes, probe.UpBps) + wireTime(row.OutBytes, probe.DownBps) + row.Remote
+			row.IdealRemote = probe.RTT + offload.WireTime(row.InBytes, probe.UpBps) + offload.WireTime(row.OutBytes, probe.DownBps) + row.Remote
 			row.Speedup = ratio(row.Local.Seconds(), row.Achieved.Seconds())
 			row.Ideal = ratio(row.Local.Seconds(), min(row.Local, row.IdealRemote).Seconds())
 			row.AchievedOfIdeal = row.Speedup / row.Ideal
@@ -293,13 +294,6 @@ func RunOffload(ctx context.Context, cfg OffloadConfig) (OffloadReport, error) {
 		dev.stop()
 	}
 	return rep, nil
-}
-
-func wireTime(n int64, bps float64) time.Duration {
-	if bps <= 0 {
-		return 0
-	}
-	return time.Duration(float64(n) * 8 / bps * float64(time.Second))
 }
 
 // offloadInputs encodes each model's photograph as JPEG (quality 90):
@@ -394,10 +388,7 @@ func measureDirect(ctx context.Context, c *grpcsvc.Client, in offloadInput, warm
 		if i >= warmup {
 			lat = append(lat, time.Since(start))
 		}
-		out = 0
-		for _, o := range r.Outputs {
-			out += int64(len(o.Data)) + int64(len(o.Name)) + 8*int64(len(o.Shape)) + 16
-		}
+		out = proxy.WireBytes(r.Outputs...)
 	}
 	return medianDuration(lat), out, nil
 }

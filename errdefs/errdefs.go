@@ -43,6 +43,10 @@ func (w *wrapped) Unwrap() error { return w.kind }
 // New returns an error whose text is msg and that matches kind with errors.Is.
 func New(kind error, msg string) error { return &wrapped{msg: msg, kind: kind} }
 
+// WithMessage returns an error of err's kind (ErrInternal when it has
+// none) with msg as its whole message.
+func WithMessage(err error, msg string) error { return New(kind(err), msg) }
+
 // kind finds the sentinel err wraps; context errors count as deadline/canceled.
 func kind(err error) error {
 	for _, k := range []error{ErrInvalid, ErrNotFound, ErrAlreadyExists, ErrConflict, ErrUnavailable,

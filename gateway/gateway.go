@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -452,7 +451,7 @@ func retryable(err error) bool {
 		// gRPC's message-size refusals ("received message larger than
 		// max", "trying to send message larger than max") would fail on
 		// every instance alike.
-		return !strings.Contains(err.Error(), "larger than max")
+		return !grpcsvc.IsSizeRefusal(err)
 	case errors.Is(err, errdefs.ErrUnavailable), errors.Is(err, errdefs.ErrNotFound):
 		return true
 	}

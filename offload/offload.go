@@ -76,7 +76,7 @@ func Predict(o Option, inBytes int64) (d, transfer time.Duration, ok bool) {
 	if o.Local {
 		return time.Duration(o.Waiting+1) * o.Service, 0, true
 	}
-	transfer = wire(inBytes, o.UpBps) + wire(o.OutBytes, o.DownBps)
+	transfer = WireTime(inBytes, o.UpBps) + WireTime(o.OutBytes, o.DownBps)
 	if o.Learned > 0 {
 		transfer = o.Learned
 	}
@@ -86,8 +86,9 @@ func Predict(o Option, inBytes int64) (d, transfer time.Duration, ok bool) {
 	return max(d, o.RTT), transfer, true
 }
 
-// wire is the time n bytes take at bps bits per second (0 when unknown).
-func wire(n int64, bps float64) time.Duration {
+// WireTime is the time n bytes take at bps bits per second (0 when the
+// bandwidth is unknown).
+func WireTime(n int64, bps float64) time.Duration {
 	if bps <= 0 || n <= 0 {
 		return 0
 	}

@@ -17,6 +17,8 @@ import (
 	"github.com/accelpool/accelpool/errdefs"
 	"github.com/accelpool/accelpool/offload"
 	"github.com/accelpool/accelpool/oip"
+	"github.com/accelpool/accelpool/oip/grpcsvc"
+	"github.com/accelpool/accelpool/tensor"
 )
 
 // ServerName is what ServerMetadata reports.
@@ -366,8 +368,18 @@ func (p *Proxy) targetsFor(model string) []*target {
 // inputBytes is what a request puts on the wire, near enough.
 func inputBytes(req *oip.InferRequest) int64 {
 	var n int64
-	for _, in := range req.Inputs {
-		n += int64(len(in.Data)) + int64(len(in.Name)) + 8*int64(len(in.Shape)) + 16
+	for i := range req.Inputs {
+		n += WireBytes(req.Inputs[i].Tensor)
+	}
+	return n
+}
+
+// WireBytes is what tensors take on the wire, near enough: their data,
+// names and shapes, and a few bytes of framing each.
+func WireBytes(ts ...tensor.Tensor) int64 {
+	var n int64
+	for _, t := range ts {
+		n += int64(len(t.Data)) + int64(len(t.Name)) + 8*int64(len(t.Shape)) + 16
 	}
 	return n
 }
@@ -437,9 +449,9 @@ func (p *Proxy) Infer(ctx context.Context, req *oip.InferRequest) (*oip.InferRes
 		errs = append(errs, fmt.Sprintf("%s: %v", opt.Name, err))
 		if !fallBack(err) || i == len(ranked)-1 {
 			if len(errs) > 1 {
-				return nil, withMessage(err, fmt.Sprintf("model %q: every option failed: %s", model, strings.Join(errs, "; ")))
+				return nil, errdefs.WithMessage(err, fmt.Sprintf("model %q: every option failed: %s", model, strings.Join(errs, "; ")))
 			}
-			return nil, withMessage(err, fmt.Sprintf("model %q on %s", model, errs[0]))
+			return nil, errdefs.WithMessage(err, fmt.Sprintf("model %q on %s", model, errs[0]))
 		}
 		p.metrics.fallbacks.WithLabelValues(p.metrics.model(model), opt.Name, errdefs.Outcome(err)).Inc()
 		p.log.Debug("falling back", "model", model, "from", opt.Name, "to", ranked[i+1].Name, "err", err)
@@ -489,20 +501,9 @@ func fallBack(err error) bool {
 	case errors.Is(err, errdefs.ErrInvalid), errors.Is(err, errdefs.ErrTooLarge), errors.Is(err, errdefs.ErrCanceled):
 		return false
 	case errors.Is(err, errdefs.ErrResourceExhausted):
-		return !strings.Contains(err.Error(), "larger than max")
+		return !grpcsvc.IsSizeRefusal(err)
 	}
 	return true
-}
-
-// withMessage keeps err's kind with a new message.
-func withMessage(err error, msg string) error {
-	for _, k := range []error{errdefs.ErrInvalid, errdefs.ErrTooLarge, errdefs.ErrNotFound, errdefs.ErrResourceExhausted,
-		errdefs.ErrUnavailable, errdefs.ErrDeadline, errdefs.ErrCanceled} {
-		if errors.Is(err, k) {
-			return errdefs.New(k, msg)
-		}
-	}
-	return errdefs.New(errdefs.ErrInternal, msg)
 }
 
 func (ls *localStats) option() offload.Option {

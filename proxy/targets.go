@@ -14,7 +14,6 @@ import (
 	"github.com/accelpool/accelpool/oip"
 	"github.com/accelpool/accelpool/oip/grpcsvc"
 	"github.com/accelpool/accelpool/proxy/linkprobe"
-	"github.com/accelpool/accelpool/tensor"
 )
 
 // target is a remote endpoint with its connection, its link and what is
@@ -145,7 +144,7 @@ func (t *target) learn(model string, resp *oip.InferResponse, in int64, took, pr
 			server += d
 		}
 	}
-	out := outputBytes(resp.Outputs)
+	out := WireBytes(resp.Outputs...)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	ms := t.models[model]
@@ -169,14 +168,6 @@ func (t *target) learn(model string, resp *oip.InferResponse, in int64, took, pr
 	if bw := bandwidth(t.link); bw > 0 {
 		ms.bwRef.Add(bw)
 	}
-}
-
-func outputBytes(outs []tensor.Tensor) int64 {
-	var n int64
-	for _, o := range outs {
-		n += int64(len(o.Data)) + int64(len(o.Name)) + 8*int64(len(o.Shape)) + 16
-	}
-	return n
 }
 
 func (t *target) close() {

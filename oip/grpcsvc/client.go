@@ -3,6 +3,7 @@ package grpcsvc
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -64,6 +65,14 @@ func DefaultDialOptions() []grpc.DialOption {
 		grpc.WithInitialWindowSize(DefaultWindowSize),
 		grpc.WithInitialConnWindowSize(DefaultWindowSize),
 	}
+}
+
+// IsSizeRefusal reports whether err is gRPC refusing a message over its
+// size limit ("received message larger than max", "trying to send message
+// larger than max"): it reads as ErrResourceExhausted but would fail the
+// same way on every server, so it is not worth retrying elsewhere.
+func IsSizeRefusal(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "larger than max")
 }
 
 // Close closes the connection if Dial opened it.
