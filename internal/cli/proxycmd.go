@@ -179,8 +179,9 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	errc := make(chan error, 2)
 	mux := http.NewServeMux()
-	mux.Handle("/v2/", auth.HTTP(rest.NewHandler(p, rest.Options{MaxBodyBytes: *maxBody, Logger: log}), *listenToken, "/v2/health/"))
-	mux.Handle("/v2", auth.HTTP(rest.NewHandler(p, rest.Options{MaxBodyBytes: *maxBody, Logger: log}), *listenToken))
+	oipREST := auth.HTTP(rest.NewHandler(p, rest.Options{MaxBodyBytes: *maxBody, Logger: log}), *listenToken, "/v2/health/")
+	mux.Handle("/v2/", oipREST)
+	mux.Handle("/v2", oipREST)
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.Handle("/proxy/status", auth.HTTP(p.StatusHandler(), *listenToken))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
