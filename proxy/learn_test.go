@@ -3,8 +3,6 @@ package proxy
 import (
 	"testing"
 	"time"
-
-	"github.com/accelpool/accelpool/oip"
 )
 
 func TestLearnedTransferScales(t *testing.T) {
@@ -32,10 +30,10 @@ func TestLearnedTransferScales(t *testing.T) {
 
 func TestOutlierNotLearnedUntilItPersists(t *testing.T) {
 	tg := &target{models: map[string]*remoteStats{}, probeNow: make(chan struct{}, 1)}
-	resp := &oip.InferResponse{Parameters: oip.Parameters{"compute_us": int64(1000)}}
-	tg.learn("m", resp, 100, 5*time.Millisecond, 0) // seeds: transfer 4ms
+	server := time.Millisecond
+	tg.learn("m", server, 100, 0, 5*time.Millisecond, 0) // seeds: transfer 4ms
 	for i := range 2 {
-		tg.learn("m", resp, 100, 100*time.Millisecond, 5*time.Millisecond)
+		tg.learn("m", server, 100, 0, 100*time.Millisecond, 5*time.Millisecond)
 		if got := tg.models["m"].transfer.Duration(); got != 4*time.Millisecond {
 			t.Fatalf("outlier %d learned: transfer %v", i+1, got)
 		}
@@ -45,7 +43,7 @@ func TestOutlierNotLearnedUntilItPersists(t *testing.T) {
 	default:
 		t.Error("an outlier did not ask for a probe")
 	}
-	tg.learn("m", resp, 100, 100*time.Millisecond, 5*time.Millisecond)
+	tg.learn("m", server, 100, 0, 100*time.Millisecond, 5*time.Millisecond)
 	if got := tg.models["m"].transfer.Duration(); got <= 4*time.Millisecond {
 		t.Fatalf("the third slow answer in a row was not learned: transfer %v", got)
 	}

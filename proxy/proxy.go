@@ -49,7 +49,11 @@ const (
 	DefaultDiscoverInterval  = 5 * time.Second
 	DefaultProbeTimeout      = 2 * time.Second
 	defaultProbeBytes        = 64 << 10
-	minProbeBytes, maxProbeB = 16 << 10, 1 << 20
+	minProbeBytes, maxProbeB = 16 << 10, 256 << 10
+	// probeWindow is how long a bandwidth probe's transfers should take at
+	// the last estimate: short enough that a slow device moves the bytes
+	// within one slice of its CPU quota, so that probes from it agree.
+	probeWindow = 5 * time.Millisecond
 )
 
 // Target is a remote Open Inference Protocol endpoint: an agent or a
@@ -114,6 +118,11 @@ type Proxy struct {
 	mu      sync.RWMutex
 	targets map[string]*target // by name
 	local   map[string]*localStats
+
+	// busy counts the requests in the proxy; bandwidth probes wait until
+	// it is zero (a probe would slow a request on a device with little
+	// CPU, and be slowed by it).
+	busy atomic.Int64
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -387,86 +396,140 @@ func WireBytes(ts ...tensor.Tensor) int64 {
 // Infer implements oip.Service: it ranks the options and tries them in
 // order until one answers.
 func (p *Proxy) Infer(ctx context.Context, req *oip.InferRequest) (*oip.InferResponse, error) {
+	ctx, cancel := p.requestContext(ctx)
+	defer cancel()
+	pl, err := p.plan(ctx, req.ModelName, req.ModelVersion, inputBytes(req))
+	if err != nil {
+		return nil, err
+	}
+	return p.run(ctx, pl, 0, req)
+}
+
+// requestContext gives ctx the proxy's default deadline when it has none
+// and counts the request as in the proxy until cancel is called.
+func (p *Proxy) requestContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	p.busy.Add(1)
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() { p.busy.Add(-1) }
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	return ctx, func() { cancel(); p.busy.Add(-1) }
+}
+
+// plan is one request's options, ranked, and its attempts so far.
+type plan struct {
+	model  string
+	in     int64 // input bytes, as WireBytes counts them
+	start  time.Time
+	ls     *localStats
+	ranked []offload.Predicted
+	byName map[string]*target
+	errs   []string
+}
+
+// plan ranks the options for a request of in bytes for model.
+func (p *Proxy) plan(ctx context.Context, model, version string, in int64) (*plan, error) {
 	if p.closed.Load() {
 		return nil, errdefs.New(errdefs.ErrUnavailable, "proxy is shutting down")
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, p.cfg.Timeout)
-		defer cancel()
-	}
-	start := time.Now()
-	model := req.ModelName
-	ls := p.localFor(ctx, model, req.ModelVersion)
+	pl := &plan{model: model, in: in, start: time.Now()}
+	pl.ls = p.localFor(ctx, model, version)
 	targets := p.targetsFor(model)
-	if ls == nil && len(targets) == 0 {
-		p.metrics.request("_unknown", "none", "not_found")
+	if pl.ls == nil && len(targets) == 0 {
+		p.metrics.request(unknownModel, "none", "not_found")
 		return nil, errdefs.New(errdefs.ErrNotFound, fmt.Sprintf("model %q: this device cannot run it and no reachable target serves it", model))
 	}
-	in := inputBytes(req)
 	opts := make([]offload.Option, 0, len(targets)+1)
-	if ls != nil {
-		opts = append(opts, ls.option())
+	if pl.ls != nil {
+		opts = append(opts, pl.ls.option())
 	}
 	for _, t := range targets {
 		opts = append(opts, t.option(model, in))
 	}
 	dl, _ := ctx.Deadline()
-	ranked := offload.Rank(opts, in, time.Until(dl))
-	byName := make(map[string]*target, len(targets))
+	pl.ranked = offload.Rank(opts, in, time.Until(dl))
+	pl.byName = make(map[string]*target, len(targets))
 	for _, t := range targets {
-		byName[t.spec.Name] = t
+		pl.byName[t.spec.Name] = t
 	}
-	var errs []string
-	for i, opt := range ranked {
+	return pl, nil
+}
+
+// run tries the options of pl from the from'th on, in order, until one
+// answers.
+func (p *Proxy) run(ctx context.Context, pl *plan, from int, req *oip.InferRequest) (*oip.InferResponse, error) {
+	for i := from; i < len(pl.ranked); i++ {
 		if ctx.Err() != nil {
 			break
 		}
-		budget := p.budget(ctx, ranked[i:], ls)
+		opt := pl.ranked[i]
 		var resp *oip.InferResponse
 		var err error
 		if opt.Local {
-			resp, err = p.runLocal(ctx, ls, req)
+			resp, err = p.runLocal(ctx, pl.ls, req)
 		} else {
-			resp, err = p.runRemote(ctx, budget, byName[opt.Name], model, req, in, opt.Latency)
+			resp, err = p.runRemote(ctx, p.budget(ctx, pl.ranked[i:], pl.ls), pl.byName[opt.Name], pl.model, req, pl.in, opt.Latency)
 		}
 		if err == nil {
-			took := time.Since(start)
 			if resp.Parameters == nil {
 				resp.Parameters = oip.Parameters{}
 			}
-			resp.ModelName = model
-			resp.Parameters[ParamTarget] = opt.Name
-			resp.Parameters[ParamAttempts] = int64(i + 1)
-			if !opt.Explore {
-				resp.Parameters[ParamPredicted] = opt.Latency.Microseconds()
+			resp.ModelName = pl.model
+			for k, v := range p.answered(pl, i) {
+				resp.Parameters[k] = v
 			}
-			p.metrics.observe(model, opt, took, i == 0)
-			p.metrics.request(model, opt.Name, "success")
 			return resp, nil
 		}
-		p.metrics.request(model, opt.Name, errdefs.Outcome(err))
-		errs = append(errs, fmt.Sprintf("%s: %v", opt.Name, err))
-		if !fallBack(err) || i == len(ranked)-1 {
-			if len(errs) > 1 {
-				return nil, errdefs.WithMessage(err, fmt.Sprintf("model %q: every option failed: %s", model, strings.Join(errs, "; ")))
-			}
-			return nil, errdefs.WithMessage(err, fmt.Sprintf("model %q on %s", model, errs[0]))
+		if err := p.failed(pl, i, err); err != nil {
+			return nil, err
 		}
-		p.metrics.fallbacks.WithLabelValues(p.metrics.model(model), opt.Name, errdefs.Outcome(err)).Inc()
-		p.log.Debug("falling back", "model", model, "from", opt.Name, "to", ranked[i+1].Name, "err", err)
 	}
+	return nil, p.expired(ctx, pl)
+}
+
+// answered records that option i of pl answered and returns the
+// parameters the proxy adds to the response.
+func (p *Proxy) answered(pl *plan, i int) oip.Parameters {
+	opt := pl.ranked[i]
+	p.metrics.observe(pl.model, opt, time.Since(pl.start), i == 0)
+	p.metrics.request(pl.model, opt.Name, "success")
+	params := oip.Parameters{ParamTarget: opt.Name, ParamAttempts: int64(i + 1)}
+	if !opt.Explore {
+		params[ParamPredicted] = opt.Latency.Microseconds()
+	}
+	return params
+}
+
+// failed records that option i of pl failed with err; it returns the
+// request's error when no option is to follow, nil when the next one is.
+func (p *Proxy) failed(pl *plan, i int, err error) error {
+	opt := pl.ranked[i]
+	p.metrics.request(pl.model, opt.Name, errdefs.Outcome(err))
+	pl.errs = append(pl.errs, fmt.Sprintf("%s: %v", opt.Name, err))
+	if !fallBack(err) || i == len(pl.ranked)-1 {
+		if len(pl.errs) > 1 {
+			return errdefs.WithMessage(err, fmt.Sprintf("model %q: every option failed: %s", pl.model, strings.Join(pl.errs, "; ")))
+		}
+		return errdefs.WithMessage(err, fmt.Sprintf("model %q on %s", pl.model, pl.errs[0]))
+	}
+	p.metrics.fallbacks.WithLabelValues(p.metrics.model(pl.model), opt.Name, errdefs.Outcome(err)).Inc()
+	p.log.Debug("falling back", "model", pl.model, "from", opt.Name, "to", pl.ranked[i+1].Name, "err", err)
+	return nil
+}
+
+// expired is the error of a request whose context ended between attempts.
+func (p *Proxy) expired(ctx context.Context, pl *plan) error {
 	if err := ctx.Err(); err != nil {
-		msg := fmt.Sprintf("model %q: deadline exceeded after %v", model, time.Since(start).Round(time.Millisecond))
-		if len(errs) > 0 {
-			msg += " (" + strings.Join(errs, "; ") + ")"
+		msg := fmt.Sprintf("model %q: deadline exceeded after %v", pl.model, time.Since(pl.start).Round(time.Millisecond))
+		if len(pl.errs) > 0 {
+			msg += " (" + strings.Join(pl.errs, "; ") + ")"
 		}
 		if errors.Is(err, context.Canceled) {
-			return nil, errdefs.New(errdefs.ErrCanceled, msg)
+			return errdefs.New(errdefs.ErrCanceled, msg)
 		}
-		return nil, errdefs.New(errdefs.ErrDeadline, msg)
+		return errdefs.New(errdefs.ErrDeadline, msg)
 	}
-	return nil, errdefs.New(errdefs.ErrUnavailable, fmt.Sprintf("model %q: %s", model, strings.Join(errs, "; ")))
+	return errdefs.New(errdefs.ErrUnavailable, fmt.Sprintf("model %q: %s", pl.model, strings.Join(pl.errs, "; ")))
 }
 
 // budget is how long the attempt at rest[0] may take: what is left of the
@@ -554,13 +617,24 @@ func (p *Proxy) runRemote(ctx context.Context, budget time.Duration, t *target, 
 		}
 		return nil, err
 	}
-	t.learn(model, resp, in, took, predicted)
+	var server time.Duration
+	for _, k := range []string{"queue_us", "preprocess_us", "compute_us"} {
+		if d, ok := paramDuration(resp.Parameters, k); ok {
+			server += d
+		}
+	}
+	t.learn(model, server, in, WireBytes(resp.Outputs...), took, predicted)
 	return resp, nil
 }
 
 // paramDuration reads an integer microsecond parameter.
 func paramDuration(p oip.Parameters, key string) (time.Duration, bool) {
-	switch v := p[key].(type) {
+	return durationValue(p[key])
+}
+
+// durationValue reads a parameter value as microseconds.
+func durationValue(v any) (time.Duration, bool) {
+	switch v := v.(type) {
 	case int64:
 		return time.Duration(v) * time.Microsecond, true
 	case uint64:

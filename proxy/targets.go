@@ -11,7 +11,6 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/accelpool/accelpool/offload"
-	"github.com/accelpool/accelpool/oip"
 	"github.com/accelpool/accelpool/oip/grpcsvc"
 	"github.com/accelpool/accelpool/proxy/linkprobe"
 )
@@ -132,19 +131,14 @@ func (ms *remoteStats) learnedTransfer(in int64, bw float64) time.Duration {
 	return time.Duration(max(d, 1))
 }
 
-// learn folds a response into the model's means. An answer much slower
+// learn folds an answer into the model's means: server is the time the
+// target reported, in and out the request's and answer's WireBytes, took
+// the measured latency. An answer much slower
 // than predicted (more than twice, and 5 ms) is most likely caught in a
 // change of the link between two probes: it triggers a probe now and is
 // not learned from, unless it is the third in a row (then the change is
 // real and the means must follow it).
-func (t *target) learn(model string, resp *oip.InferResponse, in int64, took, predicted time.Duration) {
-	var server time.Duration
-	for _, k := range []string{"queue_us", "preprocess_us", "compute_us"} {
-		if d, ok := paramDuration(resp.Parameters, k); ok {
-			server += d
-		}
-	}
-	out := WireBytes(resp.Outputs...)
+func (t *target) learn(model string, server time.Duration, in, out int64, took, predicted time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	ms := t.models[model]
@@ -206,7 +200,8 @@ func (p *Proxy) setTargets(fixed, discovered []Target) error {
 			t.mu.Unlock()
 			continue
 		}
-		conn, err := grpc.NewClient(spec.Addr, append(grpcsvc.DefaultDialOptions(), p.cfg.DialOptions...)...)
+		dial := append(grpcsvc.DefaultDialOptions(), grpc.WithReadBufferSize(relayBufferSize), grpc.WithWriteBufferSize(relayBufferSize))
+		conn, err := grpc.NewClient(spec.Addr, append(dial, p.cfg.DialOptions...)...)
 		if err != nil {
 			return fmt.Errorf("target %s (%s): %w", spec.Name, spec.Addr, err)
 		}
@@ -223,15 +218,21 @@ func (p *Proxy) setTargets(fixed, discovered []Target) error {
 
 // probeLoop measures t's link until ctx ends: the round trip every
 // ProbeInterval, bandwidth too every BandwidthEvery probes (and on the
-// first), with transfers sized to take about 20 ms at the last estimate.
+// first), with transfers sized to take probeWindow at the last estimate.
+// A bandwidth probe due while requests are in the proxy waits until none
+// is.
 func (p *Proxy) probeLoop(ctx context.Context, t *target) {
 	defer close(t.done)
 	tick := time.NewTicker(p.cfg.ProbeInterval)
 	defer tick.Stop()
+	owed := false
 	for i := 0; ; i++ {
 		n := 0
-		if i%p.cfg.BandwidthEvery == 0 {
-			n = t.probeBytes()
+		if i%p.cfg.BandwidthEvery == 0 || owed {
+			owed = p.busy.Load() > 0
+			if !owed {
+				n = t.probeBytes()
+			}
 		}
 		pctx, cancel := context.WithTimeout(ctx, DefaultProbeTimeout)
 		r, err := linkprobe.Measure(pctx, t.conn, n)
@@ -278,7 +279,7 @@ func (t *target) probeBytes() int {
 	if bw <= 0 {
 		return defaultProbeBytes
 	}
-	n := int(bw / 8 * 0.020)
+	n := int(bw / 8 * probeWindow.Seconds())
 	return min(max(n, minProbeBytes), maxProbeB)
 }
 

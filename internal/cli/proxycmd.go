@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -113,8 +115,16 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	maxBody := fs.Int64("max-body-bytes", 64<<20, "largest request body or gRPC message in `bytes`")
 	logLevel := fs.String("log-level", "info", "log `level`")
 	logFormat := fs.String("log-format", "text", "log `format`: text or json")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to `file` (written on exit)")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		stop, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer stop()
 	}
 	log, err := newLogger(stderr, *logLevel, *logFormat)
 	if err != nil {
@@ -200,8 +210,8 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("--grpc %s: %w", *grpcAddr, err)
 	}
-	gs, err := grpcsvc.New(p, grpcsvc.Options{Logger: log, MaxRecvMsgSize: int(*maxBody), MaxSendMsgSize: int(*maxBody)}).
-		NewGRPCServer(grpc.ChainUnaryInterceptor(auth.GRPCUnary(*listenToken)), grpc.ChainStreamInterceptor(auth.GRPCStream(*listenToken)))
+	gs, err := proxy.NewGRPCServer(p, grpcsvc.Options{Logger: log, MaxRecvMsgSize: int(*maxBody), MaxSendMsgSize: int(*maxBody)},
+		grpc.ChainUnaryInterceptor(auth.GRPCUnary(*listenToken)), grpc.ChainStreamInterceptor(auth.GRPCStream(*listenToken)))
 	if err != nil {
 		return err
 	}
@@ -232,4 +242,23 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case err := <-errc:
 		return err
 	}
+}
+
+// startCPUProfile profiles the process into path until stop is called. The
+// rate is 1 kHz: a device at a tenth of a core gives a hundred samples a
+// second at the default rate, too few for a run of a minute.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	runtime.SetCPUProfileRate(1000)
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
