@@ -61,6 +61,9 @@ type OffloadConfig struct {
 	Degrade bool
 	// Progress receives a line per step.
 	Progress io.Writer
+	// ProfileDir, when set, receives the device proxy's CPU profile for
+	// each configuration: device-local.pprof, device-<link>.pprof.
+	ProfileDir string
 }
 
 // DefaultLinks are the links the benchmark emulates by default.
@@ -90,6 +93,9 @@ type OffloadRow struct {
 	// measured requests; Predicted counts those with a prediction.
 	PredErr   float64
 	Predicted int
+	// DeviceCPU is the device proxy's CPU time per measured request
+	// (all its threads, from /proc; 0 where unavailable).
+	DeviceCPU time.Duration
 }
 
 // OffloadReport is what RunOffload measured.
@@ -215,15 +221,15 @@ func RunOffload(ctx context.Context, cfg OffloadConfig) (OffloadReport, error) {
 	q, p := group.Quota()
 	rep.DeviceDesc = fmt.Sprintf("accelpool proxy process in a cgroup CPU quota of %.2f cores (%v per %v; EMULATED weak device), ONNX Runtime 1 thread", cfg.DeviceCPU, q, p)
 
-	// Edge server latency alone, per model (the ideal's compute term).
-	remote := map[string]time.Duration{}
+	// Edge server latency alone, per model, and its answers' size (the
+	// ideal's compute term is measured again beside each row).
 	outBytes := map[string]int64{}
 	for _, in := range inputs {
 		lat, out, err := measureDirect(ctx, direct, in, cfg.Warmup+2, cfg.Requests*2)
 		if err != nil {
 			return rep, fmt.Errorf("%s on the edge server: %w", in.model, err)
 		}
-		remote[in.model], outBytes[in.model] = lat, out
+		outBytes[in.model] = out
 		cfg.progress("edge server alone: %s median %v (%d-byte answer)", in.model, fmtMS(lat), out)
 	}
 
@@ -231,12 +237,12 @@ func RunOffload(ctx context.Context, cfg OffloadConfig) (OffloadReport, error) {
 	local := map[string]time.Duration{}
 	{
 		cfg.progress("starting the device proxy in local mode (loading models at %.2f cores takes a while)", cfg.DeviceCPU)
-		dev, err := startDevice(ctx, cfg, group, "--mode", "local", "--models", deviceRepo)
+		dev, err := startDevice(ctx, cfg, group, "local", "--mode", "local", "--models", deviceRepo)
 		if err != nil {
 			return rep, err
 		}
 		for _, in := range inputs {
-			ms, err := measureProxy(ctx, dev.client, in, cfg.Warmup, cfg.Requests, cfg.progress)
+			ms, err := measureProxy(ctx, dev, nil, in, cfg.Warmup, cfg.Requests, cfg.progress)
 			if err != nil {
 				dev.stop()
 				return rep, fmt.Errorf("%s on the device: %w", in.model, err)
@@ -254,20 +260,20 @@ func RunOffload(ctx context.Context, cfg OffloadConfig) (OffloadReport, error) {
 			return rep, fmt.Errorf("probing link %s: %w", l.Name, err)
 		}
 		cfg.progress("link %s (%s): probed rtt %v, up %.1f Mbit/s, down %.1f Mbit/s", l.Name, l, fmtMS(probe.RTT), probe.UpBps/1e6, probe.DownBps/1e6)
-		dev, err := startDevice(ctx, cfg, group, "--mode", "auto", "--models", deviceRepo, "--probe-interval", "200ms",
+		dev, err := startDevice(ctx, cfg, group, l.Name, "--mode", "auto", "--models", deviceRepo, "--probe-interval", "200ms",
 			"--target", fmt.Sprintf("name=%s,addr=%s,tier=edge", l.Name, links[li].Addr()))
 		if err != nil {
 			return rep, err
 		}
 		for _, in := range inputs {
-			ms, err := measureProxy(ctx, dev.client, in, cfg.Warmup, cfg.Requests, cfg.progress)
+			ms, err := measureProxy(ctx, dev, direct, in, cfg.Warmup, cfg.Requests, cfg.progress)
 			if err != nil {
 				dev.stop()
 				return rep, fmt.Errorf("%s over %s: %w", in.model, l.Name, err)
 			}
 			row := OffloadRow{Model: in.model, Link: l.Name, InBytes: int64(len(in.jpeg)), OutBytes: outBytes[in.model],
 				Local: local[in.model], Achieved: ms.median, RanOn: ms.ranOn(), RTT: probe.RTT, UpBps: probe.UpBps, DownBps: probe.DownBps,
-				Remote: remote[in.model], PredErr: ms.predErr, Predicted: ms.predicted}
+				Remote: ms.edge, PredErr: ms.predErr, Predicted: ms.predicted, DeviceCPU: ms.cpu}
 			row.IdealRemote = probe.RTT + offload.WireTime(row.InBytes, probe.UpBps) + offload.WireTime(row.OutBytes, probe.DownBps) + row.Remote
 			row.Speedup = ratio(row.Local.Seconds(), row.Achieved.Seconds())
 			row.Ideal = ratio(row.Local.Seconds(), min(row.Local, row.IdealRemote).Seconds())
@@ -399,6 +405,8 @@ type proxyMeasure struct {
 	on        map[string]int
 	predErr   float64
 	predicted int
+	cpu       time.Duration // the device's CPU time per measured request
+	edge      time.Duration // the edge server alone, interleaved (median)
 }
 
 func (m proxyMeasure) ranOn() string {
@@ -422,12 +430,29 @@ func (m proxyMeasure) ranOn() string {
 }
 
 // measureProxy sends warmup, then n measured requests one at a time through
-// the device proxy.
-func measureProxy(ctx context.Context, c *grpcsvc.Client, in offloadInput, warmup, n int, progress func(string, ...any)) (proxyMeasure, error) {
+// the device proxy. With direct, each is preceded by one straight to the
+// edge server, so that the edge server's own latency (the ideal's compute
+// term) is measured in the same minutes as the offloaded one: on a shared
+// machine the edge's speed drifts by tens of percent over a run.
+func measureProxy(ctx context.Context, dev *device, direct *grpcsvc.Client, in offloadInput, warmup, n int, progress func(string, ...any)) (proxyMeasure, error) {
+	c := dev.client
 	m := proxyMeasure{on: map[string]int{}}
-	var lat []time.Duration
+	var lat, edge []time.Duration
 	var errSum float64
+	var cpu0 time.Duration
 	for i := range warmup + n {
+		if direct != nil {
+			start := time.Now()
+			if _, err := direct.Infer(ctx, in.request()); err != nil {
+				return m, fmt.Errorf("on the edge server alone: %w", err)
+			}
+			if i >= warmup {
+				edge = append(edge, time.Since(start))
+			}
+		}
+		if i == warmup {
+			cpu0 = dev.cpuTime()
+		}
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 		start := time.Now()
 		r, err := c.Infer(rctx, in.request())
@@ -452,6 +477,12 @@ func measureProxy(ctx context.Context, c *grpcsvc.Client, in offloadInput, warmu
 		}
 	}
 	m.median = medianDuration(lat)
+	if len(edge) > 0 {
+		m.edge = medianDuration(edge)
+	}
+	if cpu0 > 0 {
+		m.cpu = (dev.cpuTime() - cpu0) / time.Duration(n)
+	}
 	if m.predicted > 0 {
 		m.predErr = errSum / float64(m.predicted)
 	}
@@ -527,8 +558,12 @@ var (
 
 // startDevice runs accelpool proxy with args in group and waits (up to 5
 // minutes: loading models at a tenth of a core is slow) until it serves.
-func startDevice(ctx context.Context, cfg OffloadConfig, group *cpulimit.Group, args ...string) (*device, error) {
+// label names the configuration (its CPU profile, with cfg.ProfileDir).
+func startDevice(ctx context.Context, cfg OffloadConfig, group *cpulimit.Group, label string, args ...string) (*device, error) {
 	args = append([]string{"proxy", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--log-level", "warn"}, args...)
+	if cfg.ProfileDir != "" {
+		args = append(args, "--cpuprofile", filepath.Join(cfg.ProfileDir, "device-"+label+".pprof"))
+	}
 	if cfg.ORTLib != "" {
 		args = append(args, "--ort-lib", cfg.ORTLib)
 	}
@@ -578,6 +613,28 @@ func startDevice(ctx context.Context, cfg OffloadConfig, group *cpulimit.Group, 
 		d.stop()
 		return nil, ctx.Err()
 	}
+}
+
+// cpuTime is the CPU time the device process has used so far, over all
+// its threads (the first field of /proc/PID/task/*/schedstat, in ns); 0
+// where /proc does not say.
+func (d *device) cpuTime() time.Duration {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", d.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	var total time.Duration
+	for _, path := range tasks {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		var ns int64
+		if _, err := fmt.Sscan(string(b), &ns); err == nil {
+			total += time.Duration(ns)
+		}
+	}
+	return total
 }
 
 func (d *device) stop() {

@@ -144,15 +144,17 @@ func (rep OffloadReport) Print(w io.Writer, cfg OffloadConfig) {
 	fmt.Fprintf(w, "links:   emulated with toxiproxy on loopback (latency split over both directions, bandwidth toxic each way)\n")
 	fmt.Fprintf(w, "requests: %d measured one at a time per row after %d warm-up; JPEG images preprocessed beside the model; medians\n\n", cfg.Requests, cfg.Warmup)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "model\tlink\tin\tout\tlocal\toffloaded\tran on\tspeedup\tprobed rtt\tup/down Mbit/s\tedge alone\tideal remote\tideal speedup\tachieved/ideal\tpred err\t")
+	fmt.Fprintln(tw, "model\tlink\tin\tout\tlocal\toffloaded\tran on\tspeedup\tprobed rtt\tup/down Mbit/s\tedge alone\tideal remote\tideal speedup\tachieved/ideal\tpred err\tdevice CPU/req\t")
 	for _, r := range rep.Rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1fx\t%s\t%.0f/%.0f\t%s\t%s\t%.1fx\t%.2f\t%.1f%%\t\n", r.Model, r.Link, kb(r.InBytes), kb(r.OutBytes),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1fx\t%s\t%.0f/%.0f\t%s\t%s\t%.1fx\t%.2f\t%.1f%%\t%s\t\n", r.Model, r.Link, kb(r.InBytes), kb(r.OutBytes),
 			fmtMS(r.Local), fmtMS(r.Achieved), r.RanOn, r.Speedup, fmtMS(r.RTT), r.UpBps/1e6, r.DownBps/1e6, fmtMS(r.Remote), fmtMS(r.IdealRemote),
-			r.Ideal, r.AchievedOfIdeal, 100*r.PredErr)
+			r.Ideal, r.AchievedOfIdeal, 100*r.PredErr, fmtMS(r.DeviceCPU))
 	}
 	_ = tw.Flush()
 	fmt.Fprintln(w, "\nideal remote = probed rtt + in/up + out/down + edge alone; ideal speedup = local / min(local, ideal remote);")
-	fmt.Fprintln(w, "pred err = mean |predicted - measured| / measured over the measured requests (prediction from the proxy's accelpool_predicted_us)")
+	fmt.Fprintln(w, "edge alone = the edge server called directly from this process, one call before each offloaded request (median);")
+	fmt.Fprintln(w, "pred err = mean |predicted - measured| / measured over the measured requests (prediction from the proxy's accelpool_predicted_us);")
+	fmt.Fprintln(w, "device CPU/req = the device proxy's CPU time (all threads, probes included) per measured request")
 	if d := rep.Degrade; d != nil {
 		fmt.Fprintf(w, "\nlink degradation under load (%s, 2 clients back to back): link %s → %s → %s\n", d.Model, d.Normal, d.Degraded, d.Normal)
 		fmt.Fprintf(w, "  settled on %s; moved to local %v after the link degraded; back on %s %v after it recovered; %d requests, %d failed\n",

@@ -68,8 +68,14 @@ func runBenchOffload(ctx context.Context, args []string, stdout, stderr io.Write
 	plot := fs.String("plot", "offload.svg", "write the speedup plot (SVG) to `file` (\"\" for none)")
 	repo := fs.String("model-repository", cache.ModelRepository(), "where the models are")
 	ortLib := fs.String("ort-lib", "", "ONNX Runtime library `path`")
+	profDir := fs.String("cpuprofile", "", "write the device proxy's CPU profile per configuration into `dir` (device-local.pprof, device-<link>.pprof)")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *profDir != "" {
+		if err := os.MkdirAll(*profDir, 0o755); err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
 	}
 	if *deviceCPU <= 0 || *deviceCPU > 1 {
 		return fmt.Errorf("--device-cpu %g: want a share of one core in (0, 1]", *deviceCPU)
@@ -91,7 +97,7 @@ func runBenchOffload(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	cfg := bench.OffloadConfig{Exe: exe, ORTLib: *ortLib, Repository: *repo, ImagesDir: images, DeviceCPU: *deviceCPU,
 		EdgeThreads: *edgeThreads, Links: links, Models: strings.Split(*models, ","), Requests: *requests, Warmup: *warmup,
-		Degrade: *degrade, Progress: stderr}
+		Degrade: *degrade, Progress: stderr, ProfileDir: *profDir}
 	rep, err := bench.RunOffload(ctx, cfg)
 	if err != nil {
 		return err
