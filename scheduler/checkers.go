@@ -38,6 +38,32 @@ type NodeChecker interface {
 	NodeScoped() bool
 }
 
+// DeferredChecker is a hard Checker costly enough that running it on
+// every candidate dominates a decision (a latency model predicting every
+// co-located application's p99). When the policy records only its Top
+// candidates, the scheduler runs the other checkers and the rankers on
+// every candidate first and a deferred checker only on the eligible ones,
+// best-ranked first, until it has the Top best that pass it: the decision
+// is the same (the best-ranked candidate that passes every checker), at
+// the cost of the candidates ranked below those. Explanation.Unchecked
+// counts the eligible candidates it never saw. With Top = 0 (a full
+// record) it runs on every candidate like any checker. A deferred checker
+// runs after the others, whatever its place in Policy.Checkers; a soft
+// one is not deferred.
+type DeferredChecker interface {
+	Checker
+	Deferred() bool
+}
+
+// QuietChecker is a Checker that can judge a candidate without building
+// its reason, for less: the scheduler calls Passes instead of Check where
+// it would not record the reason (the deferred rejections beyond
+// Policy.Top's sample).
+type QuietChecker interface {
+	Checker
+	Passes(c *Candidate) bool
+}
+
 // DefaultCheckers are the built-in checkers in the order they run: cheap
 // node-wide tests first, then memory, then the soft anti-affinity
 // preference.

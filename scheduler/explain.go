@@ -38,6 +38,10 @@ type Explanation struct {
 	// hard checker but not a soft one.
 	Feasible  int `json:"feasible"`
 	Fallbacks int `json:"fallbacks"`
+	// Unchecked of the Feasible and Fallbacks candidates were ranked
+	// below the recorded best and never run through the policy's
+	// deferred checkers (DeferredChecker); they passed every other one.
+	Unchecked int `json:"unchecked,omitempty"`
 	// Filtered counts the candidates each checker rejected, in checker
 	// order, omitting zeros.
 	Filtered []Filtered `json:"filtered,omitempty"`
@@ -136,6 +140,9 @@ func (e Explanation) Format(w io.Writer) error {
 		ew.printf(" (%s)", strings.Join(parts, ", "))
 	}
 	ew.printf("\n")
+	if e.Unchecked > 0 {
+		ew.printf("%d of the feasible and fallback candidates ranked below the best were not run through the deferred checkers\n", e.Unchecked)
+	}
 	if e.Omitted > 0 {
 		ew.printf("showing the best-ranked and a sample of the rejected; %d more not recorded\n", e.Omitted)
 	}

@@ -72,6 +72,7 @@ func (s *State) Place(req Request, p Policy) (Explanation, error) {
 		names:   make([]string, len(pol.checkers)),
 		counts:  make([]int, len(pol.checkers)+1), // last: noAccelerators
 		full:    p.Top <= 0,
+		deferOn: p.Top > 0 && pol.anyDefer,
 		rej:     sc.rej,
 		nodeRes: sc.nodeRes,
 	}
@@ -106,15 +107,20 @@ func (s *State) Place(req Request, p Policy) (Explanation, error) {
 		e.Candidates = make([]Outcome, 0, len(s.accs))
 	}
 
-	// Round one: every candidate.
+	// Round one: every candidate (deferred checkers aside).
 	sampled := make([]int, len(ev.counts)) // rejections recorded per checker
+	closed := false                        // the explanation's round one is over
 	record := func(ci int, o Outcome) {
+		if closed {
+			return
+		}
 		if ev.full || sampled[ci] < p.Top {
 			sampled[ci]++
 			e.Candidates = append(e.Candidates, o)
 		}
 	}
 	ents := sc.ents[:0]
+	ev.skipDeferred = ev.deferOn
 	for ni := range s.nodes {
 		n := &s.nodes[ni]
 		e.Evaluated += max(1, int(n.end-n.first))
@@ -149,10 +155,38 @@ func (s *State) Place(req Request, p Policy) (Explanation, error) {
 		}
 	}
 	sc.ents = ents[:0]
-	e.Filtered = ev.filtered()
+	ev.skipDeferred = false
 
-	// Rank: every eligible candidate, or the Top best.
+	// Rank: every eligible candidate, or the Top best. Deferred checkers
+	// run on round one's candidates as they leave the heap, best first.
 	var pl pool
+	var stale map[int32]bool // nodes placed on by this decision
+	if ev.deferOn {
+		pl.check = func(ent entry) bool {
+			if stale[s.accs[ent.ai].node] {
+				return true // re-evaluated in full; best skips it
+			}
+			var o Outcome
+			ci := ev.evalDeferred(ent.ai, &o, func(ci int) bool { return !closed && sampled[ci] < p.Top })
+			if ci < 0 {
+				return true
+			}
+			if old := ev.rej[ent.ai]; old >= 0 {
+				ev.counts[old]--
+			}
+			ev.counts[ci]++
+			ev.rej[ent.ai] = int16(ci)
+			if !closed {
+				if ent.fb >= 0 {
+					e.Fallbacks--
+				} else {
+					e.Feasible--
+				}
+			}
+			record(ci, o)
+			return false
+		}
+	}
 	if ev.full {
 		slices.SortFunc(ents, compareEntries)
 		for i, ent := range ents {
@@ -178,10 +212,14 @@ func (s *State) Place(req Request, p Policy) (Explanation, error) {
 			return cmp.Compare(a.Accelerator, b.Accelerator)
 		})
 		e.Omitted = e.Evaluated - len(e.Candidates)
+		if ev.deferOn {
+			e.Unchecked = len(pl.heap)
+		}
 	}
+	e.Filtered = ev.filtered()
+	closed = true
 
 	// Place one instance at a time.
-	var stale map[int32]bool
 	var reeval []Outcome
 	for k := 0; k < req.Count; k++ {
 		best, fresh, ok := pl.best(s, stale)
@@ -268,13 +306,17 @@ func getScratch(accs, checkers int) *scratch {
 
 // evaluator runs the pipeline on one candidate at a time.
 type evaluator struct {
-	s      *State
-	pol    resolved
-	names  []string
-	cand   *Candidate
-	full   bool
-	rej    []int16 // per accelerator: the rejecting checker, or -1
-	counts []int   // current rejections per checker
+	s     *State
+	pol   resolved
+	names []string
+	cand  *Candidate
+	full  bool
+	// deferOn: the policy has deferred checkers and records only its Top
+	// candidates, so they run on candidates as they are ranked;
+	// skipDeferred: round one, which leaves them out.
+	deferOn, skipDeferred bool
+	rej                   []int16 // per accelerator: the rejecting checker, or -1
+	counts                []int   // current rejections per checker
 	// scoreBuf holds the scores of eligible candidates (a scratch buffer
 	// unless full, when outcomes keep slices of it); fallbacks their soft
 	// rejections.
@@ -303,6 +345,9 @@ func (ev *evaluator) eval(ai int32, o *Outcome) int {
 	c := ev.cand
 	c.ai = ai
 	for i, ch := range ev.pol.checkers {
+		if ev.deferOn && ev.pol.deferred[i] {
+			continue // below, after the others
+		}
 		c.checker = i
 		var ok bool
 		var reason string
@@ -328,6 +373,12 @@ func (ev *evaluator) eval(ai int32, o *Outcome) int {
 		o.Checker, o.Reason, o.Fallback = ev.names[i], reason, ""
 		return i
 	}
+	if ev.deferOn && !ev.skipDeferred {
+		if ci := ev.evalDeferred(ai, o, nil); ci >= 0 {
+			o.Fallback = ""
+			return ci
+		}
+	}
 	start := len(ev.scoreBuf)
 	total := 0.0
 	for i, r := range ev.pol.rankers {
@@ -338,6 +389,39 @@ func (ev *evaluator) eval(ai int32, o *Outcome) int {
 	}
 	o.Scores = ev.scoreBuf[start:len(ev.scoreBuf):len(ev.scoreBuf)]
 	o.Score = total
+	return -1
+}
+
+// evalDeferred runs the policy's deferred checkers on accelerator ai,
+// filling o with the rejection if one rejects; it returns the rejecting
+// checker's index, or -1. When why is set and says checker i's reason
+// will not be recorded, a QuietChecker is asked without it.
+func (ev *evaluator) evalDeferred(ai int32, o *Outcome, why func(i int) bool) int {
+	s := ev.s
+	a := &s.accs[ai]
+	c := ev.cand
+	c.ai = ai
+	for i, ch := range ev.pol.checkers {
+		if !ev.pol.deferred[i] {
+			continue
+		}
+		c.checker = i
+		if q, quiet := ch.(QuietChecker); quiet && why != nil && !why(i) {
+			if q.Passes(c) {
+				continue
+			}
+			o.Node = s.nodes[a.node].state.Node.Name
+			o.Accelerator = a.spec.ID
+			o.Checker, o.Reason = ev.names[i], "(not recorded)"
+			return i
+		}
+		if ok, reason := ch.Check(c); !ok {
+			o.Node = s.nodes[a.node].state.Node.Name
+			o.Accelerator = a.spec.ID
+			o.Checker, o.Reason = ev.names[i], reason
+			return i
+		}
+	}
 	return -1
 }
 
@@ -448,12 +532,34 @@ type pool struct {
 	heap   []entry
 	head   int
 	fresh  []freshEntry
+	// check, when set, runs the deferred checkers on an entry leaving
+	// the heap; false drops it. rejected counts its rejections; swept
+	// records that the heap was filtered whole.
+	check    func(entry) bool
+	rejected int
+	swept    bool
 }
+
+// sweepAfter is the number of deferred rejections after which the rest
+// of the heap is filtered in one pass: a decision rejecting that many of
+// its best-ranked candidates is likely to reject most of the others, and
+// popping ten thousand entries one by one from a heap costs more than the
+// checks themselves.
+const sweepAfter = 256
 
 // at returns the i-th entry of round one's order.
 func (p *pool) at(i int) (entry, bool) {
 	for len(p.sorted) <= i && len(p.heap) > 0 {
-		p.sorted = append(p.sorted, p.pop())
+		if p.check != nil && !p.swept && p.rejected >= sweepAfter && len(p.heap) > 4*sweepAfter {
+			p.sweep()
+			continue
+		}
+		e := p.pop()
+		if p.check != nil && !p.check(e) {
+			p.rejected++
+			continue
+		}
+		p.sorted = append(p.sorted, e)
 	}
 	if i < len(p.sorted) {
 		return p.sorted[i], true
@@ -490,6 +596,23 @@ func (p *pool) best(s *State, stale map[int32]bool) (entry, *Outcome, bool) {
 // drop removes node ni's fresh entries before it is re-evaluated.
 func (p *pool) drop(s *State, ni int32) {
 	p.fresh = slices.DeleteFunc(p.fresh, func(e freshEntry) bool { return s.accs[e.ai].node == ni })
+}
+
+// sweep runs the deferred checks on every entry left in the heap, in
+// array order, keeps those that pass and rebuilds the heap from them.
+func (p *pool) sweep() {
+	p.swept = true
+	keep := p.heap[:0]
+	for _, e := range p.heap {
+		if p.check(e) {
+			keep = append(keep, e)
+		} else {
+			p.rejected++
+		}
+	}
+	clear(p.heap[len(keep):])
+	p.heap = keep
+	p.heapify()
 }
 
 func (p *pool) heapify() {

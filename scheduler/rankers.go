@@ -55,6 +55,8 @@ type resolved struct {
 	checkers []Checker
 	soft     []bool
 	node     []bool // NodeChecker
+	deferred []bool // DeferredChecker, hard
+	anyDefer bool
 	rankers  []Ranker
 	weights  []float64 // normalised
 }
@@ -67,6 +69,7 @@ func (p Policy) resolve() (resolved, error) {
 	}
 	r.soft = make([]bool, len(r.checkers))
 	r.node = make([]bool, len(r.checkers))
+	r.deferred = make([]bool, len(r.checkers))
 	for i, c := range r.checkers {
 		if c == nil {
 			return r, errdefs.Invalid(fmt.Sprintf("policy: checker %d is nil", i))
@@ -76,6 +79,10 @@ func (p Policy) resolve() (resolved, error) {
 		}
 		if n, ok := c.(NodeChecker); ok && n.NodeScoped() {
 			r.node[i] = true
+		}
+		if d, ok := c.(DeferredChecker); ok && d.Deferred() && !r.soft[i] {
+			r.deferred[i] = true
+			r.anyDefer = true
 		}
 	}
 	rk := p.Rankers

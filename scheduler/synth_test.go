@@ -259,3 +259,102 @@ func TestConcurrentPlace(t *testing.T) {
 		}
 	}
 }
+
+// costly is a deferred checker for TestDeferredMatchesFull: it rejects an
+// accelerator that would hold more than max instances, or whose name hashes
+// into one of three buckets, and counts its calls.
+type costly struct {
+	max   int
+	calls *int
+}
+
+func (costly) Name() string   { return "costly" }
+func (costly) Deferred() bool { return true }
+func (c costly) Check(cand *scheduler.Candidate) (bool, string) {
+	*c.calls++
+	if n := len(cand.Instances()) + 1; n > c.max {
+		return false, fmt.Sprintf("%d instances > %d", n, c.max)
+	}
+	h := 0
+	for _, b := range cand.Node().Name + cand.Accelerator().ID {
+		h = h*31 + int(b)
+	}
+	if h%3 == 0 {
+		return false, "hash"
+	}
+	return true, ""
+}
+
+// TestDeferredMatchesFull: a deferred checker changes what a decision
+// costs, never what it decides. With Top, the placements and failures
+// equal those of a full evaluation (which runs it on every candidate),
+// every recorded outcome is the full evaluation's, the candidates it was
+// never run on are counted, and it runs on fewer candidates.
+func TestDeferredMatchesFull(t *testing.T) {
+	snap := synth.Cluster(synth.Config{Nodes: 1500, Seed: 9, Fill: 0.7})
+	s, err := scheduler.Prepare(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqs := append(synth.Requests(60, 1, 1500, 2), synth.Requests(30, 3, 1500, 3)...)
+	for i := 0; i < 20; i++ {
+		reqs = append(reqs, scheduler.Request{App: snap.Apps[i*17], MemoryBytes: 20 * gib, Count: 3})
+	}
+	// More instances than fit: the costly checker sees every candidate.
+	reqs = append(reqs, scheduler.Request{App: snap.Apps[5], MemoryBytes: 8 * gib, Count: 400})
+	var fullCalls, topCalls int
+	policy := func(calls *int, top int) scheduler.Policy {
+		return scheduler.Policy{Top: top, Checkers: append(scheduler.DefaultCheckers(), costly{max: 6, calls: calls})}
+	}
+	const top = 5
+	failed, unchecked := 0, 0
+	okFull, okTop := 0, 0 // calls for single-instance decisions that placed one
+	for _, r := range reqs {
+		f0, t0 := fullCalls, topCalls
+		full, errFull := s.Place(r, policy(&fullCalls, 0))
+		part, errTop := s.Place(r, policy(&topCalls, top))
+		if errFull == nil && r.Count <= 1 {
+			okFull += fullCalls - f0
+			okTop += topCalls - t0
+		}
+		name := r.App.Metadata.Name
+		if (errFull == nil) != (errTop == nil) || !reflect.DeepEqual(full.Placements, part.Placements) {
+			t.Fatalf("%s: full placed %v (%v), deferred %v (%v)", name, where(full), errFull, where(part), errTop)
+		}
+		if full.Failure != part.Failure {
+			t.Fatalf("%s: failure %q, deferred %q", name, full.Failure, part.Failure)
+		}
+		if errFull != nil {
+			failed++
+		}
+		// Candidates passed by the other checkers but never run through
+		// the costly one count as feasible, and are the only difference.
+		extra := part.Feasible + part.Fallbacks - full.Feasible - full.Fallbacks
+		if extra < 0 || extra > part.Unchecked || full.Unchecked != 0 {
+			t.Fatalf("%s: feasible+fallbacks %d vs full %d, unchecked %d", name,
+				part.Feasible+part.Fallbacks, full.Feasible+full.Fallbacks, part.Unchecked)
+		}
+		unchecked += part.Unchecked
+		ranked := 0
+		for _, o := range part.Candidates {
+			f, ok := outcome(full, o.Node, o.Accelerator)
+			if !ok || f.Checker != o.Checker || f.Reason != o.Reason || f.Score != o.Score {
+				t.Fatalf("%s: deferred outcome %+v, full %+v", name, o, f)
+			}
+			if !o.Rejected() {
+				ranked++
+			}
+		}
+		if ranked != min(top, full.Feasible+full.Fallbacks) {
+			t.Errorf("%s: %d ranked recorded, want %d", name, ranked, min(top, full.Feasible+full.Fallbacks))
+		}
+	}
+	if failed == 0 || unchecked == 0 {
+		t.Fatalf("the requests did not exercise both paths: %d failed, %d unchecked", failed, unchecked)
+	}
+	if okFull == 0 || okTop >= okFull {
+		t.Errorf("deferred checker ran %d times, %d in full, for single placements: want fewer", okTop, okFull)
+	}
+	t.Logf("costly checker calls: %d in full, %d deferred (%d and %d for single placements); %d failures",
+		fullCalls, topCalls, okFull, okTop, failed)
+}

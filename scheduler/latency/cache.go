@@ -32,7 +32,12 @@ import (
 // cluster stay until Forget.
 type TenantCache struct {
 	mu sync.RWMutex
-	m  map[cacheKey]*tenantSet
+	// byList finds an entry by its instance list's backing array (a
+	// pointer hashes faster than two names); byAccel is the list each
+	// accelerator's entry was last built from, so that a rebuilt entry
+	// replaces the old one instead of piling up.
+	byList  map[*cluster.Instance]*tenantSet
+	byAccel map[cacheKey]*cluster.Instance
 	// proposed is the last proposed instance resolved per accelerator
 	// kind (cpu, gpu, tpu, other): a decision proposes the same one on
 	// every candidate.
@@ -47,29 +52,39 @@ type proposal struct {
 	model string
 	kind  string
 	load  Load
+	own   float64 // psOwn of the load's profile
+	bad   string  // the load's validation error as the PS model words it
 }
 
 type cacheKey struct{ node, accel string }
 
 // tenantSet is one accelerator's resolved tenants.
 type tenantSet struct {
-	// The instance list it was built from.
+	// The instance list it was built from, and the accelerator kind
+	// its profiles are for.
 	data *cluster.Instance
 	n    int
+	kind string
 
 	loads  []Load
 	objs   []float64
-	rho    float64 // Σ λ_i·s_i
-	reason string  // non-empty: a tenant cannot be resolved
+	own    []float64 // psOwn per load, for the processor-sharing check
+	rho    float64   // Σ λ_i·s_i
+	lam    float64   // Σ λ_i, per ms
+	reason string    // non-empty: a tenant cannot be resolved
+	bad    string    // non-empty: a tenant's load is invalid (PS's words)
 }
 
 // NewTenantCache returns an empty cache.
-func NewTenantCache() *TenantCache { return &TenantCache{m: map[cacheKey]*tenantSet{}} }
+func NewTenantCache() *TenantCache {
+	return &TenantCache{byList: map[*cluster.Instance]*tenantSet{}, byAccel: map[cacheKey]*cluster.Instance{}}
+}
 
 // Forget drops every entry.
 func (tc *TenantCache) Forget() {
 	tc.mu.Lock()
-	clear(tc.m)
+	clear(tc.byList)
+	clear(tc.byAccel)
 	tc.mu.Unlock()
 	for i := range tc.proposed {
 		tc.proposed[i].Store(nil)
@@ -80,13 +95,22 @@ func (tc *TenantCache) Forget() {
 func (tc *TenantCache) Len() int {
 	tc.mu.RLock()
 	defer tc.mu.RUnlock()
-	return len(tc.m)
+	return len(tc.byAccel)
 }
 
 // resolveProposed resolves the candidate's proposed instance, reusing the
 // last one when it is the same application (same specification, rate and
 // objective), model and accelerator kind.
 func (tc *TenantCache) resolveProposed(c *scheduler.Candidate, src ProfileSource, share RateShare) (Load, float64, error) {
+	p, err := tc.proposal(c, src, share)
+	if err != nil {
+		return Load{}, 0, err
+	}
+	return p.load, p.p99, nil
+}
+
+// proposal is resolveProposed's cached entry.
+func (tc *TenantCache) proposal(c *scheduler.Candidate, src ProfileSource, share RateShare) (*proposal, error) {
 	in := c.Proposed()
 	kind := c.Accelerator().Kind
 	slot := &tc.proposed[kindSlot(kind)]
@@ -94,15 +118,21 @@ func (tc *TenantCache) resolveProposed(c *scheduler.Candidate, src ProfileSource
 	if ok {
 		if p := slot.Load(); p != nil && p.app == app && p.rate == app.Spec.Rate &&
 			p.p99 == app.Spec.Objective.P99Ms && p.model == in.ModelName && p.kind == kind {
-			return p.load, p.p99, nil
+			return p, nil
 		}
 	}
 	l, app, err := resolve(c, in, src, share)
 	if err != nil {
-		return Load{}, 0, err
+		return nil, err
 	}
-	slot.Store(&proposal{app: app, rate: app.Spec.Rate, p99: app.Spec.Objective.P99Ms, model: in.ModelName, kind: kind, load: l})
-	return l, app.Spec.Objective.P99Ms, nil
+	p := &proposal{app: app, rate: app.Spec.Rate, p99: app.Spec.Objective.P99Ms, model: in.ModelName, kind: kind, load: l}
+	if _, err := validate(PS{}.Name(), []Load{l}); err != nil {
+		p.bad = err.Error()
+	} else {
+		p.own = psOwn(l.Profile.ServiceTimeMs, l.Profile.ServiceTimeCV)
+	}
+	slot.Store(p)
+	return p, nil
 }
 
 // get returns the resolved tenants of ins, the candidate's snapshot
@@ -111,14 +141,16 @@ func (tc *TenantCache) get(c *scheduler.Candidate, ins []cluster.Instance, src P
 	if len(ins) == 0 {
 		return &tenantSet{}
 	}
-	k := cacheKey{c.Node().Name, c.Accelerator().ID}
+	data, kind := unsafe.SliceData(ins), c.Accelerator().Kind
 	tc.mu.RLock()
-	set := tc.m[k]
+	set := tc.byList[data]
 	tc.mu.RUnlock()
-	if set != nil && set.data == unsafe.SliceData(ins) && set.n == len(ins) {
+	// The same array and length are the same instances; the kind picks
+	// their profiles.
+	if set != nil && set.n == len(ins) && set.kind == kind {
 		return set
 	}
-	set = &tenantSet{data: unsafe.SliceData(ins), n: len(ins)}
+	set = &tenantSet{data: data, n: len(ins), kind: kind}
 	set.loads = make([]Load, 0, len(ins))
 	set.objs = make([]float64, 0, len(ins))
 	for _, in := range ins {
@@ -131,9 +163,25 @@ func (tc *TenantCache) get(c *scheduler.Candidate, ins []cluster.Instance, src P
 		set.loads = append(set.loads, l)
 		set.objs = append(set.objs, app.Spec.Objective.P99Ms)
 		set.rho += l.Rate / 1000 * l.Profile.ServiceTimeMs
+		set.lam += l.Rate / 1000
 	}
+	if set.reason == "" {
+		if _, err := validate(PS{}.Name(), set.loads); err != nil {
+			set.bad = err.Error()
+		} else {
+			set.own = make([]float64, len(set.loads))
+			for i, l := range set.loads {
+				set.own[i] = psOwn(l.Profile.ServiceTimeMs, l.Profile.ServiceTimeCV)
+			}
+		}
+	}
+	k := cacheKey{c.Node().Name, c.Accelerator().ID}
 	tc.mu.Lock()
-	tc.m[k] = set
+	if old, ok := tc.byAccel[k]; ok && old != data {
+		delete(tc.byList, old)
+	}
+	tc.byAccel[k] = data
+	tc.byList[data] = set
 	tc.mu.Unlock()
 	return set
 }

@@ -35,9 +35,20 @@ func TestTenantCacheAgrees(t *testing.T) {
 	pp := scheduler.Policy{Checkers: append(scheduler.DefaultCheckers(), without)}
 	reqs := synth.Requests(80, 2, 60, 3)
 	placed, rejectedByLatency, objective := 0, 0, 0
+	// The control plane's way: only the ten best recorded, so the latency
+	// checker runs deferred, in rank order, asked without its reason where
+	// that is not recorded. It must decide the same.
+	pTop := pc
+	pTop.Top = 10
+	unchecked := 0
 	for i, r := range reqs {
+		et, errt := cached.Place(r, pTop)
 		ec, errc := cached.Place(r, pc)
 		ep, errp := plain.Place(r, pp)
+		if (errt == nil) != (errc == nil) || fmt.Sprint(where(et)) != fmt.Sprint(where(ec)) || et.Failure != ec.Failure {
+			t.Fatalf("request %d: deferred %v (%v), full %v (%v)", i, where(et), errt, where(ec), errc)
+		}
+		unchecked += et.Unchecked
 		if (errc == nil) != (errp == nil) || fmt.Sprint(where(ec)) != fmt.Sprint(where(ep)) {
 			t.Fatalf("request %d: cached %v (%v), uncached %v (%v)", i, where(ec), errc, where(ep), errp)
 		}
@@ -67,7 +78,7 @@ func TestTenantCacheAgrees(t *testing.T) {
 		}
 	}
 	t.Logf("placed %d instances; %d candidates rejected by latency, %d for an objective", placed, rejectedByLatency, objective)
-	if placed == 0 || rejectedByLatency == 0 || objective == 0 {
+	if placed == 0 || rejectedByLatency == 0 || objective == 0 || unchecked == 0 {
 		t.Error("the test exercises too little")
 	}
 	if n := withCache.Cache.Len(); n == 0 {

@@ -153,11 +153,30 @@ func NewChecker(src ProfileSource) Checker {
 // Name is "latency".
 func (Checker) Name() string { return "latency" }
 
+// Deferred is true: predicting every co-located application's p99 is the
+// costliest check of a decision, so with Policy.Top the scheduler runs it
+// on candidates in rank order only until it has the best that pass
+// (scheduler.DeferredChecker).
+func (Checker) Deferred() bool { return true }
+
 // Check implements scheduler.Checker.
-func (ch Checker) Check(c *scheduler.Candidate) (bool, string) {
+func (ch Checker) Check(c *scheduler.Candidate) (bool, string) { return ch.judge(c, true) }
+
+// Passes implements scheduler.QuietChecker: Check without building the
+// reason, for the rejections a decision does not record.
+func (ch Checker) Passes(c *scheduler.Candidate) bool {
+	ok, _ := ch.judge(c, false)
+	return ok
+}
+
+// judge is Check; why false leaves the reason out where that saves work.
+func (ch Checker) judge(c *scheduler.Candidate, why bool) (bool, string) {
 	bound := ch.MaxUtilisation
 	if bound <= 0 {
 		bound = DefaultMaxUtilisation
+	}
+	if ok, reason, done := ch.fastPS(c, bound, why); done {
+		return ok, reason
 	}
 	preds, objs, reason := ch.predict(c, bound)
 	if reason != "" {
@@ -182,6 +201,81 @@ func (ch Checker) Check(c *scheduler.Candidate) (bool, string) {
 	p := preds[worst]
 	return false, "app " + p.Name + " p99 would be " + fmtMs(p.P99Ms) + " > " +
 		fmtMs(objs[worst]) + " objective (ρ=" + fmtRho(rho) + ")"
+}
+
+// fastPS judges a candidate on a processor-sharing accelerator from the
+// cached tenants exactly as predict and PS.Predict would (the same sums
+// in the same order, the same formula), without building loads or
+// predictions: the cache keeps each tenant's psOwn, Σ λ and Σ λ·s, so a
+// candidate costs one psP99With per tenant, and with why false it stops
+// at the first objective missed. done is false where it does not apply
+// (no cache, another model, a bound that lets the accelerator overload):
+// the caller predicts in full.
+func (ch Checker) fastPS(c *scheduler.Candidate, bound float64, why bool) (ok bool, reason string, done bool) {
+	if ch.Cache == nil || ch.Profiles == nil || bound >= 1 {
+		return false, "", false
+	}
+	models := ch.Models
+	if models == nil {
+		models = ModelForKind
+	}
+	if _, ps := models(c.Accelerator().Kind).(PS); !ps {
+		return false, "", false
+	}
+	set := ch.Cache.get(c, c.Instances(), ch.Profiles, ch.Share)
+	if set.reason != "" {
+		return false, set.reason, true
+	}
+	p, err := ch.Cache.proposal(c, ch.Profiles, ch.Share)
+	if err != nil {
+		return false, err.Error(), true
+	}
+	l := &p.load
+	rho := set.rho + l.Rate/1000*l.Profile.ServiceTimeMs
+	if rho > bound {
+		if !why {
+			return false, "", true
+		}
+		return false, overBound(rho, bound, c), true
+	}
+	switch {
+	case set.bad != "":
+		return false, set.bad, true
+	case p.bad != "":
+		return false, p.bad, true
+	}
+	lam := set.lam + l.Rate/1000
+	meanS := 0.0
+	if lam > 0 {
+		meanS = rho / lam
+	}
+	worst, ratio, worstP99 := -1, 1.0, 0.0
+	n := len(set.loads)
+	for i := 0; i <= n; i++ {
+		t, own, obj := l, p.own, p.p99
+		if i < n {
+			t, own, obj = &set.loads[i], set.own[i], set.objs[i]
+		}
+		if obj <= 0 {
+			continue
+		}
+		q := psP99With(own, t.Profile.ServiceTimeMs, t.Profile.ServiceTimeCV, rho, lam, meanS)
+		if r := q / obj; r > ratio {
+			if !why {
+				return false, "", true
+			}
+			worst, ratio, worstP99 = i, r, q
+		}
+	}
+	if worst < 0 {
+		return true, "", true
+	}
+	name, obj := l.Name, p.p99
+	if worst < n {
+		name, obj = set.loads[worst].Name, set.objs[worst]
+	}
+	return false, "app " + name + " p99 would be " + fmtMs(worstP99) + " > " +
+		fmtMs(obj) + " objective (ρ=" + fmtRho(rho) + ")", true
 }
 
 // overBound is the reason for a utilisation over the bound, built with
@@ -335,11 +429,13 @@ func orNone(s string) string {
 }
 
 var (
-	_ scheduler.Checker = Checker{}
-	_ scheduler.Ranker  = Slack{}
-	_ ProfileSource     = StaticProfiles{}
-	_ ProfileSource     = ProfileFunc(nil)
-	_ Model             = PS{}
-	_ Model             = FCFS{}
-	_ Model             = Batch{}
+	_ scheduler.Checker         = Checker{}
+	_ scheduler.DeferredChecker = Checker{}
+	_ scheduler.QuietChecker    = Checker{}
+	_ scheduler.Ranker          = Slack{}
+	_ ProfileSource             = StaticProfiles{}
+	_ ProfileSource             = ProfileFunc(nil)
+	_ Model                     = PS{}
+	_ Model                     = FCFS{}
+	_ Model                     = Batch{}
 )

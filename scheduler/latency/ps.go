@@ -72,10 +72,21 @@ func (PS) Predict(apps []Load) ([]Prediction, error) {
 // deterministic-size mixes (latency tests) it is within ±6 % at
 // ρ = 0.3…0.9.
 func psP99(x, cv, rho, lam, meanS float64) float64 {
-	own := x
+	return psP99With(psOwn(x, cv), x, cv, rho, lam, meanS)
+}
+
+// psOwn is the p99 of a job's own size alone: x when deterministic, else
+// the gamma quantile of mean x and coefficient of variation cv.
+func psOwn(x, cv float64) float64 {
 	if cv > 0 {
-		own = whQuantile(x, cv*cv*x*x, 0.99)
+		return whQuantile(x, cv*cv*x*x, 0.99)
 	}
+	return x
+}
+
+// psP99With is psP99 given own = psOwn(x, cv), which depends on the job
+// alone: the latency checker computes it once per tenant.
+func psP99With(own, x, cv, rho, lam, meanS float64) float64 {
 	if rho <= 0 || lam <= 0 {
 		return own
 	}
