@@ -140,13 +140,14 @@ func (c *Client) ModelReady(ctx context.Context, name, version string) (bool, er
 }
 
 // Infer implements oip.Service. Inputs travel as raw_input_contents, their
-// Data slices used as they are; ctx's deadline becomes the gRPC deadline.
+// Data slices used as they are (the tensor Codec sends them without a copy
+// in Go); ctx's deadline becomes the gRPC deadline.
 func (c *Client) Infer(ctx context.Context, req *oip.InferRequest) (*oip.InferResponse, error) {
 	preq, err := encodeInferRequest(req)
 	if err != nil {
 		return nil, err
 	}
-	r, err := c.rpc.ModelInfer(ctx, preq)
+	r, err := c.rpc.ModelInfer(ctx, preq, grpc.ForceCodecV2(Codec{}))
 	if err != nil {
 		return nil, errdefs.FromGRPC(err)
 	}

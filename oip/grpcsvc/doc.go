@@ -4,11 +4,16 @@
 // remote server, so local and remote look alike and one test suite runs
 // against both.
 //
-// On the way in, raw_input_contents become tensor data without a copy;
-// typed contents are checked (one field, the one for the datatype, with
-// exactly the shape's element count, values in range) and encoded once into
-// raw little-endian bytes. Shapes and sizes are validated before anything is
-// allocated. Responses always carry raw_output_contents, as Triton's do.
+// On the way in, raw_input_contents become tensor data without a copy
+// beyond one from gRPC's receive buffers: the tensor Codec (installed by
+// ServerOptions) copies each entry straight into a 64-byte aligned buffer,
+// pooled between requests once the service is done with it; typed contents
+// are checked (one field, the one for the datatype, with exactly the
+// shape's element count, values in range) and encoded once into raw
+// little-endian bytes. Shapes and sizes are validated before anything is
+// allocated. Responses always carry raw_output_contents, as Triton's do,
+// and the codec hands the output tensors to gRPC without copying them; the
+// Client sends its inputs the same way.
 //
 // The gRPC deadline reaches oip.Service.Infer as its context, tightened by
 // a "timeout" request parameter in microseconds (Triton's convention).

@@ -73,9 +73,10 @@ func (o Options) withDefaults() Options {
 }
 
 // ServerOptions are the grpc.ServerOptions that opts call for: message size
-// limits, keepalive, TLS when configured, and interceptors that log failed
-// RPCs and turn panics into codes.Internal. Use them to host the inference
-// service on a *grpc.Server shared with other services.
+// limits, keepalive, TLS when configured, the tensor Codec, and
+// interceptors that log failed RPCs and turn panics into codes.Internal.
+// Use them to host the inference service on a *grpc.Server shared with
+// other services.
 func ServerOptions(opts Options) ([]grpc.ServerOption, error) {
 	opts = opts.withDefaults()
 	so := []grpc.ServerOption{
@@ -91,6 +92,7 @@ func ServerOptions(opts Options) ([]grpc.ServerOption, error) {
 			MinTime:             opts.KeepaliveMinTime,
 			PermitWithoutStream: true,
 		}),
+		grpc.ForceServerCodecV2(Codec{}),
 		grpc.ChainUnaryInterceptor(LogUnaryInterceptor(opts.Logger), RecoverUnaryInterceptor(opts.Logger)),
 		grpc.ChainStreamInterceptor(RecoverStreamInterceptor(opts.Logger)),
 	}

@@ -31,9 +31,56 @@ func New(svc oip.Service, opts Options) *Server {
 	return &Server{svc: svc, opts: opts, log: opts.Logger.With("component", "grpcsvc")}
 }
 
-// Register adds the inference service to gs.
+// Register adds the inference service to gs. With the tensor Codec (see
+// ServerOptions), ModelInfer requests are decoded into pooled buffers that
+// go back to the pool once the service is done with them.
 func (s *Server) Register(gs grpc.ServiceRegistrar) {
-	pb.RegisterGRPCInferenceServiceServer(gs, s)
+	desc := pb.GRPCInferenceService_ServiceDesc
+	desc.Methods = slices.Clone(desc.Methods)
+	for i := range desc.Methods {
+		if desc.Methods[i].MethodName == "ModelInfer" {
+			desc.Methods[i].Handler = modelInferHandler
+		}
+	}
+	gs.RegisterService(&desc, s)
+}
+
+// modelInferHandler is the generated ModelInfer handler, decoding into an
+// inferRequest. Its buffers are reused only when the service is done with
+// them: it was not called or returned without error (a failed Infer may
+// have abandoned work that still reads the inputs), the interceptors
+// passed the request on unchanged, and no output aliases an input.
+func modelInferHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+	in := &inferRequest{msg: new(pb.ModelInferRequest)}
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	s := srv.(*Server)
+	called, reuse := false, false
+	handler := func(ctx context.Context, req any) (any, error) {
+		called = true
+		r, ok := req.(*pb.ModelInferRequest)
+		if !ok {
+			return nil, errdefs.ToGRPC(fmt.Errorf("ModelInfer got a %T: %w", req, errdefs.ErrInternal))
+		}
+		out, settled, err := s.modelInfer(ctx, r)
+		reuse = settled && r == in.msg && (out == nil || !overlaps(out.RawOutputContents, in.bufs))
+		return out, err
+	}
+	var (
+		out any
+		err error
+	)
+	if interceptor == nil {
+		out, err = handler(ctx, in.msg)
+	} else {
+		info := &grpc.UnaryServerInfo{Server: srv, FullMethod: pb.GRPCInferenceService_ModelInfer_FullMethodName}
+		out, err = interceptor(ctx, in.msg, info, handler)
+	}
+	if reuse || !called {
+		in.release()
+	}
+	return out, err
 }
 
 // ServerLive implements inference.GRPCInferenceServiceServer.
@@ -86,13 +133,20 @@ func (s *Server) ModelMetadata(ctx context.Context, req *pb.ModelMetadataRequest
 // deadline, tightened by a "timeout" parameter, bounds the call to
 // oip.Service.Infer through its context.
 func (s *Server) ModelInfer(ctx context.Context, req *pb.ModelInferRequest) (*pb.ModelInferResponse, error) {
+	out, _, err := s.modelInfer(ctx, req)
+	return out, err
+}
+
+// modelInfer is ModelInfer; settled reports whether the service is done
+// with req's tensors: it was not called, or it returned without error.
+func (s *Server) modelInfer(ctx context.Context, req *pb.ModelInferRequest) (out *pb.ModelInferResponse, settled bool, err error) {
 	ireq, err := decodeInferRequest(req)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, true, errdefs.ToGRPC(err)
 	}
 	timeout, err := oip.RequestTimeout(ireq.Parameters)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, true, errdefs.ToGRPC(err)
 	}
 	if timeout > 0 {
 		var cancel context.CancelFunc
@@ -101,17 +155,17 @@ func (s *Server) ModelInfer(ctx context.Context, req *pb.ModelInferRequest) (*pb
 	}
 	resp, err := s.svc.Infer(ctx, ireq)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, false, errdefs.ToGRPC(err)
 	}
 	if resp == nil {
-		return nil, errdefs.ToGRPC(fmt.Errorf("model %q returned no response: %w", ireq.ModelName, errdefs.ErrInternal))
+		return nil, true, errdefs.ToGRPC(fmt.Errorf("model %q returned no response: %w", ireq.ModelName, errdefs.ErrInternal))
 	}
-	out, err := encodeInferResponse(resp, ireq)
+	out, err = encodeInferResponse(resp, ireq)
 	if err != nil {
 		s.log.Error("bad inference response", "model", ireq.ModelName, "id", ireq.ID, "error", err)
-		return nil, errdefs.ToGRPC(fmt.Errorf("model %q: %v: %w", ireq.ModelName, err, errdefs.ErrInternal))
+		return nil, true, errdefs.ToGRPC(fmt.Errorf("model %q: %v: %w", ireq.ModelName, err, errdefs.ErrInternal))
 	}
-	return out, nil
+	return out, true, nil
 }
 
 // RepositoryIndex implements inference.GRPCInferenceServiceServer. There is
