@@ -6,7 +6,13 @@
 // speed without changing its code.
 //
 // A Proxy implements oip.Service; the oip transports put it on the wire
-// as they put an agent's Manager there. Its options for a model are:
+// as they put an agent's Manager there. NewGRPCServer puts it on gRPC with
+// one difference: a request offloaded to a remote target is relayed as
+// the bytes the application sent and answered with the bytes the target
+// sent (the proxy reads the routing fields in place and appends its own
+// response parameters), so a device with a tenth of a core does not
+// decode and re-encode megabytes of tensors; only requests that run on
+// the device, or fall back to it, are decoded. Its options for a model are:
 //
 //   - local, when Config.Local (an agent.Manager over the device's own
 //     model repository, usually) has the model ready;
@@ -18,8 +24,9 @@
 //
 // Each target's link is probed every ProbeInterval with the linkprobe
 // echo over the same gRPC connection requests use (round trip), and every
-// BandwidthEvery probes with transfers sized to take about 20 ms
-// (bandwidth both ways). Each response's server-side time (the queue_us,
+// BandwidthEvery probes with transfers sized to take about 20 ms, at most
+// 256 KiB (bandwidth both ways), when no request is in the proxy: on a
+// slow device a probe and a request slow each other down. Each response's server-side time (the queue_us,
 // preprocess_us and compute_us parameters agents return) and size are
 // folded into per-model means, and so is the transfer time: what the
 // measured latency had past the round trip and the server time. On a slow

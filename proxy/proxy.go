@@ -51,9 +51,10 @@ const (
 	defaultProbeBytes        = 64 << 10
 	minProbeBytes, maxProbeB = 16 << 10, 256 << 10
 	// probeWindow is how long a bandwidth probe's transfers should take at
-	// the last estimate: short enough that a slow device moves the bytes
-	// within one slice of its CPU quota, so that probes from it agree.
-	probeWindow = 5 * time.Millisecond
+	// the last estimate, up to maxProbeB: a few slices of a slow device's
+	// CPU quota, so that probes from it agree with each other (they cannot
+	// tell a fast link's bandwidth, only say when it changes).
+	probeWindow = 20 * time.Millisecond
 )
 
 // Target is a remote Open Inference Protocol endpoint: an agent or a

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/encoding"
 	grpcproto "google.golang.org/grpc/encoding/proto"
@@ -219,6 +220,11 @@ func parseRequest(data mem.BufferSlice) (r *rawRequest, err error) {
 	}
 	if r.model == "" {
 		return r, errdefs.Invalid("model_name is required")
+	}
+	for _, f := range []struct{ name, v string }{{"model_name", r.model}, {"model_version", r.version}, {"id", r.id}} {
+		if !utf8.ValidString(f.v) {
+			return r, errdefs.Invalid(fmt.Sprintf("malformed ModelInferRequest: %s is not valid UTF-8", f.name))
+		}
 	}
 	if len(raws) > 0 && len(raws) != len(ins) {
 		return r, errdefs.Invalid(fmt.Sprintf("raw_input_contents holds %d entries for %d inputs; it needs one per input, in the order of inputs", len(raws), len(ins)))
