@@ -102,7 +102,7 @@ func TestCheckerAcceptsAndRejects(t *testing.T) {
 			nodes:  []scheduler.NodeState{running(node("n1", accel("gpu0", "gpu", 8*gib)), "y", "gpu0")},
 			apps:   []cluster.Application{y},
 			req:    z,
-			reason: "latency: app y p99 would be 567ms > 150ms objective (ρ=0.85)",
+			reason: "latency: app y p99 would be 567ms > 147ms (150ms objective less 2 % headroom; ρ=0.85)",
 		},
 		{
 			name:   "utilisation",
@@ -124,14 +124,14 @@ func TestCheckerAcceptsAndRejects(t *testing.T) {
 			nodes:  []scheduler.NodeState{running(node("n1", accel("tpu0", "tpu", 8*gib)), "y", "tpu0")},
 			apps:   []cluster.Application{y},
 			req:    x,
-			reason: "latency: app x p99 would be 133ms > 100ms objective (ρ=0.63)",
+			reason: "latency: app x p99 would be 133ms > 98ms (100ms objective less 2 % headroom; ρ=0.63)",
 		},
 		{
 			// A CPU is 4x slower here: x alone is at ρ 0.4.
 			name:   "cpu",
 			nodes:  []scheduler.NodeState{node("n1", accel("cpu0", "cpu", 8*gib))},
 			req:    x,
-			reason: "latency: app x p99 would be 208ms > 100ms objective (ρ=0.40)",
+			reason: "latency: app x p99 would be 208ms > 98ms (100ms objective less 2 % headroom; ρ=0.40)",
 		},
 		{
 			name:   "unknown kind",

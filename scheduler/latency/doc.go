@@ -103,9 +103,13 @@
 //
 // Checker ("latency") admits a candidate accelerator only if, with the
 // proposed instance, its model (ModelForKind) keeps every co-located
-// application's p99 within spec.objective.p99Ms and ρ within
-// MaxUtilisation (0.9), rejecting with the worst offender: "app face p99
-// would be 143ms > 100ms objective (ρ=0.82)". An instance's rate is its
+// application's p99 within spec.objective.p99Ms less a headroom for the
+// model's own error (DefaultHeadroom, 2 %) and ρ within MaxUtilisation
+// (0.9), rejecting with the worst offender: "app face p99 would be 143ms >
+// 98ms (100ms objective less 2 % headroom; ρ=0.82)". With Policy.Top it
+// runs deferred (scheduler.DeferredChecker): on candidates in rank order
+// until the best that pass are found, from per-accelerator sums kept in
+// the TenantCache, without allocating. An instance's rate is its
 // application's spec.rate split over spec.replicas.min instances
 // (EvenShare); profiles come from a ProfileSource (model, kind), which the
 // control plane backs with its profile registry; StaticProfiles and
