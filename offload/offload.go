@@ -223,3 +223,40 @@ func (m *Mean) N() int { return m.n }
 
 // Duration is Value as a duration of nanoseconds.
 func (m *Mean) Duration() time.Duration { return time.Duration(m.v) }
+
+// RecentWindow is how many samples a Recent keeps.
+const RecentWindow = 5
+
+// Recent is the median of the last RecentWindow samples: an estimate that
+// one slow answer (a stall, a neighbour's burst on a shared machine) does
+// not move, and that follows a lasting change after half a window. The
+// zero value is empty. Not safe for concurrent use.
+type Recent struct {
+	v [RecentWindow]float64
+	n int
+}
+
+// Add records x.
+func (r *Recent) Add(x float64) { r.v[r.n%RecentWindow] = x; r.n++ }
+
+// N is the number of samples recorded.
+func (r *Recent) N() int { return r.n }
+
+// Value is the median of the recent samples (the mean of the middle two
+// when there is an even number of them); 0 before any.
+func (r *Recent) Value() float64 {
+	k := min(r.n, RecentWindow)
+	if k == 0 {
+		return 0
+	}
+	s := r.v
+	w := s[:k]
+	slices.Sort(w)
+	if k%2 == 1 {
+		return w[k/2]
+	}
+	return (w[k/2-1] + w[k/2]) / 2
+}
+
+// Duration is Value as a duration of nanoseconds.
+func (r *Recent) Duration() time.Duration { return time.Duration(r.Value()) }

@@ -138,3 +138,19 @@ func equal(a, b []string) bool {
 	}
 	return true
 }
+
+func TestRecent(t *testing.T) {
+	var r Recent
+	if r.Value() != 0 || r.N() != 0 {
+		t.Fatal("empty Recent not 0")
+	}
+	for i, tc := range []struct{ add, want float64 }{
+		{10, 10}, {30, 20}, {20, 20}, {100, 25}, // one outlier moves it little
+		{20, 20}, {20, 20}, {50, 20}, {50, 50}, {50, 50}, // a lasting change shows after half a window
+	} {
+		r.Add(tc.add)
+		if got := r.Value(); got != tc.want {
+			t.Errorf("after sample %d (%v): %v, want %v", i+1, tc.add, got, tc.want)
+		}
+	}
+}

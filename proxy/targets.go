@@ -44,8 +44,10 @@ type link struct {
 
 // remoteStats is what is known about one model on one target.
 type remoteStats struct {
-	server   offload.Mean // reported server time, ns
-	transfer offload.Mean // measured latency less rtt and server time, ns
+	// server is a median: the far end's time jitters with its load, and a
+	// mean follows every slow answer.
+	server   offload.Recent // reported server time, ns
+	transfer offload.Mean   // measured latency less rtt and server time, ns
 	inBytes  offload.Mean
 	outBytes offload.Mean
 	bwRef    offload.Mean // the probed bandwidth when transfer was learned
