@@ -35,6 +35,8 @@ func NewGRPCServer(p *Proxy, opts grpcsvc.Options, extra ...grpc.ServerOption) (
 	if err != nil {
 		return nil, err
 	}
+	// relayCodec replaces the tensor codec ServerOptions installs, and
+	// hands it every message but the relayed ones.
 	so = append(so, grpc.ForceServerCodecV2(relayCodec{}), grpc.ReadBufferSize(relayBufferSize), grpc.WriteBufferSize(relayBufferSize))
 	gs := grpc.NewServer(append(so, extra...)...)
 	s := &relayServer{Server: grpcsvc.New(p, opts), p: p, opts: opts}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/accelpool/accelpool/errdefs"
 	"github.com/accelpool/accelpool/oip"
+	"github.com/accelpool/accelpool/oip/grpcsvc"
 	"github.com/accelpool/accelpool/tensor"
 )
 
@@ -76,13 +77,13 @@ func (f *frame) free() {
 	f.data = nil
 }
 
-// relayCodec is gRPC's protobuf codec, except for *frame, which it passes
-// through as bytes.
+// relayCodec is grpcsvc's tensor codec (protobuf, tensors without a copy
+// in Go), except for *frame, which it passes through as bytes.
 type relayCodec struct{}
 
 var _ encoding.CodecV2 = relayCodec{}
 
-var protoCodec = encoding.GetCodecV2(grpcproto.Name)
+var protoCodec encoding.CodecV2 = grpcsvc.Codec{}
 
 func (relayCodec) Marshal(v any) (mem.BufferSlice, error) {
 	f, ok := v.(*frame)
