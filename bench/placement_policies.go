@@ -37,7 +37,11 @@ func Policies(names string, w *Workload) ([]PlacementPolicy, error) {
 	make1 := func(name string) (scheduler.Policy, bool, bool) {
 		switch name {
 		case "model-driven":
-			return latency.ModelDrivenPolicy(src), false, true
+			// A CPU runs cores ÷ threads requests at once, as the
+			// simulator and the served agents do.
+			ch := latency.NewChecker(src)
+			ch.Servers = latency.CPUServers(w.Threads)
+			return latency.CheckerPolicy(ch), false, true
 		case "knapsack-first":
 			return baseline.FirstFit(), true, true
 		case "knapsack-best":

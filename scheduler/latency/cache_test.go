@@ -29,8 +29,10 @@ func TestTenantCacheAgrees(t *testing.T) {
 	// A twentieth of synth's rates, so that many accelerators pass the
 	// utilisation bound and the objectives decide.
 	tenth := func(a *cluster.Application) float64 { return a.Spec.Rate / 20 }
-	withCache := latency.Checker{Profiles: synthProfiles, Share: tenth, Cache: latency.NewTenantCache()}
-	without := latency.Checker{Profiles: synthProfiles, Share: tenth}
+	// CPUs run Compute/2 requests at once (two intra-op threads each).
+	servers := latency.CPUServers(2)
+	withCache := latency.Checker{Profiles: synthProfiles, Share: tenth, Cache: latency.NewTenantCache(), Servers: servers}
+	without := latency.Checker{Profiles: synthProfiles, Share: tenth, Servers: servers}
 	pc := scheduler.Policy{Checkers: append(scheduler.DefaultCheckers(), withCache)}
 	pp := scheduler.Policy{Checkers: append(scheduler.DefaultCheckers(), without)}
 	reqs := synth.Requests(80, 2, 60, 3)

@@ -143,11 +143,29 @@ type Checker struct {
 	// Cache, when set, keeps resolved tenants between decisions; it must
 	// be used with these Profiles and Share only.
 	Cache *TenantCache
+	// Servers is how many requests an accelerator runs at full speed at
+	// once, for the processor-sharing model (PS.Servers): a CPU of C
+	// cores whose requests use t intra-op threads each runs C/t. nil, or
+	// a value ≤ 1, shares every accelerator like a GPU. CPUServers makes
+	// one.
+	Servers func(a *cluster.Accelerator) float64
 	// Headroom is the fraction of every objective kept for the models'
 	// own error: a prediction passes only within (1 − Headroom) ×
 	// objective. 0 keeps none; NewChecker sets DefaultHeadroom. Values
 	// outside [0, 0.5] are clamped.
 	Headroom float64
+}
+
+// CPUServers is a Checker.Servers for agents whose requests each use
+// threads intra-op threads: a CPU accelerator of Compute C (cores) runs
+// max(1, C/threads) requests at once; anything else, or threads ≤ 0, one.
+func CPUServers(threads int) func(a *cluster.Accelerator) float64 {
+	return func(a *cluster.Accelerator) float64 {
+		if a.Kind != "cpu" || threads <= 0 || a.Compute <= 0 {
+			return 1
+		}
+		return max(1, a.Compute/float64(threads))
+	}
 }
 
 // DefaultHeadroom is NewChecker's Headroom. The processor-sharing p99 is
@@ -254,7 +272,12 @@ func (ch Checker) fastPS(c *scheduler.Candidate, bound float64, why bool) (ok bo
 		return false, err.Error(), true
 	}
 	l := &p.load
-	rho := set.rho + l.Rate/1000*l.Profile.ServiceTimeMs
+	servers := 1.0
+	if ch.Servers != nil {
+		servers = ch.Servers(c.Accelerator())
+	}
+	sh := psShape(set.rho+l.Rate/1000*l.Profile.ServiceTimeMs, set.lam+l.Rate/1000, servers)
+	rho := sh.util
 	if rho > bound {
 		if !why {
 			return false, "", true
@@ -267,11 +290,6 @@ func (ch Checker) fastPS(c *scheduler.Candidate, bound float64, why bool) (ok bo
 	case p.bad != "":
 		return false, p.bad, true
 	}
-	lam := set.lam + l.Rate/1000
-	meanS := 0.0
-	if lam > 0 {
-		meanS = rho / lam
-	}
 	worst, ratio, worstP99, keep := -1, 1.0, 0.0, ch.keep()
 	n := len(set.loads)
 	for i := 0; i <= n; i++ {
@@ -282,7 +300,7 @@ func (ch Checker) fastPS(c *scheduler.Candidate, bound float64, why bool) (ok bo
 		if obj <= 0 {
 			continue
 		}
-		q := psP99With(own, t.Profile.ServiceTimeMs, t.Profile.ServiceTimeCV, rho, lam, meanS)
+		q := psP99With(own, t.Profile.ServiceTimeMs, t.Profile.ServiceTimeCV, sh.rho, sh.lam, sh.meanS)
 		if r := q / (obj * keep); r > ratio {
 			if !why {
 				return false, "", true
@@ -331,6 +349,10 @@ func (ch Checker) predict(c *scheduler.Candidate, bound float64) ([]Prediction, 
 	if m == nil {
 		return nil, nil, c.Memo("kind", kind, func() string { return "no latency model for accelerator kind " + orNone(kind) })
 	}
+	if ps, ok := m.(PS); ok && ch.Servers != nil {
+		ps.Servers = ch.Servers(c.Accelerator())
+		m = ps
+	}
 	var (
 		loads []Load
 		objs  []float64
@@ -355,12 +377,12 @@ func (ch Checker) predict(c *scheduler.Candidate, bound float64) ([]Prediction, 
 			return nil, nil, err.Error()
 		}
 		extra, extraObj := []Load{l}, []float64{obj}
-		if _, ps := m.(PS); ps && bound > 0 {
+		if ps, ok := m.(PS); ok && bound > 0 {
 			rho := set.rho
 			for _, l := range extra {
 				rho += l.Rate / 1000 * l.Profile.ServiceTimeMs
 			}
-			if rho > bound {
+			if rho /= max(1, ps.Servers); rho > bound {
 				return nil, nil, overBound(rho, bound, c)
 			}
 		}
@@ -413,9 +435,13 @@ func (s Slack) Score(c *scheduler.Candidate) float64 {
 // over src with the default bound, ranked by scheduler.BinPack, so that
 // applications fill the fewest accelerators and nodes while every
 // objective holds.
-func ModelDrivenPolicy(src ProfileSource) scheduler.Policy {
+func ModelDrivenPolicy(src ProfileSource) scheduler.Policy { return CheckerPolicy(NewChecker(src)) }
+
+// CheckerPolicy is ModelDrivenPolicy with a Checker of the caller's
+// (NewChecker's, say, with Servers set).
+func CheckerPolicy(ch Checker) scheduler.Policy {
 	return scheduler.Policy{
-		Checkers: append(scheduler.DefaultCheckers(), NewChecker(src)),
+		Checkers: append(scheduler.DefaultCheckers(), ch),
 		Rankers:  []scheduler.Weighted{{Ranker: scheduler.BinPack{}, Weight: 1}},
 	}
 }

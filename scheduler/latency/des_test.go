@@ -106,7 +106,11 @@ func summarise(ncls int, ks []int, resp []float64) []simStats {
 // served at rate 1/k. It tracks the attained service V(t) of a job
 // present since time 0 (dV/dt = 1/k); a job arriving at V = v with size x
 // leaves when V reaches v+x.
-func simPS(cs []simClass, n int, seed uint64) []simStats {
+func simPS(cs []simClass, n int, seed uint64) []simStats { return simPSc(cs, n, seed, 1) }
+
+// simPSc is simPS on c servers: each of k jobs present is served at rate
+// min(1, c/k).
+func simPSc(cs []simClass, n int, seed uint64, c float64) []simStats {
 	ts, ks := arrivals(cs, n, seed)
 	r := rand.New(rand.NewPCG(seed, 11))
 	resp := make([]float64, n)
@@ -115,13 +119,17 @@ func simPS(cs []simClass, n int, seed uint64) []simStats {
 	next := 0
 	for next < n || h.Len() > 0 {
 		k := float64(h.Len())
+		speed := 1.0
+		if k > c {
+			speed = c / k
+		}
 		tDep := math.Inf(1)
 		if h.Len() > 0 {
-			tDep = t + ((*h)[0].at-v)*k
+			tDep = t + ((*h)[0].at-v)/speed
 		}
 		if next < n && ts[next] <= tDep {
 			if k > 0 {
-				v += (ts[next] - t) / k
+				v += (ts[next] - t) * speed
 			}
 			t = ts[next]
 			heap.Push(h, dep{at: v + cs[ks[next]].draw(r), job: next})

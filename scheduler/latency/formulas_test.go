@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -285,6 +286,70 @@ func TestPSAgainstSimulation(t *testing.T) {
 	// p99 is an approximation, allowed to err more on the safe side.
 	if worstMean > 3 || lowP99 < -8 || highP99 > 12 {
 		t.Errorf("PS model off the simulation: mean error up to %.1f%%, p99 error %+.1f%%…%+.1f%%", worstMean, lowP99, highP99)
+	}
+}
+
+// TestPSServersAgainstSimulation checks the multi-server processor
+// sharing model (a CPU running C/t requests at full speed) against the
+// simulation of c servers shared among the jobs present, for CPU-like
+// mixes of the demo models' service times on 2 and 4 servers.
+func TestPSServersAgainstSimulation(t *testing.T) {
+	mixes := []struct {
+		name  string
+		sizes []float64
+		cv    float64
+	}{
+		{"ocr-rec, face-back, face-front", []float64{24, 6.9, 1.25}, 0.1},
+		{"ibis gpu mix", []float64{10.83, 13.89, 19.53, 29.41}, 0},
+		{"5 ms beside 80 ms", []float64{5, 80}, 0.2},
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-31s %2s %4s %7s %9s %9s %7s %9s %9s %7s\n", "mix", "c", "u", "s ms", "sim mean", "model", "error", "sim p99", "model", "error")
+	worstMean, lowP99, highP99 := 0.0, 0.0, 0.0
+	for _, mx := range mixes {
+		for _, c := range []float64{2, 4} {
+			for _, u := range []float64{0.3, 0.5, 0.7, 0.85} {
+				sum := 0.0
+				for _, s := range mx.sizes {
+					sum += s
+				}
+				lam := u * c / sum
+				var cs []simClass
+				var loads []Load
+				for i, s := range mx.sizes {
+					cs = append(cs, simClass{rate: lam, mean: s, cv: mx.cv})
+					loads = append(loads, Load{Name: fmt.Sprint(i), Rate: lam * 1000, Profile: Profile{ServiceTimeMs: s, ServiceTimeCV: mx.cv}})
+				}
+				sim := simPSc(cs, simJobs(u), 1, c)
+				pred, err := PS{Servers: c}.Predict(loads)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i, p := range pred {
+					if !near(p.Utilisation, u, 1e-9) {
+						t.Fatalf("utilisation %v, want %v", p.Utilisation, u)
+					}
+					em, ep := pct(p.MeanMs, sim[i].mean), pct(p.P99Ms, sim[i].p99)
+					worstMean = math.Max(worstMean, math.Abs(em))
+					lowP99, highP99 = math.Min(lowP99, ep), math.Max(highP99, ep)
+					fmt.Fprintf(&b, "%-31s %2.0f %4.2f %7.2f %9.2f %9.2f %+6.1f%% %9.2f %9.2f %+6.1f%%\n", mx.name, c, u, mx.sizes[i], sim[i].mean, p.MeanMs, em, sim[i].p99, p.P99Ms, ep)
+				}
+			}
+		}
+	}
+	fmt.Fprintf(&b, "worst |error| of the mean %.1f%%; p99 error from %+.1f%% to %+.1f%%\n", worstMean, lowP99, highP99)
+	t.Log("PS on c servers (M/G/c-PS) against simulation\n" + b.String())
+	// The mean is within the simulation's noise; the p99 errs on the safe side
+	// at low loads, where a request rarely waits for a server.
+	if worstMean > 3 || lowP99 < -8 || highP99 > 30 {
+		t.Errorf("multi-server PS model off the simulation: mean error up to %.1f%%, p99 error %+.1f%%…%+.1f%%", worstMean, lowP99, highP99)
+	}
+	// One server is the single-server model exactly.
+	loads := []Load{{Name: "a", Rate: 30, Profile: Profile{ServiceTimeMs: 10, ServiceTimeCV: 0.1}}, {Name: "b", Rate: 5, Profile: Profile{ServiceTimeMs: 40}}}
+	one, _ := PS{Servers: 1}.Predict(loads)
+	plain, _ := PS{}.Predict(loads)
+	if !reflect.DeepEqual(one, plain) {
+		t.Errorf("PS{Servers: 1} = %+v, PS{} = %+v", one, plain)
 	}
 }
 

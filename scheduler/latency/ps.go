@@ -12,13 +12,26 @@ import (
 // alone, and ρ = Σ λ_i·s_i < 1, the mean response of class i is
 // T_i = s_i/(1−ρ), whatever the service-time distributions. The p99 is an
 // approximation; see doc.go and psP99.
-type PS struct{}
+//
+// Servers > 1 models an accelerator that runs that many requests at full
+// speed at once and shares itself beyond (a CPU of C cores whose requests
+// each use t intra-op threads: C/t servers; each of n requests progresses
+// at min(1, Servers/n)): an M/G/c processor-sharing queue, whose number
+// in system is that of M/M/c (the queue is symmetric, so insensitive to
+// the service distribution). Utilisation is then Σ λ_i·s_i / Servers, a
+// request's mean response s_i·(1 + C(c, a)/(c(1−ρ))) with C Erlang's
+// waiting probability, and the p99 that of the single processor-sharing
+// server with the same mean slowdown (psShape). Servers ≤ 1 is the single
+// server.
+type PS struct {
+	Servers float64
+}
 
 // Name is "ps".
 func (PS) Name() string { return "ps" }
 
 // Predict implements Model.
-func (PS) Predict(apps []Load) ([]Prediction, error) {
+func (ps PS) Predict(apps []Load) ([]Prediction, error) {
 	lam, err := validate("ps", apps)
 	if err != nil {
 		return nil, err
@@ -29,26 +42,99 @@ func (PS) Predict(apps []Load) ([]Prediction, error) {
 		total += lam[i]
 		rho += lam[i] * a.Profile.ServiceTimeMs
 	}
-	share := func(i int) float64 { return lam[i] * apps[i].Profile.ServiceTimeMs }
-	if rho >= 1 {
-		return unstable(apps, out, rho, share), nil
-	}
-	meanS := 0.0
-	if total > 0 {
-		meanS = rho / total
+	sh := psShape(rho, total, ps.Servers)
+	share := func(i int) float64 { return lam[i] * apps[i].Profile.ServiceTimeMs / sh.servers }
+	if sh.util >= 1 {
+		return unstable(apps, out, sh.util, share), nil
 	}
 	for i, a := range apps {
 		x := a.Profile.ServiceTimeMs
 		out[i] = Prediction{
 			Name:        a.Name,
-			MeanMs:      x / (1 - rho),
-			P99Ms:       psP99(x, a.Profile.ServiceTimeCV, rho, total, meanS),
-			Utilisation: rho,
+			MeanMs:      sh.mean(x),
+			P99Ms:       psP99(x, a.Profile.ServiceTimeCV, sh.rho, sh.lam, sh.meanS),
+			Utilisation: sh.util,
 			Share:       share(i),
 			Stable:      true,
 		}
 	}
 	return out, nil
+}
+
+// shape is what the processor-sharing formulas need of an accelerator's
+// load: its utilisation per server, and the single-server utilisation
+// rho, arrival rate lam (per ms) and mean size meanS that psP99 is given.
+type shape struct {
+	servers, util  float64
+	rho, lam       float64
+	meanS, slowdwn float64 // slowdwn: mean response ÷ size
+}
+
+func (sh shape) mean(x float64) float64 {
+	if sh.servers <= 1 {
+		return x / (1 - sh.rho)
+	}
+	return x * sh.slowdwn
+}
+
+// psShape describes a load of total work rho = Σ λ_i·s_i and total rate
+// lam (per ms) on servers servers. One server (or fewer) is the M/G/1-PS
+// queue itself. With c > 1 the mean slowdown is f = 1 + C(c, rho)/(c(1−u)),
+// u = rho/c, and the p99 is taken from the single server whose slowdown
+// 1/(1−ρ') is f: ρ' = 1 − 1/f, at the same mean size (λ' = ρ'/meanS). So a
+// lightly loaded multi-core CPU looks nearly idle to the tail formula, as
+// its requests rarely wait for a core.
+func psShape(rho, lam, servers float64) shape {
+	sh := shape{servers: 1, util: rho, rho: rho, lam: lam}
+	if lam > 0 {
+		sh.meanS = rho / lam
+	}
+	if servers <= 1 || rho <= 0 {
+		if servers > 1 {
+			sh.servers, sh.util = servers, rho/servers
+		}
+		if rho < 1 {
+			sh.slowdwn = 1 / (1 - rho)
+		}
+		return sh
+	}
+	sh.servers = servers
+	sh.util = rho / servers
+	if sh.util >= 1 {
+		return sh
+	}
+	sh.slowdwn = 1 + erlangC(servers, rho)/(servers*(1-sh.util))
+	sh.rho = 1 - 1/sh.slowdwn
+	sh.lam = sh.rho / sh.meanS
+	return sh
+}
+
+// erlangC is the probability that an arrival waits in an M/M/c queue
+// with offered load a = λ·s (a < c); a fractional c interpolates linearly
+// between the integers around it.
+func erlangC(c, a float64) float64 {
+	lo := math.Floor(c)
+	if c == lo {
+		return erlangCInt(int(lo), a)
+	}
+	hi := lo + 1
+	w := c - lo
+	cl := 1.0 // a floor(c)-server queue may be overloaded: it always waits
+	if a < lo {
+		cl = erlangCInt(int(lo), a)
+	}
+	return (1-w)*cl + w*erlangCInt(int(hi), a)
+}
+
+// erlangCInt is Erlang's C formula for c servers and load a < c, by the
+// stable recurrence on Erlang's B: B(0) = 1, B(k) = a·B(k−1)/(k + a·B(k−1)),
+// C = B(c)/(1 − (a/c)(1 − B(c))).
+func erlangCInt(c int, a float64) float64 {
+	b := 1.0
+	for k := 1; k <= c; k++ {
+		b = a * b / (float64(k) + a*b)
+	}
+	return b / (1 - a/float64(c)*(1-b))
 }
 
 // psP99 approximates the 99th percentile of the response time V of a
