@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
 
 	"github.com/accelpool/accelpool/agent"
 	"github.com/accelpool/accelpool/agent/repository"
@@ -281,7 +282,7 @@ func (r *runner) header(rep OverheadReport) {
 	if rt == "" {
 		rt = r.cfg.Backend.Name()
 	}
-	r.printf("accelpool bench overhead: %s; %d CPUs, GOMAXPROCS %d; %s\n", rt, rep.CPUs, rep.GOMAXPROCS, goVersion())
+	r.printf("accelpool bench overhead: %s; %d CPUs, GOMAXPROCS %d, GOGC %d; %s\n", rt, rep.CPUs, rep.GOMAXPROCS, gcPercent(), goVersion())
 	r.printf("%d rounds, modes interleaved per round; each measurement lasts %v", r.cfg.Rounds, r.cfg.Duration)
 	if r.cfg.Requests > 0 {
 		r.printf(" (concurrency 1: %d requests)", r.cfg.Requests)
@@ -425,18 +426,22 @@ func (r *runner) model(ctx context.Context, name string) (ModelReport, error) {
 	}
 	defer srv.close()
 
-	modes := []modeRun{
-		{InProcess, inproc, rep.K},
-		{GRPC, servedCall(srv.grpc, name, inputs), clients},
-		{REST, servedCall(srv.rest, name, inputs), clients},
-	}
-	for _, m := range modes[1:] {
-		if err := checkSame(ctx, m, name, ref, srv.svc(m.mode), inputs); err != nil {
+	modes := []modeRun{{InProcess, inproc, rep.K}}
+	for _, mode := range []Mode{GRPC, REST} {
+		// The product's client gives one answer to compare with the
+		// in-process one; the load generator then times the mode.
+		m := modeRun{mode: mode, workers: clients}
+		out, err := checkSame(ctx, m, name, ref, srv.svc(mode), inputs)
+		if err != nil {
+			return rep, err
+		}
+		if m.newCall, err = srv.loadCall(mode, name, inputs, outputSizes(out)); err != nil {
 			return rep, err
 		}
 		if err := warm(ctx, m.newCall()); err != nil {
 			return rep, fmt.Errorf("%s warm-up: %w", m.mode, err)
 		}
+		modes = append(modes, m)
 	}
 
 	seq := map[Mode][]seqResult{}
@@ -503,23 +508,24 @@ func aggregate(m modeRun, seq []seqResult, sat []satResult) ModeStats {
 }
 
 // checkSame compares one served answer with the in-process one, so the
-// benchmark cannot time a path that computes something else.
-func checkSame(ctx context.Context, m modeRun, model string, ref []tensor.Tensor, svc oip.Service, inputs []tensor.Tensor) error {
+// benchmark cannot time a path that computes something else, and returns
+// the answer's outputs.
+func checkSame(ctx context.Context, m modeRun, model string, ref []tensor.Tensor, svc oip.Service, inputs []tensor.Tensor) ([]tensor.Tensor, error) {
 	req := &oip.InferRequest{ModelName: model}
 	for _, t := range inputs {
 		req.Inputs = append(req.Inputs, oip.InferInput{Tensor: t})
 	}
 	resp, err := svc.Infer(ctx, req)
 	if err != nil {
-		return fmt.Errorf("%s: %w", m.mode, err)
+		return nil, fmt.Errorf("%s: %w", m.mode, err)
 	}
 	if len(resp.Outputs) != len(ref) {
-		return fmt.Errorf("%s returned %d outputs, in-process %d", m.mode, len(resp.Outputs), len(ref))
+		return nil, fmt.Errorf("%s returned %d outputs, in-process %d", m.mode, len(resp.Outputs), len(ref))
 	}
 	for i, o := range resp.Outputs {
 		want := ref[i]
 		if o.Name != want.Name || o.DataType != want.DataType || fmt.Sprint(o.Shape) != fmt.Sprint(want.Shape) || len(o.Data) != len(want.Data) {
-			return fmt.Errorf("%s output %d is %s %s%v, in-process %s %s%v", m.mode, i, o.Name, o.DataType, o.Shape, want.Name, want.DataType, want.Shape)
+			return nil, fmt.Errorf("%s output %d is %s %s%v, in-process %s %s%v", m.mode, i, o.Name, o.DataType, o.Shape, want.Name, want.DataType, want.Shape)
 		}
 		if o.DataType == tensor.Bytes {
 			continue
@@ -528,11 +534,11 @@ func checkSame(ctx context.Context, m modeRun, model string, ref []tensor.Tensor
 		for j := range n {
 			a, b := o.Float64At(j), want.Float64At(j)
 			if math.Abs(a-b) > 1e-4+1e-3*math.Abs(b) {
-				return fmt.Errorf("%s output %s element %d is %g, in-process %g", m.mode, o.Name, j, a, b)
+				return nil, fmt.Errorf("%s output %s element %d is %g, in-process %g", m.mode, o.Name, j, a, b)
 			}
 		}
 	}
-	return nil
+	return resp.Outputs, nil
 }
 
 // serveConfig is the config.yaml a benchmarked model is served with.
@@ -593,12 +599,14 @@ func copyFile(src, dst string) error {
 	return os.WriteFile(dst, b, 0o644)
 }
 
-// server is a running node with a client for each transport.
+// server is a running node with a client for each transport, and the
+// connections the load generator uses.
 type server struct {
 	node *agent.Node
 	reg  *prometheus.Registry
 	grpc *grpcsvc.Client
 	rest *rest.Client
+	conn *grpc.ClientConn
 	hc   *http.Client
 }
 
@@ -637,7 +645,14 @@ func (r *runner) serve(ctx context.Context, repo string, conns int) (*server, er
 		s.close()
 		return nil, err
 	}
-	s.hc = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conns + 4, DisableCompression: true}}
+	if s.conn, err = grpc.NewClient(node.GRPCAddr(), grpcsvc.DefaultDialOptions()...); err != nil {
+		s.close()
+		return nil, err
+	}
+	// The REST clients' connections buffer like gRPC's (grpcsvc.DefaultBufferSize):
+	// net/http's 4 KiB would send a tensor in hundreds of system calls.
+	s.hc = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conns + 4, DisableCompression: true,
+		WriteBufferSize: grpcsvc.DefaultBufferSize, ReadBufferSize: grpcsvc.DefaultBufferSize}}
 	s.rest = rest.NewClient("http://"+node.HTTPAddr(), rest.ClientOptions{Binary: true, HTTPClient: s.hc})
 	return s, nil
 }
@@ -645,6 +660,9 @@ func (r *runner) serve(ctx context.Context, repo string, conns int) (*server, er
 func (s *server) close() {
 	if s.grpc != nil {
 		_ = s.grpc.Close()
+	}
+	if s.conn != nil {
+		_ = s.conn.Close()
 	}
 	if s.hc != nil {
 		s.hc.CloseIdleConnections()

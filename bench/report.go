@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	goruntime "runtime"
+	"runtime/debug"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -21,7 +22,14 @@ const (
 	NoisySpread = 0.15
 )
 
-func numCPU() int     { return goruntime.NumCPU() }
+func numCPU() int { return goruntime.NumCPU() }
+
+// gcPercent is the garbage collector's current target (GOGC).
+func gcPercent() int {
+	p := debug.SetGCPercent(100)
+	debug.SetGCPercent(p)
+	return p
+}
 func gomaxprocs() int { return goruntime.GOMAXPROCS(0) }
 func goVersion() string {
 	return fmt.Sprintf("%s %s/%s", goruntime.Version(), goruntime.GOOS, goruntime.GOARCH)

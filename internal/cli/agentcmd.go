@@ -170,6 +170,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	tuneGC()
 	if *join == "" {
 		fs.Usage()
 		return fmt.Errorf("--join is required")

@@ -40,6 +40,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	tuneGC()
 	log, err := newLogger(stderr, *logLevel, *logFormat)
 	if err != nil {
 		return err

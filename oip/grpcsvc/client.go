@@ -52,9 +52,10 @@ func Dial(addr string, opts ...grpc.DialOption) (*Client, error) {
 }
 
 // DefaultDialOptions are what Dial uses before the caller's options:
-// plaintext, DefaultMaxMsgSize messages both ways, and HTTP/2 flow-control
+// plaintext, DefaultMaxMsgSize messages both ways, HTTP/2 flow-control
 // windows of DefaultWindowSize so a multi-megabyte tensor is not sent in
-// 64 KiB steps that each wait for a window update.
+// 64 KiB steps that each wait for a window update, and read and write
+// buffers of DefaultBufferSize.
 func DefaultDialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -64,6 +65,8 @@ func DefaultDialOptions() []grpc.DialOption {
 		),
 		grpc.WithInitialWindowSize(DefaultWindowSize),
 		grpc.WithInitialConnWindowSize(DefaultWindowSize),
+		grpc.WithReadBufferSize(DefaultBufferSize),
+		grpc.WithWriteBufferSize(DefaultBufferSize),
 	}
 }
 

@@ -310,16 +310,23 @@ func bodyError(err error, limit int64) error {
 // tensorAlign is the alignment of binary input data in request buffers.
 const tensorAlign = 64
 
-var bufPool = sync.Pool{New: func() any { return new([]byte) }}
+// Request bodies and response headers are pooled apart, so a small header
+// never takes the place of a body buffer (which would then be allocated
+// again, and on a machine where fresh pages fault, that is most of its
+// cost).
+var (
+	bodyPool   = sync.Pool{New: func() any { return new([]byte) }}
+	headerPool = sync.Pool{New: func() any { return new([]byte) }}
+)
 
-func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+func getBuf(p *sync.Pool) *[]byte { return p.Get().(*[]byte) }
 
-func putBuf(b *[]byte) {
+func putBuf(p *sync.Pool, b *[]byte) {
 	if cap(*b) > maxPooledBuffer {
 		return
 	}
 	*b = (*b)[:0]
-	bufPool.Put(b)
+	p.Put(b)
 }
 
 // readBody reads the whole body into a pooled buffer, within h.max.
@@ -384,11 +391,11 @@ func (h *handler) infer(w http.ResponseWriter, r *http.Request) error {
 		}
 		headerLen = int(n)
 	}
-	bp := getBuf()
+	bp := getBuf(&bodyPool)
 	reuse := true
 	defer func() {
 		if reuse {
-			putBuf(bp)
+			putBuf(&bodyPool, bp)
 		}
 	}()
 	if err := h.readBody(w, r, bp, headerLen); err != nil {
@@ -424,8 +431,8 @@ func (h *handler) infer(w http.ResponseWriter, r *http.Request) error {
 	if resp.ID == "" {
 		resp.ID = req.ID
 	}
-	hp := getBuf()
-	defer putBuf(hp)
+	hp := getBuf(&headerPool)
+	defer putBuf(&headerPool, hp)
 	header, blobs, err := EncodeInferResponse((*hp)[:0], req, resp)
 	*hp = header
 	if err != nil {
