@@ -81,18 +81,43 @@ type OffloadRow struct {
 	// through the proxy choosing freely; RanOn where those requests ran.
 	Local, Achieved time.Duration
 	RanOn           string
-	// The ideal: the link as probed from outside the device (RTT, each
-	// direction's bandwidth) plus the edge server's own median latency.
-	RTT             time.Duration
-	UpBps, DownBps  float64
-	Remote          time.Duration
-	IdealRemote     time.Duration
-	Speedup, Ideal  float64
-	AchievedOfIdeal float64
-	// PredErr is the mean |predicted - measured| / measured over the
-	// measured requests; Predicted counts those with a prediction.
-	PredErr   float64
-	Predicted int
+	// The link as probed from outside the device (RTT, each direction's
+	// bandwidth).
+	RTT            time.Duration
+	UpBps, DownBps float64
+	// Remote is the edge server alone: the median latency of calls straight
+	// to it from this process, one before each request (interleaved, so it
+	// sees the same minutes of a shared machine); EdgeOverhead the median
+	// of those calls' latency less the server time they report (gRPC and
+	// loopback on the edge's side).
+	Remote, EdgeOverhead time.Duration
+	// IdealRemote is the median over the measured requests of each one's
+	// ideal: RTT + InBytes/UpBps + OutBytes/DownBps + EdgeOverhead + the
+	// server time the edge reported for that very request (Remote for a
+	// request it did not serve).
+	IdealRemote time.Duration
+	// Speedup is Local / Achieved; Ideal is Local / min(Local, IdealRemote).
+	Speedup, Ideal float64
+	// AchievedOfIdeal is the median over the measured requests of
+	// min(Local, ideal_i) / latency_i: each request against the ideal with
+	// its own edge time, so the edge's request-to-request scatter on a
+	// shared machine is in both. AOILow and AOIHigh are the 10th and 90th
+	// percentiles of the same ratios.
+	AchievedOfIdeal, AOILow, AOIHigh float64
+	// Unpaired is the ratio of medians: Speedup / (Local / min(Local, RTT
+	// + InBytes/UpBps + OutBytes/DownBps + Remote)), the edge's time a
+	// median of separate calls.
+	Unpaired float64
+	// PredErr is the median over the measured requests of |predicted -
+	// measured| / measured (the proxy's accelpool_predicted_us);
+	// PredErrMean their mean and PredErrP90 their 90th percentile.
+	// Predicted counts the requests with a prediction.
+	PredErr, PredErrMean, PredErrP90 float64
+	Predicted                        int
+	// EdgeSpread is the 10th-90th percentile range of the server time the
+	// edge reported over the measured requests, over the offloaded median:
+	// scatter that no prediction made before a request can know.
+	EdgeSpread float64
 	// DeviceCPU is the device proxy's CPU time per measured request
 	// (all its threads, from /proc; 0 where unavailable).
 	DeviceCPU time.Duration
@@ -247,8 +272,8 @@ func RunOffload(ctx context.Context, cfg OffloadConfig) (OffloadReport, error) {
 				dev.stop()
 				return rep, fmt.Errorf("%s on the device: %w", in.model, err)
 			}
-			local[in.model] = ms.median
-			cfg.progress("device alone: %s median %v", in.model, fmtMS(ms.median))
+			local[in.model] = medianDuration(ms.took)
+			cfg.progress("device alone: %s median %v", in.model, fmtMS(local[in.model]))
 		}
 		dev.stop()
 	}
@@ -272,15 +297,11 @@ func RunOffload(ctx context.Context, cfg OffloadConfig) (OffloadReport, error) {
 				return rep, fmt.Errorf("%s over %s: %w", in.model, l.Name, err)
 			}
 			row := OffloadRow{Model: in.model, Link: l.Name, InBytes: int64(len(in.jpeg)), OutBytes: outBytes[in.model],
-				Local: local[in.model], Achieved: ms.median, RanOn: ms.ranOn(), RTT: probe.RTT, UpBps: probe.UpBps, DownBps: probe.DownBps,
-				Remote: ms.edge, PredErr: ms.predErr, Predicted: ms.predicted, DeviceCPU: ms.cpu}
-			row.IdealRemote = probe.RTT + offload.WireTime(row.InBytes, probe.UpBps) + offload.WireTime(row.OutBytes, probe.DownBps) + row.Remote
-			row.Speedup = ratio(row.Local.Seconds(), row.Achieved.Seconds())
-			row.Ideal = ratio(row.Local.Seconds(), min(row.Local, row.IdealRemote).Seconds())
-			row.AchievedOfIdeal = row.Speedup / row.Ideal
+				Local: local[in.model], RanOn: ms.ranOn(), RTT: probe.RTT, UpBps: probe.UpBps, DownBps: probe.DownBps, DeviceCPU: ms.cpu}
+			row.figures(ms)
 			rep.Rows = append(rep.Rows, row)
-			cfg.progress("%s over %s: median %v on %s, speedup %.1fx of ideal %.1fx, prediction error %.1f%%", in.model, l.Name,
-				fmtMS(ms.median), row.RanOn, row.Speedup, row.Ideal, 100*row.PredErr)
+			cfg.progress("%s over %s: median %v on %s, speedup %.1fx of ideal %.1fx, achieved/ideal %.2f (p10-p90 %.2f-%.2f), prediction error median %.1f%% mean %.1f%%", in.model, l.Name,
+				fmtMS(row.Achieved), row.RanOn, row.Speedup, row.Ideal, row.AchievedOfIdeal, row.AOILow, row.AOIHigh, 100*row.PredErr, 100*row.PredErrMean)
 			cfg.progress("  the proxy's estimates: %s", dev.describe(in.model))
 		}
 		if cfg.Degrade && li == 0 {
@@ -298,6 +319,9 @@ func RunOffload(ctx context.Context, cfg OffloadConfig) (OffloadReport, error) {
 			rep.Degrade = d
 		}
 		dev.stop()
+		if log := strings.TrimSpace(dev.stderr.String()); log != "" {
+			cfg.progress("device proxy's log over %s (warnings and errors):\n%s", l.Name, lastLines(log, 20))
+		}
 	}
 	return rep, nil
 }
@@ -399,14 +423,18 @@ func measureDirect(ctx context.Context, c *grpcsvc.Client, in offloadInput, warm
 	return medianDuration(lat), out, nil
 }
 
-// proxyMeasure is what measureProxy saw.
+// proxyMeasure is what measureProxy saw, per measured request i.
 type proxyMeasure struct {
-	median    time.Duration
-	on        map[string]int
-	predErr   float64
-	predicted int
-	cpu       time.Duration // the device's CPU time per measured request
-	edge      time.Duration // the edge server alone, interleaved (median)
+	took []time.Duration // latency through the proxy
+	pred []time.Duration // the proxy's prediction (0: none)
+	// server is the server time the target reported (queue, preprocessing
+	// and compute; 0: ran on the device or not reported).
+	server []time.Duration
+	// edge and edgeServer are the call straight to the edge server before
+	// request i: its latency and the server time it reported.
+	edge, edgeServer []time.Duration
+	on               map[string]int
+	cpu              time.Duration // the device's CPU time per measured request
 }
 
 func (m proxyMeasure) ranOn() string {
@@ -437,17 +465,17 @@ func (m proxyMeasure) ranOn() string {
 func measureProxy(ctx context.Context, dev *device, direct *grpcsvc.Client, in offloadInput, warmup, n int, progress func(string, ...any)) (proxyMeasure, error) {
 	c := dev.client
 	m := proxyMeasure{on: map[string]int{}}
-	var lat, edge []time.Duration
-	var errSum float64
 	var cpu0 time.Duration
 	for i := range warmup + n {
 		if direct != nil {
 			start := time.Now()
-			if _, err := direct.Infer(ctx, in.request()); err != nil {
+			r, err := direct.Infer(ctx, in.request())
+			if err != nil {
 				return m, fmt.Errorf("on the edge server alone: %w", err)
 			}
 			if i >= warmup {
-				edge = append(edge, time.Since(start))
+				m.edge = append(m.edge, time.Since(start))
+				m.edgeServer = append(m.edgeServer, serverTime(r.Parameters))
 			}
 		}
 		if i == warmup {
@@ -464,29 +492,97 @@ func measureProxy(ctx context.Context, dev *device, direct *grpcsvc.Client, in o
 		if i < warmup {
 			continue
 		}
-		lat = append(lat, took)
 		target, _ := r.Parameters[proxy.ParamTarget].(string)
 		m.on[target]++
+		var pred, server time.Duration
 		if us, ok := r.Parameters[proxy.ParamPredicted].(int64); ok {
-			pred := time.Duration(us) * time.Microsecond
-			errSum += math.Abs(float64(pred-took)) / float64(took)
-			m.predicted++
+			pred = time.Duration(us) * time.Microsecond
 		}
+		if target != proxy.LocalName {
+			server = serverTime(r.Parameters)
+		}
+		m.took, m.pred, m.server = append(m.took, took), append(m.pred, pred), append(m.server, server)
 		if took > 2*time.Second {
 			progress("  %s request %d: %v on %s", in.model, i-warmup+1, fmtMS(took), target)
 		}
 	}
-	m.median = medianDuration(lat)
-	if len(edge) > 0 {
-		m.edge = medianDuration(edge)
-	}
 	if cpu0 > 0 {
 		m.cpu = (dev.cpuTime() - cpu0) / time.Duration(n)
 	}
-	if m.predicted > 0 {
-		m.predErr = errSum / float64(m.predicted)
-	}
 	return m, nil
+}
+
+// serverTime is the server time an agent reports in its answer's
+// parameters: queue, preprocessing and compute (0 when it says none).
+func serverTime(p oip.Parameters) time.Duration {
+	var d time.Duration
+	for _, k := range []string{agent.QueueParameter, agent.PreprocessParameter, agent.ComputeParameter} {
+		switch v := p[k].(type) {
+		case int64:
+			d += time.Duration(v) * time.Microsecond
+		case uint64:
+			d += time.Duration(v) * time.Microsecond
+		case float64:
+			d += time.Duration(v * float64(time.Microsecond))
+		}
+	}
+	return d
+}
+
+// figures fills r's latencies and ratios from its measured requests; r's
+// Local, RTT, bandwidths and sizes must be set.
+func (r *OffloadRow) figures(m proxyMeasure) {
+	r.Achieved = medianDuration(m.took)
+	r.Remote = medianDuration(m.edge)
+	over := make([]time.Duration, 0, len(m.edge))
+	for j := range m.edge {
+		if m.edgeServer[j] > 0 {
+			over = append(over, m.edge[j]-m.edgeServer[j])
+		}
+	}
+	r.EdgeOverhead = medianDuration(over)
+	wire := r.RTT + offload.WireTime(r.InBytes, r.UpBps) + offload.WireTime(r.OutBytes, r.DownBps)
+	var ideals []time.Duration
+	var aoi, errs, servers []float64
+	for i, took := range m.took {
+		ideal := wire + r.Remote
+		if m.server[i] > 0 && len(over) > 0 {
+			ideal = wire + r.EdgeOverhead + m.server[i]
+			servers = append(servers, float64(m.server[i]))
+		}
+		ideals = append(ideals, ideal)
+		aoi = append(aoi, ratio(min(r.Local, ideal).Seconds(), took.Seconds()))
+		if m.pred[i] > 0 {
+			errs = append(errs, math.Abs(float64(m.pred[i]-took))/float64(took))
+		}
+	}
+	r.IdealRemote = medianDuration(ideals)
+	r.Speedup = ratio(r.Local.Seconds(), r.Achieved.Seconds())
+	r.Ideal = ratio(r.Local.Seconds(), min(r.Local, r.IdealRemote).Seconds())
+	r.AchievedOfIdeal, r.AOILow, r.AOIHigh = median(aoi), quantile(aoi, 10), quantile(aoi, 90)
+	r.Unpaired = r.Speedup / ratio(r.Local.Seconds(), min(r.Local, wire+r.Remote).Seconds())
+	r.Predicted = len(errs)
+	if len(errs) > 0 {
+		r.PredErr, r.PredErrP90 = median(errs), quantile(errs, 90)
+		for _, e := range errs {
+			r.PredErrMean += e / float64(len(errs))
+		}
+	}
+	if len(servers) > 1 && r.Achieved > 0 {
+		r.EdgeSpread = (quantile(servers, 90) - quantile(servers, 10)) / float64(r.Achieved)
+	}
+}
+
+// quantile is the nearest-rank percentile p (0 < p ≤ 100) of v, leaving v
+// unchanged; 0 for no values.
+func quantile(v []float64, p float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	rank := int(math.Ceil(p / 100 * float64(len(s))))
+	return s[min(max(rank, 1), len(s))-1]
 }
 
 // measureLink probes an emulated link from this (unthrottled) process: the

@@ -142,32 +142,49 @@ func (rep OffloadReport) Print(w io.Writer, cfg OffloadConfig) {
 	fmt.Fprintf(w, "device:  %s\n", rep.DeviceDesc)
 	fmt.Fprintf(w, "edge:    %s\n", rep.EdgeDesc)
 	fmt.Fprintf(w, "links:   emulated with toxiproxy on loopback (latency split over both directions, bandwidth toxic each way)\n")
-	fmt.Fprintf(w, "requests: %d measured one at a time per row after %d warm-up; JPEG images preprocessed beside the model; medians\n\n", cfg.Requests, cfg.Warmup)
+	fmt.Fprintf(w, "requests: %d measured one at a time per row after %d warm-up, each after one call straight to the edge; JPEG images preprocessed beside the model\n\n", cfg.Requests, cfg.Warmup)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "model\tlink\tin\tout\tlocal\toffloaded\tran on\tspeedup\tprobed rtt\tup/down Mbit/s\tedge alone\tideal remote\tideal speedup\tachieved/ideal\tpred err\tdevice CPU/req\t")
+	fmt.Fprintln(tw, "model\tlink\tin\tout\tlocal\toffloaded\tran on\tspeedup\tprobed rtt\tup/down Mbit/s\tedge alone\tideal remote\tideal speedup\tachieved/ideal\tp10-p90\tunpaired\tpred err\tmean\tp90\tedge spread\tdevice CPU/req\t")
 	for _, r := range rep.Rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1fx\t%s\t%.0f/%.0f\t%s\t%s\t%.1fx\t%.2f\t%.1f%%\t%s\t\n", r.Model, r.Link, kb(r.InBytes), kb(r.OutBytes),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1fx\t%s\t%.0f/%.0f\t%s\t%s\t%.1fx\t%.2f\t%.2f-%.2f\t%.2f\t%.1f%%\t%.1f%%\t%.1f%%\t%.0f%%\t%s\t\n", r.Model, r.Link, kb(r.InBytes), kb(r.OutBytes),
 			fmtMS(r.Local), fmtMS(r.Achieved), r.RanOn, r.Speedup, fmtMS(r.RTT), r.UpBps/1e6, r.DownBps/1e6, fmtMS(r.Remote), fmtMS(r.IdealRemote),
-			r.Ideal, r.AchievedOfIdeal, 100*r.PredErr, fmtMS(r.DeviceCPU))
+			r.Ideal, r.AchievedOfIdeal, r.AOILow, r.AOIHigh, r.Unpaired, 100*r.PredErr, 100*r.PredErrMean, 100*r.PredErrP90, 100*r.EdgeSpread, fmtMS(r.DeviceCPU))
 	}
 	_ = tw.Flush()
-	fmt.Fprintln(w, "\nideal remote = probed rtt + in/up + out/down + edge alone; ideal speedup = local / min(local, ideal remote);")
-	fmt.Fprintln(w, "edge alone = the edge server called directly from this process, one call before each offloaded request (median);")
-	fmt.Fprintln(w, "pred err = mean |predicted - measured| / measured over the measured requests (prediction from the proxy's accelpool_predicted_us);")
-	fmt.Fprintln(w, "device CPU/req = the device proxy's CPU time (all threads, probes included) per measured request")
+	for _, line := range offloadNotes {
+		fmt.Fprintln(w, line)
+	}
 	if d := rep.Degrade; d != nil {
 		fmt.Fprintf(w, "\nlink degradation under load (%s, 2 clients back to back): link %s → %s → %s\n", d.Model, d.Normal, d.Degraded, d.Normal)
 		fmt.Fprintf(w, "  settled on %s; moved to local %v after the link degraded; back on %s %v after it recovered; %d requests, %d failed\n",
 			d.BeforeOn, fmtMS(d.ToLocal), d.AfterOn, fmtMS(d.BackToRemote), d.Requests, d.Failed)
 	}
-	best, worst := 0.0, 0.0
+	best, worst, worstErr := 0.0, 0.0, 0.0
 	for i, r := range rep.Rows {
 		best = max(best, r.Speedup)
+		worstErr = max(worstErr, r.PredErr)
 		if i == 0 || r.AchievedOfIdeal < worst {
 			worst = r.AchievedOfIdeal
 		}
 	}
-	fmt.Fprintf(w, "\noffload: best speedup %.1fx, worst achieved/ideal %.2f\n", best, worst)
+	fmt.Fprintf(w, "\nworst prediction error (median per request) %.1f%%\n", 100*worstErr)
+	fmt.Fprintf(w, "offload: best speedup %.1fx, worst achieved/ideal %.2f\n", best, worst)
+}
+
+// offloadNotes say how each figure of the table is computed.
+var offloadNotes = []string{
+	"",
+	"local, offloaded = medians of the measured requests (device alone; through the proxy choosing freely); speedup = local / offloaded;",
+	"probed rtt, up/down = the link probed from this process, outside the device's quota (smallest of 5 round trips, median of 5 512 KiB transfers);",
+	"edge alone = median latency of the calls straight to the edge server from this process, one before each measured request;",
+	"ideal_i = probed rtt + in/up + out/down + edge overhead + the server time the edge reported for request i (queue + preprocess + compute),",
+	"  edge overhead = median of (edge alone - its reported server time) per call; ideal remote = median of ideal_i;",
+	"ideal speedup = local / min(local, ideal remote);",
+	"achieved/ideal = median over requests of min(local, ideal_i) / offloaded_i; p10-p90 = the 10th and 90th percentiles of those ratios;",
+	"unpaired = speedup / (local / min(local, probed rtt + in/up + out/down + edge alone)), a ratio of medians of separate calls;",
+	"pred err = median over requests of |predicted - measured| / measured (the proxy's accelpool_predicted_us); mean and p90 of the same;",
+	"edge spread = p10-p90 range of the edge's reported server time over the row's requests, relative to offloaded (unforeseeable per request);",
+	"device CPU/req = the device proxy's CPU time (all threads, probes included) per measured request",
 }
 
 func kb(n int64) string {

@@ -26,13 +26,19 @@
 // echo over the same gRPC connection requests use (round trip), and every
 // BandwidthEvery probes with transfers sized to take about 20 ms, at most
 // 256 KiB (bandwidth both ways), when no request is in the proxy: on a
-// slow device a probe and a request slow each other down. Each response's server-side time (the queue_us,
+// slow device a probe and a request slow each other down. A bandwidth is
+// the median of the last five probes; a transfer shorter than 5 ms is
+// too short to time from a device that stalls for milliseconds, so a
+// largest probe that short records "at least 419 Mbit/s" (the same every
+// time) and a smaller one records nothing and makes the next the largest.
+// Each response's server-side time (the queue_us,
 // preprocess_us and compute_us parameters agents return) and size are
 // folded into per-model means, and so is the transfer time: what the
 // measured latency had past the round trip and the server time. On a slow
 // device that includes its own cost of moving the bytes, which bandwidth
 // probes misjudge; the probes still say when the link changes (round trip
-// at once, bandwidth when it moves more than twofold). An answer far slower
+// at once, bandwidth when three of the last five probes say it moved
+// more than twofold). An answer far slower
 // than predicted triggers a probe at once and is not learned from unless
 // the next ones are as slow. Local runs fold their duration into the local
 // mean.

@@ -61,3 +61,66 @@ func TestMinWindow(t *testing.T) {
 		}
 	}
 }
+
+func TestBandwidthSample(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		n      int
+		bps    float64
+		want   float64
+		wantOK bool
+	}{
+		{"timed: 256 KiB in 21 ms", maxProbeB, 100e6, 100e6, true},
+		{"timed: 16 KiB at 10 Mbit/s (13 ms)", 16 << 10, 10e6, 10e6, true},
+		{"largest, 2 ms: at least the bound", maxProbeB, 1e9, fastLinkBps, true},
+		{"largest, overshoot of a stall in the round trip", maxProbeB, 8.8e9, fastLinkBps, true},
+		{"largest, too quick to time at all", maxProbeB, 0, fastLinkBps, true},
+		{"smaller and too short: nothing", defaultProbeBytes, 1e9, 0, false},
+		{"smaller and too quick: nothing", defaultProbeBytes, 0, 0, false},
+	} {
+		got, ok := bandwidthSample(tc.n, tc.bps)
+		if got != tc.want || ok != tc.wantOK {
+			t.Errorf("%s: %g %v, want %g %v", tc.name, got, ok, tc.want, tc.wantOK)
+		}
+	}
+	if fastLinkBps < 400e6 || fastLinkBps > 430e6 {
+		t.Errorf("fastLinkBps %g, want about 419 Mbit/s", fastLinkBps)
+	}
+}
+
+// A fast link probed from a throttled device scatters above and below
+// what a probe can resolve; the learned transfer must not be rescaled by
+// it, and must be once three probes agree the link slowed down.
+func TestLearnedTransferIgnoresProbeScatter(t *testing.T) {
+	var l link
+	add := func(n int, bps float64) {
+		if s, ok := bandwidthSample(n, bps); ok {
+			l.up.Add(s)
+			l.down.Add(s)
+		}
+	}
+	var ms remoteStats
+	ms.transfer.Add(float64(20 * time.Millisecond))
+	ms.inBytes.Add(1000)
+	ms.outBytes.Add(1000)
+	for _, bps := range []float64{900e6, 8.8e9, 700e6} { // 1 Gbit/s link: all too short to time
+		add(maxProbeB, bps)
+	}
+	ms.bwRef.Add(bandwidth(l))
+	for i, bps := range []float64{300e6, 150e6, 8.8e9, 1.2e9, 5e9} { // stalls and overshoots
+		add(maxProbeB, bps)
+		if got := ms.learnedTransfer(1000, bandwidth(l)); got != 20*time.Millisecond {
+			t.Fatalf("probe %d (%g bit/s): transfer rescaled to %v", i+1, bps, got)
+		}
+	}
+	for i := range 3 { // the link drops to 50 Mbit/s: rescaled on the third probe that says so
+		add(maxProbeB, 50e6)
+		got := ms.learnedTransfer(1000, bandwidth(l))
+		if i < 2 && got != 20*time.Millisecond {
+			t.Fatalf("rescaled to %v after %d slow probes", got, i+1)
+		}
+		if i == 2 && got < 100*time.Millisecond {
+			t.Fatalf("not rescaled after 3 slow probes: %v", got)
+		}
+	}
+}

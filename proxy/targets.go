@@ -35,11 +35,48 @@ type target struct {
 
 // link is what the probes found.
 type link struct {
-	rtt      minWindow    // nanoseconds
-	up, down offload.Mean // bits per second
-	failed   bool         // the last probe failed
-	lastErr  string
-	probed   time.Time
+	rtt minWindow // nanoseconds
+	// up and down are bits per second, the median of the last
+	// offload.RecentWindow bandwidth samples (see bandwidthSample): one
+	// stalled or overshooting probe does not move them, a change of the
+	// link shows once three probes agree.
+	up, down offload.Recent
+	// short is true when the last bandwidth probe was too short to time
+	// and smaller than the largest: the next one is the largest.
+	short   bool
+	failed  bool // the last probe failed
+	lastErr string
+	probed  time.Time
+}
+
+// minProbeTransfer is the shortest bandwidth-probe transfer (its echo's
+// time less the round trip) taken at face value. A device with a fraction
+// of a core stalls for milliseconds at a time (at a tenth of a core, up
+// to 9 ms of each 10 ms CFS period), and the round trip it subtracts is
+// itself measured through those stalls, so a shorter transfer can read as
+// anything from a third to ten times the link's bandwidth.
+const minProbeTransfer = 5 * time.Millisecond
+
+// fastLinkBps is what a largest probe too short to time records: the
+// bandwidth at which maxProbeB takes minProbeTransfer (419 Mbit/s). It
+// says "at least this"; every such probe records the same value, so
+// scatter below what a probe can resolve does not read as a change of the
+// link.
+const fastLinkBps = float64(maxProbeB) * 8 * float64(time.Second) / float64(minProbeTransfer)
+
+// bandwidthSample is what a probe that moved n bytes in one direction at
+// bps (0: too quick to time at all) adds to that direction's estimate: bps
+// when the transfer took at least minProbeTransfer; fastLinkBps when it
+// was shorter and n is the largest probe; nothing (ok false) when it was
+// shorter and smaller (the next probe is then the largest).
+func bandwidthSample(n int, bps float64) (sample float64, ok bool) {
+	if bps > 0 && float64(n)*8/bps >= minProbeTransfer.Seconds() {
+		return bps, true
+	}
+	if n >= maxProbeB {
+		return fastLinkBps, true
+	}
+	return 0, false
 }
 
 // remoteStats is what is known about one model on one target.
@@ -121,7 +158,8 @@ func bandwidth(l link) float64 {
 // learnedTransfer scales the learned transfer time to a request of in
 // bytes, and to the link when the probes say its bandwidth has changed
 // more than twofold since (smaller changes are within what probes from a
-// slow device scatter).
+// slow device scatter). bw is a median of recent probes, so a change must
+// be seen by three of the last five before it rescales anything.
 func (ms *remoteStats) learnedTransfer(in int64, bw float64) time.Duration {
 	d := ms.transfer.Value()
 	if typical := ms.inBytes.Value() + ms.outBytes.Value(); typical > 0 {
@@ -210,7 +248,6 @@ func (p *Proxy) setTargets(fixed, discovered []Target) error {
 		ctx, cancel := context.WithCancel(p.ctx)
 		t := &target{spec: spec, conn: conn, client: grpcsvc.NewClient(conn), stop: cancel, done: make(chan struct{}), probeNow: make(chan struct{}, 1), models: map[string]*remoteStats{}}
 		t.spec.Models = maps.Clone(spec.Models)
-		t.link.up.Weight, t.link.down.Weight = 0.3, 0.3
 		p.targets[name] = t
 		go p.probeLoop(ctx, t)
 		p.log.Info("target added", "target", name, "addr", spec.Addr, "tier", spec.Tier, "site", spec.Site)
@@ -250,11 +287,16 @@ func (p *Proxy) probeLoop(ctx context.Context, t *target) {
 		} else {
 			t.link.failed, t.link.lastErr = false, ""
 			t.link.rtt.Add(float64(r.RTT))
-			if r.UpBps > 0 {
-				t.link.up.Add(r.UpBps)
-			}
-			if r.DownBps > 0 {
-				t.link.down.Add(r.DownBps)
+			if n > 0 {
+				up, okUp := bandwidthSample(n, r.UpBps)
+				down, okDown := bandwidthSample(n, r.DownBps)
+				if okUp {
+					t.link.up.Add(up)
+				}
+				if okDown {
+					t.link.down.Add(down)
+				}
+				t.link.short = !okUp || !okDown
 			}
 		}
 		now := t.link
@@ -274,10 +316,15 @@ func (p *Proxy) probeLoop(ctx context.Context, t *target) {
 	}
 }
 
+// probeBytes is the size of the next bandwidth probe: sized to take
+// probeWindow at the estimate, the largest after one too short to time.
 func (t *target) probeBytes() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	bw := min(t.link.up.Value(), t.link.down.Value())
+	if t.link.short {
+		return maxProbeB
+	}
+	bw := bandwidth(t.link)
 	if bw <= 0 {
 		return defaultProbeBytes
 	}

@@ -29,9 +29,14 @@ device or offloads it to an edge server over a link.
     BlazeFace on a portrait, OCR recognition on a strip of the page.
 
 For each model it measures the device alone (the proxy in local mode), the
-edge server alone, and for each link the proxy choosing freely; the ideal
-is local / min(local, probed rtt + transfer at the probed bandwidth + the
-edge server's own latency). With --degrade it then runs BlazeFace under
+edge server alone (one direct call before each measured request), and for
+each link the proxy choosing freely. Each request's ideal is probed rtt +
+transfer at the probed bandwidth + the edge's own time for that request (the
+server time it reported, plus the gRPC overhead of a direct call);
+achieved/ideal is the median over requests of min(local, ideal) / latency,
+printed with its 10th-90th percentiles, and the prediction error is the
+median over requests of |predicted - measured| / measured (mean and p90
+too). The notes under the table say how each column is computed. With --degrade it then runs BlazeFace under
 load over the first link while the link's round trip goes up by 200 ms and
 back, and reports how long the proxy takes to move to local and back.
 
