@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -275,9 +276,40 @@ func (s echoSession) Run(ctx context.Context, in []tensor.Tensor, _ []string) ([
 	return []tensor.Tensor{out}, nil
 }
 
+// loadgenChild, set in the environment, makes the test binary a load
+// generator process (OverheadConfig.ClientCommand) instead of running tests.
+const loadgenChild = "ACCELPOOL_BENCH_TEST_LOADGEN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(loadgenChild) == "" {
+		os.Exit(m.Run())
+	}
+	fs := flag.NewFlagSet("loadgen", flag.ExitOnError)
+	config := LoadgenFlags(fs)
+	_ = fs.Parse(os.Args[1:])
+	cfg, err := config()
+	if err == nil {
+		err = Loadgen(context.Background(), cfg, os.Stdin, os.Stdout)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
 // TestRunOverheadEndToEnd drives the whole benchmark, real node and both
-// transports included, over the pure-Go backend.
+// transports included, over the pure-Go backend, with the load generator
+// in this process and in processes of its own.
 func TestRunOverheadEndToEnd(t *testing.T) {
+	t.Run("in-process", func(t *testing.T) { runOverheadEndToEnd(t, nil) })
+	t.Run("process", func(t *testing.T) {
+		t.Setenv(loadgenChild, "1")
+		runOverheadEndToEnd(t, []string{os.Args[0]})
+	})
+}
+
+func runOverheadEndToEnd(t *testing.T, client []string) {
 	repo := t.TempDir()
 	for _, m := range []string{"tiny", "tiny-batch"} {
 		dir := filepath.Join(repo, m, "1")
@@ -292,7 +324,7 @@ func TestRunOverheadEndToEnd(t *testing.T) {
 	rep, err := RunOverhead(context.Background(), OverheadConfig{
 		Backend: echoBackend{pause: 200 * time.Microsecond}, Repository: repo,
 		Models: []string{"tiny"}, BatchModel: "tiny-batch", BatchClients: 8,
-		Duration: 60 * time.Millisecond, Rounds: 2, WorkDir: t.TempDir(),
+		Duration: 60 * time.Millisecond, Rounds: 2, WorkDir: t.TempDir(), ClientCommand: client,
 	}, &out)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
@@ -308,6 +340,9 @@ func TestRunOverheadEndToEnd(t *testing.T) {
 		s, ok := mr.Mode(m)
 		if !ok || s.SatThroughput <= 0 || s.P50 <= 0 || len(s.SatRounds) != 2 {
 			t.Errorf("%s: %+v", m, s)
+		}
+		if remote := client != nil && m != InProcess; remote != (s.SatClientCPUPerReq > 0) {
+			t.Errorf("%s: client CPU %v with load generator %q", m, s.SatClientCPUPerReq, client)
 		}
 	}
 	if rep.Batch == nil || rep.Batch.Skipped != "" || rep.Batch.Batched <= 0 || rep.Batch.MeanBatch < 1 {

@@ -228,3 +228,26 @@ func (s *server) loadCall(m Mode, model string, inputs []tensor.Tensor, want wir
 	}
 	return nil, errors.New("no load generator for " + string(m))
 }
+
+// loadgenConfig is what a load generator process needs for mode m.
+func (s *server) loadgenConfig(m Mode, model string, inputs []tensor.Tensor, want wireOutputs) (LoadgenConfig, error) {
+	cfg := LoadgenConfig{Mode: m, Model: model, Want: want}
+	switch m {
+	case GRPC:
+		g, err := newGRPCLoad(nil, model, inputs, want)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Addr, cfg.Body = s.node.GRPCAddr(), g.req
+	case REST:
+		l, err := newRESTLoad(nil, "", model, inputs, want)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Addr, cfg.Body = s.node.HTTPAddr(), l.body
+		cfg.HeaderLen, _ = strconv.Atoi(l.headerLen)
+	default:
+		return cfg, errors.New("no load generator for " + string(m))
+	}
+	return cfg, nil
+}

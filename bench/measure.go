@@ -17,6 +17,10 @@ type seqResult struct {
 	Throughput float64 // requests per second
 	Requests   int
 	CPUPerReq  time.Duration // process CPU time per request; 0 if unknown
+	// ClientCPUPerReq is the load generator's CPU time per request when it
+	// runs in a process of its own (CPUPerReq is then the server's); 0
+	// otherwise.
+	ClientCPUPerReq time.Duration
 }
 
 // minSequential is the fewest requests a duration-bounded sequential round
@@ -61,6 +65,8 @@ type satResult struct {
 	Throughput float64 // requests per second inside the window
 	Requests   float64 // requests credited to the window (see credit)
 	CPUPerReq  time.Duration
+	// ClientCPUPerReq is as in seqResult.
+	ClientCPUPerReq time.Duration
 }
 
 // window brackets the measured part of a saturation run: start is called

@@ -99,6 +99,12 @@ type OverheadConfig struct {
 	WorkDir string
 	// Logger receives the serving node's logs; nil discards them.
 	Logger *slog.Logger
+	// ClientCommand, when set, runs the served modes' load generator in a
+	// process of its own: the command and its first arguments (accelpool's
+	// hidden "bench loadgen"), to which LoadgenConfig.Flags are added; the
+	// child then runs Loadgen. Its CPU time is reported apart from the
+	// server's. Without it the load generator runs in this process.
+	ClientCommand []string
 	// Profile, if set, is called as each mode's saturation window of the
 	// last round starts, and the function it returns as the window ends
 	// (for CPU profiles of one mode at a time).
@@ -158,6 +164,9 @@ type ModeStats struct {
 	SatThroughput float64
 	SatRounds     []float64
 	SatCPUPerReq  time.Duration
+	// With the load generator in a process of its own, the CPU figures
+	// above are the server's and these the client's (0 otherwise).
+	SeqClientCPUPerReq, SatClientCPUPerReq time.Duration
 	// Workers is the goroutines (in process) or clients (served) of the
 	// saturation window.
 	Workers int
@@ -315,7 +324,22 @@ func modelFile(repo, name string) (string, error) {
 type modeRun struct {
 	mode    Mode
 	newCall func() callFunc
-	workers int // saturation goroutines or clients
+	workers int         // saturation goroutines or clients
+	proc    *procClient // the load generator process, if it runs in one
+}
+
+func (r *runner) seq(ctx context.Context, m modeRun) (seqResult, error) {
+	if m.proc != nil {
+		return m.proc.seq(r.cfg.Duration, r.cfg.Requests)
+	}
+	return measureSequential(ctx, m.newCall(), r.cfg.Duration, r.cfg.Requests)
+}
+
+func (r *runner) sat(ctx context.Context, m modeRun, w window) (satResult, error) {
+	if m.proc != nil {
+		return m.proc.sat(m.workers, rampFor(r.cfg.Duration), r.cfg.Duration, w)
+	}
+	return measureSaturation(ctx, m.newCall, m.workers, rampFor(r.cfg.Duration), r.cfg.Duration, w)
 }
 
 func sessionCall(s runtime.Session, inputs []tensor.Tensor) func() callFunc {
@@ -426,7 +450,7 @@ func (r *runner) model(ctx context.Context, name string) (ModelReport, error) {
 	}
 	defer srv.close()
 
-	modes := []modeRun{{InProcess, inproc, rep.K}}
+	modes := []modeRun{{mode: InProcess, newCall: inproc, workers: rep.K}}
 	for _, mode := range []Mode{GRPC, REST} {
 		// The product's client gives one answer to compare with the
 		// in-process one; the load generator then times the mode.
@@ -435,11 +459,22 @@ func (r *runner) model(ctx context.Context, name string) (ModelReport, error) {
 		if err != nil {
 			return rep, err
 		}
-		if m.newCall, err = srv.loadCall(mode, name, inputs, outputSizes(out)); err != nil {
-			return rep, err
-		}
-		if err := warm(ctx, m.newCall()); err != nil {
-			return rep, fmt.Errorf("%s warm-up: %w", m.mode, err)
+		if len(r.cfg.ClientCommand) > 0 {
+			lc, err := srv.loadgenConfig(mode, name, inputs, outputSizes(out))
+			if err != nil {
+				return rep, err
+			}
+			if m.proc, err = startProcClient(ctx, r.cfg.ClientCommand, lc, r.cfg.WorkDir); err != nil {
+				return rep, err
+			}
+			defer m.proc.close()
+		} else {
+			if m.newCall, err = srv.loadCall(mode, name, inputs, outputSizes(out)); err != nil {
+				return rep, err
+			}
+			if err := warm(ctx, m.newCall()); err != nil {
+				return rep, fmt.Errorf("%s warm-up: %w", m.mode, err)
+			}
 		}
 		modes = append(modes, m)
 	}
@@ -449,7 +484,7 @@ func (r *runner) model(ctx context.Context, name string) (ModelReport, error) {
 	for round := range r.cfg.Rounds {
 		order := rotate(modes, round)
 		for _, m := range order {
-			s, err := measureSequential(ctx, m.newCall(), r.cfg.Duration, r.cfg.Requests)
+			s, err := r.seq(ctx, m)
 			if err != nil {
 				return rep, fmt.Errorf("%s at concurrency 1: %w", m.mode, err)
 			}
@@ -466,7 +501,7 @@ func (r *runner) model(ctx context.Context, name string) (ModelReport, error) {
 					}
 				}
 			}
-			s, err := measureSaturation(ctx, m.newCall, m.workers, rampFor(r.cfg.Duration), r.cfg.Duration, w)
+			s, err := r.sat(ctx, m, w)
 			if err != nil {
 				return rep, fmt.Errorf("%s at saturation: %w", m.mode, err)
 			}
@@ -489,18 +524,21 @@ func (r *runner) model(ctx context.Context, name string) (ModelReport, error) {
 
 func aggregate(m modeRun, seq []seqResult, sat []satResult) ModeStats {
 	st := ModeStats{Mode: m.mode, Workers: m.workers}
-	var p50, p99, cpu, scpu []time.Duration
+	var p50, p99, cpu, scpu, ccpu, sccpu []time.Duration
 	var tput []float64
 	st.SeqRequests = math.MaxInt
 	for _, s := range seq {
 		p50, p99, cpu = append(p50, s.P50), append(p99, s.P99), append(cpu, s.CPUPerReq)
+		ccpu = append(ccpu, s.ClientCPUPerReq)
 		tput = append(tput, s.Throughput)
 		st.SeqRequests = min(st.SeqRequests, s.Requests)
 	}
 	for _, s := range sat {
 		st.SatRounds = append(st.SatRounds, s.Throughput)
 		scpu = append(scpu, s.CPUPerReq)
+		sccpu = append(sccpu, s.ClientCPUPerReq)
 	}
+	st.SeqClientCPUPerReq, st.SatClientCPUPerReq = medianDuration(ccpu), medianDuration(sccpu)
 	st.P50, st.P99, st.SeqCPUPerReq = medianDuration(p50), medianDuration(p99), medianDuration(cpu)
 	st.SeqThroughput = median(tput)
 	st.SatThroughput, st.SatCPUPerReq = median(st.SatRounds), medianDuration(scpu)
@@ -649,10 +687,7 @@ func (r *runner) serve(ctx context.Context, repo string, conns int) (*server, er
 		s.close()
 		return nil, err
 	}
-	// The REST clients' connections buffer like gRPC's (grpcsvc.DefaultBufferSize):
-	// net/http's 4 KiB would send a tensor in hundreds of system calls.
-	s.hc = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conns + 4, DisableCompression: true,
-		WriteBufferSize: grpcsvc.DefaultBufferSize, ReadBufferSize: grpcsvc.DefaultBufferSize}}
+	s.hc = &http.Client{Transport: restTransport(conns)}
 	s.rest = rest.NewClient("http://"+node.HTTPAddr(), rest.ClientOptions{Binary: true, HTTPClient: s.hc})
 	return s, nil
 }

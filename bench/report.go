@@ -61,15 +61,19 @@ func (rep OverheadReport) Print(w io.Writer, cfg OverheadConfig) {
 		}
 		fmt.Fprintf(w, ")\n   input %s\n", mr.Input)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "mode\tc1 p50\tc1 p99\tc1 req/s\tc1 cpu/req\tsat workers\tsat req/s\tsat spread\tsat cpu/req\tsat ratio\tadded p50\t")
+		fmt.Fprintln(tw, "mode\tc1 p50\tc1 p99\tc1 req/s\tc1 cpu/req\tsat workers\tsat req/s\tsat spread\tsat cpu/req\tclient cpu/req\tsat ratio\tadded p50\t")
 		for _, s := range mr.Modes {
-			added, sr := "-", "1.00"
+			added, sr, client := "-", "1.00", "-"
 			if s.Mode != InProcess {
 				added = fmt.Sprintf("%+.2fms", float64(mr.AddedP50(s.Mode))/float64(time.Millisecond))
 				sr = fmt.Sprintf("%.2f", mr.SaturationRatio(s.Mode))
+				client = "in cpu/req"
+				if len(cfg.ClientCommand) > 0 {
+					client = fmtMS(s.SatClientCPUPerReq)
+				}
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f\t%s\t%d\t%.1f\t%.0f%%\t%s\t%s\t%s\t\n", s.Mode, fmtMS(s.P50), fmtMS(s.P99), s.SeqThroughput,
-				fmtMS(s.SeqCPUPerReq), s.Workers, s.SatThroughput, 100*spread(s.SatRounds), fmtMS(s.SatCPUPerReq), sr, added)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f\t%s\t%d\t%.1f\t%.0f%%\t%s\t%s\t%s\t%s\t\n", s.Mode, fmtMS(s.P50), fmtMS(s.P99), s.SeqThroughput,
+				fmtMS(s.SeqCPUPerReq), s.Workers, s.SatThroughput, 100*spread(s.SatRounds), fmtMS(s.SatCPUPerReq), client, sr, added)
 		}
 		_ = tw.Flush()
 		fmt.Fprintln(w)
@@ -86,11 +90,20 @@ func (rep OverheadReport) Print(w io.Writer, cfg OverheadConfig) {
 	}
 
 	fmt.Fprintln(w, "notes:")
-	fmt.Fprintf(w, "  - clients and server run in this one process and talk over loopback (127.0.0.1); in-process is Session.Run\n")
-	fmt.Fprintf(w, "    on a separate session loaded with the same options; figures are medians over %d interleaved rounds\n", cfg.Rounds)
-	fmt.Fprintf(w, "  - %d CPUs (GOMAXPROCS %d): ONNX Runtime's intra-op threads, the Go server and the clients compete for them,\n", rep.CPUs, rep.GOMAXPROCS)
-	fmt.Fprintf(w, "    so every CPU cycle the transport spends, the client's included, is taken from the model; cpu/req is\n")
-	fmt.Fprintf(w, "    process CPU time (all threads) per request\n")
+	if len(cfg.ClientCommand) > 0 {
+		fmt.Fprintf(w, "  - the load generator runs in a process of its own (one per served mode) and talks to the node over loopback\n")
+		fmt.Fprintf(w, "    (127.0.0.1); cpu/req is this process's CPU time (all threads: the server, ONNX Runtime's pools) per request,\n")
+		fmt.Fprintf(w, "    client cpu/req the load generator's (at saturation)\n")
+	} else {
+		fmt.Fprintf(w, "  - the load generator runs in this process and talks to the node over loopback (127.0.0.1); cpu/req is\n")
+		fmt.Fprintf(w, "    process CPU time (all threads) per request, the client's included\n")
+	}
+	fmt.Fprintf(w, "  - the load generator encodes each request once and resends its bytes; it checks each answer's output byte counts\n")
+	fmt.Fprintf(w, "    against one answer compared element by element with the in-process outputs through accelpool's own clients\n")
+	fmt.Fprintf(w, "  - in-process is Session.Run on a separate session loaded with the same options; figures are medians over\n")
+	fmt.Fprintf(w, "    %d interleaved rounds\n", cfg.Rounds)
+	fmt.Fprintf(w, "  - %d CPUs (GOMAXPROCS %d): ONNX Runtime's intra-op threads, the Go server and the client compete for them,\n", rep.CPUs, rep.GOMAXPROCS)
+	fmt.Fprintf(w, "    so every CPU cycle the transport spends, the client's included, is taken from the model\n")
 	for _, mr := range rep.Models {
 		if s, ok := mr.Mode(InProcess); ok && s.P50 > 0 && float64(s.SeqCPUPerReq) > 1.3*float64(s.P50) {
 			fmt.Fprintf(w, "  - %s in process burns %s of CPU per %s request at concurrency 1: the runtime's intra-op threads\n",

@@ -37,6 +37,16 @@ gRPC (raw contents) and REST (binary tensor extension):
     in-process K of 1 or 2 with the best throughput unless --concurrency
     is given.
 
+The served modes are timed with a load generator that, like Triton's
+perf_analyzer, encodes the request once and resends its bytes, and checks
+each answer's output byte counts against one answer that accelpool's own
+clients fetched and that was compared, element by element, with the
+in-process outputs. With --client process (the default) it runs in a
+process of its own, and the table shows the server's CPU per request
+(cpu/req) apart from the client's (client cpu/req); both share the same
+CPUs. Serving commands, this one included, run with GOGC 400 unless GOGC
+is set.
+
 It prints each figure as the median over rounds, the served/in-process
 throughput ratio at saturation and the p50 latency serving adds, then
 compares dynamic batching (max_batch_size 8, 2 ms delay) with none on
@@ -56,6 +66,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if len(args) > 0 && args[0] == "offload" {
 		return runBenchOffload(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "loadgen" {
+		return runBenchLoadgen(ctx, args[1:], os.Stdin, stdout, stderr)
 	}
 	fs := newFlags("bench", "bench <benchmark> [flags]", benchHelp, stderr)
 	if err := parse(fs, args); err != nil {
@@ -83,6 +96,7 @@ func runBenchOverhead(ctx context.Context, args []string, stdout, stderr io.Writ
 	repo := fs.String("model-repository", cache.ModelRepository(), "model repository `dir` the models are read from")
 	ortLib := fs.String("ort-lib", "", "ONNX Runtime library `path` (default: $ACCELPOOL_ORT_LIB, the cache, then the system)")
 	profDir := fs.String("cpuprofile", "", "write a CPU profile of each mode's last saturation window into `dir`")
+	client := fs.String("client", "process", "where the load generator runs: \"process\" (a process of its own; server and client CPU reported apart) or \"in-process\"")
 	logLevel := fs.String("log-level", "warn", "serving node log `level`: debug, info, warn, error")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -118,6 +132,17 @@ func runBenchOverhead(ctx context.Context, args []string, stdout, stderr io.Writ
 	if *models == "none" {
 		cfg.SkipModels = true
 	}
+	switch *client {
+	case "process":
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("--client process: %w", err)
+		}
+		cfg.ClientCommand = []string{exe, "bench", "loadgen"}
+	case "in-process":
+	default:
+		return fmt.Errorf("--client %q: want process or in-process", *client)
+	}
 	for _, m := range strings.Split(*models, ",") {
 		if m = strings.TrimSpace(m); m != "" && m != "none" {
 			cfg.Models = append(cfg.Models, m)
@@ -143,6 +168,27 @@ func runBenchOverhead(ctx context.Context, args []string, stdout, stderr io.Writ
 	}
 	_, err = bench.RunOverhead(ctx, cfg, stdout)
 	return err
+}
+
+const benchLoadgenHelp = `
+The load generator process of 'accelpool bench overhead --client process'
+(not meant to be run by hand). It sends the request in --body, as it is,
+to a serving node, checks that each answer carries outputs of the --want
+byte counts, and takes measurements one at a time: each a JSON line on
+stdin, answered on stdout.`
+
+func runBenchLoadgen(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("bench loadgen", "bench loadgen [flags]", benchLoadgenHelp, stderr)
+	config := bench.LoadgenFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	tuneGC()
+	cfg, err := config()
+	if err != nil {
+		return err
+	}
+	return bench.Loadgen(ctx, cfg, stdin, stdout)
 }
 
 // cpuProfiler writes DIR/<model>-<mode>.pprof for each profiled window.

@@ -1,0 +1,34 @@
+package bench
+
+import (
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/accelpool/accelpool/api/inference"
+)
+
+func TestCheckGRPCAnswer(t *testing.T) {
+	good, err := proto.Marshal(&pb.ModelInferResponse{ModelName: "m", Id: "x",
+		Outputs:           []*pb.ModelInferResponse_InferOutputTensor{{Name: "a"}, {Name: "b"}},
+		RawOutputContents: [][]byte{make([]byte, 12), make([]byte, 3)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkGRPCAnswer(good, wireOutputs{12, 3}); err != nil {
+		t.Errorf("good answer: %v", err)
+	}
+	for name, c := range map[string]struct {
+		b    []byte
+		want wireOutputs
+	}{
+		"other sizes": {good, wireOutputs{12, 4}},
+		"one output":  {good, wireOutputs{12}},
+		"truncated":   {good[:len(good)-1], wireOutputs{12, 3}},
+		"empty":       {nil, wireOutputs{12, 3}},
+	} {
+		if err := checkGRPCAnswer(c.b, c.want); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
