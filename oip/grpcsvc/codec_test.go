@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"testing"
 	"unsafe"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -253,5 +255,29 @@ func TestPooledEchoConcurrent(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// TestRegisterWithoutCodec: Register works on a *grpc.Server that keeps
+// gRPC's own protobuf codec (the request is then decoded by protobuf into
+// the same message, without pooling).
+func TestRegisterWithoutCodec(t *testing.T) {
+	gs := grpc.NewServer()
+	New(newFake(), Options{}).Register(gs)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = gs.Serve(lis) }()
+	t.Cleanup(gs.Stop)
+	c := dial(t, lis.Addr().String())
+	data := ramp(100000, 5)
+	in := tensor.Tensor{Name: "x", DataType: tensor.Uint8, Shape: []int64{int64(len(data))}, Data: data}
+	resp, err := c.Infer(t.Context(), &oip.InferRequest{ModelName: "echo", Inputs: []oip.InferInput{{Tensor: in}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Outputs) != 1 || !bytes.Equal(resp.Outputs[0].Data, data) {
+		t.Error("echo answered other bytes")
 	}
 }
