@@ -144,7 +144,10 @@ func (c *Client) ModelReady(ctx context.Context, name, version string) (bool, er
 
 // Infer implements oip.Service. Inputs travel as raw_input_contents, their
 // Data slices used as they are (the tensor Codec sends them without a copy
-// in Go); ctx's deadline becomes the gRPC deadline.
+// in Go), so they must not change while the call is in flight; as with
+// net/http request bodies, after a call that ended early (cancelled, past
+// its deadline) gRPC may still be reading them briefly. ctx's deadline
+// becomes the gRPC deadline.
 func (c *Client) Infer(ctx context.Context, req *oip.InferRequest) (*oip.InferResponse, error) {
 	preq, err := encodeInferRequest(req)
 	if err != nil {
