@@ -162,12 +162,13 @@ func (s *State) Place(req Request, p Policy) (Explanation, error) {
 	var pl pool
 	var stale map[int32]bool // nodes placed on by this decision
 	if ev.deferOn {
+		recorded := func(ci int) bool { return !closed && sampled[ci] < p.Top }
 		pl.check = func(ent entry) bool {
 			if stale[s.accs[ent.ai].node] {
 				return true // re-evaluated in full; best skips it
 			}
 			var o Outcome
-			ci := ev.evalDeferred(ent.ai, &o, func(ci int) bool { return !closed && sampled[ci] < p.Top })
+			ci := ev.evalDeferred(ent.ai, &o, recorded)
 			if ci < 0 {
 				return true
 			}
@@ -406,16 +407,14 @@ func (ev *evaluator) evalDeferred(ai int32, o *Outcome, why func(i int) bool) in
 			continue
 		}
 		c.checker = i
+		var ok bool
+		reason := "(not recorded)"
 		if q, quiet := ch.(QuietChecker); quiet && why != nil && !why(i) {
-			if q.Passes(c) {
-				continue
-			}
-			o.Node = s.nodes[a.node].state.Node.Name
-			o.Accelerator = a.spec.ID
-			o.Checker, o.Reason = ev.names[i], "(not recorded)"
-			return i
+			ok = q.Passes(c)
+		} else {
+			ok, reason = ch.Check(c)
 		}
-		if ok, reason := ch.Check(c); !ok {
+		if !ok {
 			o.Node = s.nodes[a.node].state.Node.Name
 			o.Accelerator = a.spec.ID
 			o.Checker, o.Reason = ev.names[i], reason

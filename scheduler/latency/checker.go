@@ -244,6 +244,21 @@ func (ch Checker) judge(c *scheduler.Candidate, why bool) (bool, string) {
 	return false, ch.missed(p.Name, p.P99Ms, objs[worst], rho)
 }
 
+// model is the latency model of accelerator a: Models (or ModelForKind)
+// for its kind, a processor-sharing one given a's Servers.
+func (ch Checker) model(a *cluster.Accelerator) Model {
+	models := ch.Models
+	if models == nil {
+		models = ModelForKind
+	}
+	m := models(a.Kind)
+	if ps, ok := m.(PS); ok && ch.Servers != nil {
+		ps.Servers = ch.Servers(a)
+		return ps
+	}
+	return m
+}
+
 // fastPS judges a candidate on a processor-sharing accelerator from the
 // cached tenants exactly as predict and PS.Predict would (the same sums
 // in the same order, the same formula), without building loads or
@@ -256,11 +271,8 @@ func (ch Checker) fastPS(c *scheduler.Candidate, bound float64, why bool) (ok bo
 	if ch.Cache == nil || ch.Profiles == nil || bound >= 1 {
 		return false, "", false
 	}
-	models := ch.Models
-	if models == nil {
-		models = ModelForKind
-	}
-	if _, ps := models(c.Accelerator().Kind).(PS); !ps {
+	ps, isPS := ch.model(c.Accelerator()).(PS)
+	if !isPS {
 		return false, "", false
 	}
 	set := ch.Cache.get(c, c.Instances(), ch.Profiles, ch.Share)
@@ -272,11 +284,7 @@ func (ch Checker) fastPS(c *scheduler.Candidate, bound float64, why bool) (ok bo
 		return false, err.Error(), true
 	}
 	l := &p.load
-	servers := 1.0
-	if ch.Servers != nil {
-		servers = ch.Servers(c.Accelerator())
-	}
-	sh := psShape(set.rho+l.Rate/1000*l.Profile.ServiceTimeMs, set.lam+l.Rate/1000, servers)
+	sh := psShape(set.rho+l.Rate/1000*l.Profile.ServiceTimeMs, set.lam+l.Rate/1000, ps.Servers)
 	rho := sh.util
 	if rho > bound {
 		if !why {
@@ -341,17 +349,9 @@ func (ch Checker) predict(c *scheduler.Candidate, bound float64) ([]Prediction, 
 		return nil, nil, "no profile source configured"
 	}
 	kind := c.Accelerator().Kind
-	models := ch.Models
-	if models == nil {
-		models = ModelForKind
-	}
-	m := models(kind)
+	m := ch.model(c.Accelerator())
 	if m == nil {
 		return nil, nil, c.Memo("kind", kind, func() string { return "no latency model for accelerator kind " + orNone(kind) })
-	}
-	if ps, ok := m.(PS); ok && ch.Servers != nil {
-		ps.Servers = ch.Servers(c.Accelerator())
-		m = ps
 	}
 	var (
 		loads []Load
