@@ -216,22 +216,25 @@ func (c *Client) Leader(ctx context.Context) (cluster.LeaderView, error) {
 	return out, c.do(ctx, http.MethodGet, "/api/v1/leader", nil, "", &out)
 }
 
-// WaitReady polls until every application has at least its desired number
-// of ready instances, or ctx ends.
+// WaitReady polls until every application (or every one named in apps,
+// each of which must exist) has at least its desired number of ready
+// instances, or ctx ends. A named application the server does not list
+// yet (a replica whose mirror has not caught up) is not ready.
 func (c *Client) WaitReady(ctx context.Context, apps ...string) error {
 	for {
 		all, err := c.Apps(ctx)
 		if err == nil {
-			ok := true
+			ok, seen := true, 0
 			for _, a := range all {
 				if len(apps) > 0 && !contains(apps, a.Metadata.Name) {
 					continue
 				}
+				seen++
 				if a.Status.Ready < a.Status.Desired {
 					ok = false
 				}
 			}
-			if ok {
+			if ok && seen >= len(apps) {
 				return nil
 			}
 		}
