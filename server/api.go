@@ -380,6 +380,13 @@ func (s *Server) checkDeployable(v view, a *cluster.Application, allowPending bo
 	name, digest := a.Spec.ModelRef()
 	m, ok := v.Models[name]
 	if !ok {
+		// The mirror may not have seen a push this replica or another
+		// just made: the store decides.
+		if kv, err := s.store.Get(context.Background(), modelKey(name)); err == nil && json.Unmarshal(kv.Value, &m) == nil {
+			ok = true
+		}
+	}
+	if !ok {
 		return errdefs.New(errdefs.ErrNotFound, fmt.Sprintf("spec.model: unknown model %q (push it first: accelpool model push FILE --name %s)", name, name))
 	}
 	if digest != "" && digest != m.Digest {
