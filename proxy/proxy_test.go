@@ -294,3 +294,26 @@ func TestDiscoveryAddsAndRemovesTargets(t *testing.T) {
 		t.Fatalf("after the target left: %v", err)
 	}
 }
+
+// TestDiscoveredNodeNamedLocal: a discovered node called what the device
+// calls itself ("local", the agent of `accelpool up`) or like a fixed
+// target is kept, under its name and address.
+func TestDiscoveredNodeNamedLocal(t *testing.T) {
+	remote := startAgent(t, map[string]int{"served-m": 1})
+	p := newProxy(t, Config{})
+	addr := remote.GRPCAddr()
+	p.setTargets([]Target{{Name: "edge", Addr: addr, Models: map[string]string{"other": "served-m"}}},
+		[]Target{{Name: LocalName, Addr: addr, Tier: "edge", Models: map[string]string{"app": "served-m"}}})
+	r, err := infer(t, p, "app", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := LocalName + "@" + addr; targetOf(r) != want {
+		t.Fatalf("answered by %q, want %q", targetOf(r), want)
+	}
+	p.setTargets([]Target{{Name: "edge", Addr: addr, Models: map[string]string{"other": "served-m"}}},
+		[]Target{{Name: "edge", Addr: addr, Models: map[string]string{"app": "served-m"}}})
+	if r, err = infer(t, p, "app", 5*time.Second); err != nil || targetOf(r) != "edge@"+addr {
+		t.Fatalf("a discovered node named like a fixed target: answered by %q, %v", targetOf(r), err)
+	}
+}

@@ -218,7 +218,16 @@ func (p *Proxy) setTargets(fixed, discovered []Target) error {
 		want[t.Name] = t
 	}
 	for _, t := range discovered {
-		if _, clash := want[t.Name]; !clash && t.Name != LocalName && t.Addr != "" {
+		if t.Addr == "" {
+			continue
+		}
+		// A node may be called what the device calls itself (`accelpool
+		// up` names its agent "local") or like a fixed target: it is then
+		// known by its name and address.
+		if _, clash := want[t.Name]; clash || t.Name == LocalName {
+			t.Name += "@" + t.Addr
+		}
+		if _, clash := want[t.Name]; !clash {
 			want[t.Name] = t
 		}
 	}

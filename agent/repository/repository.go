@@ -249,7 +249,7 @@ func Scan(root string) ([]Model, error) {
 	}
 	var out []Model
 	for _, e := range entries {
-		if !e.IsDir() || !ValidName(e.Name()) {
+		if !ValidName(e.Name()) || !isDir(root, e) {
 			continue
 		}
 		m, ok, err := Read(root, e.Name())
@@ -262,6 +262,16 @@ func Scan(root string) ([]Model, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+// isDir reports whether the entry of dir is a directory, following a
+// symbolic link (a repository made of links to models kept elsewhere).
+func isDir(dir string, e os.DirEntry) bool {
+	if e.Type()&os.ModeSymlink == 0 {
+		return e.IsDir()
+	}
+	fi, err := os.Stat(filepath.Join(dir, e.Name()))
+	return err == nil && fi.IsDir()
 }
 
 // Read reads one model directory. ok is false when the directory holds no
@@ -281,7 +291,7 @@ func Read(root, name string) (m Model, ok bool, err error) {
 	var versions []int64
 	for _, e := range entries {
 		v, perr := strconv.ParseInt(e.Name(), 10, 64)
-		if !e.IsDir() || perr != nil || v < 0 {
+		if perr != nil || v < 0 || !isDir(m.Dir, e) {
 			continue
 		}
 		if _, serr := os.Stat(filepath.Join(m.Dir, e.Name(), ModelFile)); serr == nil {

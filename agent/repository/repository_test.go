@@ -63,3 +63,38 @@ func TestScan(t *testing.T) {
 		t.Fatalf("traversal: %v", err)
 	}
 }
+
+// TestScanFollowsLinks: a repository of links to models kept elsewhere, and
+// a version directory that is a link, are scanned like real directories;
+// a dangling link and a link to a file are skipped.
+func TestScanFollowsLinks(t *testing.T) {
+	store, root := t.TempDir(), t.TempDir()
+	for _, p := range []string{"m/1/model.onnx", "v/model.onnx"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(store, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(store, p), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(root, "n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for link, target := range map[string]string{
+		"m":      filepath.Join(store, "m"),
+		"n/7":    filepath.Join(store, "v"),
+		"gone":   filepath.Join(store, "missing"),
+		"a-file": filepath.Join(store, "v", "model.onnx"),
+	} {
+		if err := os.Symlink(target, filepath.Join(root, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ms, err := Scan(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 2 || ms[0].Name != "m" || ms[0].Latest() != "1" || ms[1].Name != "n" || ms[1].Latest() != "7" {
+		t.Fatalf("scan of linked models: %+v", ms)
+	}
+}

@@ -196,7 +196,11 @@ func deployRepository(ctx context.Context, cl *client.Client, found []repository
 		if err != nil {
 			return nil, err
 		}
-		art, err := cl.PushModel(ctx, m.Name, data)
+		var art cluster.ModelArtifact
+		err = whileUnavailable(ctx, stdout, func() (err error) {
+			art, err = cl.PushModel(ctx, m.Name, data)
+			return err
+		})
 		if err != nil {
 			return nil, fmt.Errorf("push %s: %w", m.Name, err)
 		}
@@ -205,7 +209,10 @@ func deployRepository(ctx context.Context, cl *client.Client, found []repository
 		if b, ok := demoBatching[m.Name]; ok {
 			app += fmt.Sprintf("  batching: {maxBatchSize: %d, maxQueueDelayMs: %g}\n", b.MaxBatchSize, b.MaxQueueDelayMs)
 		}
-		_, err = cl.Deploy(ctx, []byte(app), client.DeployOptions{})
+		err = whileUnavailable(ctx, stdout, func() error {
+			_, err := cl.Deploy(ctx, []byte(app), client.DeployOptions{})
+			return err
+		})
 		switch {
 		case errors.Is(err, errdefs.ErrAlreadyExists):
 			fmt.Fprintf(stdout, "  %-16s %s (application exists, kept)\n", m.Name, art.Digest[:19])
@@ -217,6 +224,34 @@ func deployRepository(ctx context.Context, cl *client.Client, found []repository
 		names = append(names, m.Name)
 	}
 	return names, nil
+}
+
+// upLeaderWait bounds how long `accelpool up` waits for its control
+// plane to lead: after a crash the previous run's election lease has to
+// expire first (a few seconds).
+const upLeaderWait = time.Minute
+
+// whileUnavailable runs fn until it returns anything but ErrUnavailable
+// (the control plane not leading yet), for up to upLeaderWait, saying once
+// that it waits.
+func whileUnavailable(ctx context.Context, stdout io.Writer, fn func() error) error {
+	deadline := time.Now().Add(upLeaderWait)
+	said := false
+	for {
+		err := fn()
+		if !errors.Is(err, errdefs.ErrUnavailable) || time.Now().After(deadline) {
+			return err
+		}
+		if !said {
+			fmt.Fprintf(stdout, "  waiting for the control plane to lead (%v) — after a crash the previous run's lease expires first\n", err)
+			said = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 func printBanner(ctx context.Context, w io.Writer, cl *client.Client, rep *server.Replica, withTLS, open bool) {
