@@ -22,6 +22,7 @@ import (
 	"github.com/accelpool/accelpool/cluster"
 	"github.com/accelpool/accelpool/errdefs"
 	"github.com/accelpool/accelpool/scheduler"
+	"github.com/accelpool/accelpool/scheduler/latency"
 	"github.com/accelpool/accelpool/sim"
 	"github.com/accelpool/accelpool/tensor"
 )
@@ -141,6 +142,9 @@ type PlacementReport struct {
 	BestKnapsack *PlacementResult
 	BestViolates bool
 	Ratio        float64
+	// Ceiling bounds what any placement holding the model's objectives
+	// hosts of this sequence on this cluster; nil when not computed.
+	Ceiling *Ceiling
 }
 
 // Cluster builds n nodes from the workload's node shapes, in proportion
@@ -256,6 +260,9 @@ func RunPlacement(ctx context.Context, cfg PlacementConfig, out io.Writer) (Plac
 	}
 	apps := w.Expand(maxApps)
 	describeRun(out, cfg, w, nodes, maxApps)
+	if c, ok := PlacementCeiling(w, nodes); ok {
+		rep.Ceiling = &c
+	}
 
 	for _, pol := range cfg.Policies {
 		res, insts, placed, err := fill(nodes, apps, pol)
@@ -576,6 +583,14 @@ func (rep *PlacementReport) print(out io.Writer) {
 	if b != nil {
 		fmt.Fprintf(out, "best knapsack: %s, %d applications hosted, %d of them within their objective (a placement is credited only with those)\n",
 			b.Policy, b.Hosted, b.WithinSLO())
+	}
+	if c := rep.Ceiling; c != nil {
+		fmt.Fprintf(out, "ceiling: no placement keeping every predicted p99 within its objective less %.0f %% hosts more than %d applications of this sequence on this cluster (copies alone per accelerator %v)",
+			100*latency.DefaultHeadroom, c.N, c.MaxCopies)
+		if b != nil && b.WithinSLO() > 0 {
+			fmt.Fprintf(out, ": at most %.2fx the best knapsack", float64(c.N)/float64(b.WithinSLO()))
+		}
+		fmt.Fprintln(out)
 	}
 	if md == nil || b == nil {
 		fmt.Fprintln(out, "placement: no model-driven policy or no knapsack baseline in this run")
