@@ -637,12 +637,12 @@ func (d *device) describe(model string) string {
 	}
 	var parts []string
 	if l, ok := st.Local[model]; ok {
-		parts = append(parts, fmt.Sprintf("local service %.1fms (%d samples)", l.ServiceMs, l.Samples))
+		parts = append(parts, fmt.Sprintf("local service %.1fms overhead %.1fms (%d samples)", l.ServiceMs, l.OverheadMs, l.Samples))
 	}
 	for _, t := range st.Targets {
 		m := t.Models[model]
-		parts = append(parts, fmt.Sprintf("%s rtt %.2fms up/down %.0f/%.0f Mbit/s server %.1fms transfer %.1fms out %dB",
-			t.Name, t.RTTMs, t.UpMbps, t.DownMbps, m.ServerMs, m.TransferMs, m.OutBytes))
+		parts = append(parts, fmt.Sprintf("%s rtt %.2fms up/down %.0f/%.0f Mbit/s server %.1fms transfer %.1fms device overhead %.1fms out %dB",
+			t.Name, t.RTTMs, t.UpMbps, t.DownMbps, m.ServerMs, m.TransferMs, m.OverheadMs, m.OutBytes))
 	}
 	return strings.Join(parts, "; ")
 }

@@ -74,7 +74,7 @@ func Predict(o Option, inBytes int64) (d, transfer time.Duration, ok bool) {
 		return 0, 0, false
 	}
 	if o.Local {
-		return time.Duration(o.Waiting+1) * o.Service, 0, true
+		return time.Duration(o.Waiting+1)*o.Service + o.Residual, 0, true
 	}
 	transfer = WireTime(inBytes, o.UpBps) + WireTime(o.OutBytes, o.DownBps)
 	if o.Learned > 0 {

@@ -137,6 +137,7 @@ var _ oip.Service = (*Proxy)(nil)
 type localStats struct {
 	mu       sync.Mutex
 	service  offload.Mean // nanoseconds per request, without queueing
+	overhead offload.Recent
 	inflight atomic.Int64
 }
 
@@ -476,6 +477,9 @@ func (p *Proxy) run(ctx context.Context, pl *plan, from int, req *oip.InferReque
 				resp.Parameters = oip.Parameters{}
 			}
 			resp.ModelName = pl.model
+			if i > 0 {
+				noteNone(ctx) // failed attempts' time is in the request's
+			}
 			for k, v := range p.answered(pl, i) {
 				resp.Parameters[k] = v
 			}
@@ -574,7 +578,8 @@ func (ls *localStats) option() offload.Option {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	return offload.Option{Name: LocalName, Local: true, Tier: "device", Measured: ls.service.N() > 0,
-		Service: ls.service.Duration(), Waiting: int(ls.inflight.Load()), InFlight: int(ls.inflight.Load())}
+		Service: ls.service.Duration(), Waiting: int(ls.inflight.Load()), InFlight: int(ls.inflight.Load()),
+		Residual: ls.overhead.Duration()}
 }
 
 func (p *Proxy) runLocal(ctx context.Context, ls *localStats, req *oip.InferRequest) (*oip.InferResponse, error) {
@@ -594,6 +599,7 @@ func (p *Proxy) runLocal(ctx context.Context, ls *localStats, req *oip.InferRequ
 	ls.mu.Lock()
 	ls.service.Add(float64(service))
 	ls.mu.Unlock()
+	noteLocal(ctx, ls, took)
 	return resp, nil
 }
 
@@ -625,6 +631,7 @@ func (p *Proxy) runRemote(ctx context.Context, budget time.Duration, t *target, 
 		}
 	}
 	t.learn(model, server, in, WireBytes(resp.Outputs...), took, predicted)
+	noteRemote(ctx, t, model, took)
 	return resp, nil
 }
 

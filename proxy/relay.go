@@ -37,7 +37,8 @@ func NewGRPCServer(p *Proxy, opts grpcsvc.Options, extra ...grpc.ServerOption) (
 	}
 	// relayCodec replaces the tensor codec ServerOptions installs, and
 	// hands it every message but the relayed ones.
-	so = append(so, grpc.ForceServerCodecV2(relayCodec{}), grpc.ReadBufferSize(relayBufferSize), grpc.WriteBufferSize(relayBufferSize))
+	so = append(so, grpc.ForceServerCodecV2(relayCodec{}), grpc.ReadBufferSize(relayBufferSize), grpc.WriteBufferSize(relayBufferSize),
+		grpc.StatsHandler(p.StatsHandler()))
 	gs := grpc.NewServer(append(so, extra...)...)
 	s := &relayServer{Server: grpcsvc.New(p, opts), p: p, opts: opts}
 	desc := pb.GRPCInferenceService_ServiceDesc
@@ -112,6 +113,9 @@ func (s *relayServer) modelInfer(ctx context.Context, in *frame) (any, error) {
 		}
 		resp, err := s.p.relay(ctx, s.p.budget(ctx, pl.ranked[i:], pl.ls), pl.byName[opt.Name], pl.model, req, opt.Latency)
 		if err == nil {
+			if i > 0 {
+				noteNone(ctx) // failed attempts' time is in the request's
+			}
 			params := s.p.answered(pl, i)
 			var tail []byte
 			for _, k := range []string{ParamTarget, ParamAttempts, ParamPredicted} {
@@ -189,5 +193,6 @@ func (p *Proxy) relay(ctx context.Context, budget time.Duration, t *target, mode
 		return nil, errdefs.New(errdefs.ErrInternal, fmt.Sprintf("malformed response from %s: %v", t.spec.Name, err))
 	}
 	t.learn(model, time.Duration(info.server)*time.Microsecond, req.wireBytes, info.wireBytes, took, predicted)
+	noteRemote(ctx, t, model, took)
 	return resp, nil
 }

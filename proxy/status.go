@@ -18,8 +18,11 @@ type Status struct {
 // LocalEstimate is what is known about running a model on the device.
 type LocalEstimate struct {
 	ServiceMs float64 `json:"serviceMs"`
-	Samples   int     `json:"samples"`
-	InFlight  int64   `json:"inFlight"`
+	// OverheadMs is the device's own time around a run (reading the
+	// request, writing the answer), median of recent requests.
+	OverheadMs float64 `json:"overheadMs"`
+	Samples    int     `json:"samples"`
+	InFlight   int64   `json:"inFlight"`
 }
 
 // TargetStatus is one target, its link and its models.
@@ -42,6 +45,9 @@ type TargetStatus struct {
 type RemoteEstimate struct {
 	ServerMs   float64 `json:"serverMs"`
 	TransferMs float64 `json:"transferMs"`
+	// OverheadMs is the device's own time around an attempt (reading the
+	// application's request, relaying, writing the answer back).
+	OverheadMs float64 `json:"overheadMs"`
 	OutBytes   int64   `json:"outBytes"`
 	Samples    int     `json:"samples"`
 }
@@ -55,7 +61,7 @@ func (p *Proxy) Status() Status {
 	defer p.mu.RUnlock()
 	for name, ls := range p.local {
 		ls.mu.Lock()
-		st.Local[name] = LocalEstimate{ServiceMs: ms(ls.service.Value()), Samples: ls.service.N(), InFlight: ls.inflight.Load()}
+		st.Local[name] = LocalEstimate{ServiceMs: ms(ls.service.Value()), OverheadMs: ms(ls.overhead.Value()), Samples: ls.service.N(), InFlight: ls.inflight.Load()}
 		ls.mu.Unlock()
 	}
 	for _, t := range p.targets {
@@ -65,7 +71,7 @@ func (p *Proxy) Status() Status {
 			RTTMs: ms(t.link.rtt.Value()), UpMbps: t.link.up.Value() / 1e6, DownMbps: t.link.down.Value() / 1e6,
 			InFlight: t.inflight.Load(), Models: map[string]RemoteEstimate{}}
 		for m, rs := range t.models {
-			ts.Models[m] = RemoteEstimate{ServerMs: ms(rs.server.Value()), TransferMs: ms(rs.transfer.Value()),
+			ts.Models[m] = RemoteEstimate{ServerMs: ms(rs.server.Value()), TransferMs: ms(rs.transfer.Value()), OverheadMs: ms(rs.overhead.Value()),
 				OutBytes: int64(rs.outBytes.Value()), Samples: rs.server.N()}
 		}
 		t.mu.Unlock()

@@ -89,6 +89,9 @@ type remoteStats struct {
 	outBytes offload.Mean
 	bwRef    offload.Mean // the probed bandwidth when transfer was learned
 	outliers int          // answers in a row much slower than predicted
+	// overhead is the device's own time around the attempts that
+	// answered first (overhead.go), ns, median of recent.
+	overhead offload.Recent
 }
 
 // servedName is the name t serves model under; renamed is false when it
@@ -143,6 +146,7 @@ func (t *target) option(model string, in int64) offload.Option {
 		o.Server = ms.server.Duration()
 		o.OutBytes = int64(ms.outBytes.Value())
 		o.Learned = ms.learnedTransfer(in, bandwidth(t.link))
+		o.Residual = ms.overhead.Duration()
 	}
 	return o
 }

@@ -189,7 +189,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	errc := make(chan error, 2)
 	mux := http.NewServeMux()
-	oipREST := auth.HTTP(rest.NewHandler(p, rest.Options{MaxBodyBytes: *maxBody, Logger: log}), *listenToken, "/v2/health/")
+	oipREST := auth.HTTP(p.TimeREST(rest.NewHandler(p, rest.Options{MaxBodyBytes: *maxBody, Logger: log})), *listenToken, "/v2/health/")
 	mux.Handle("/v2/", oipREST)
 	mux.Handle("/v2", oipREST)
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
