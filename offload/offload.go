@@ -52,6 +52,11 @@ type Option struct {
 	Learned         time.Duration
 	OutBytes        int64 // expected response size
 	LinkUnavailable bool  // the last probe failed: last resort only
+	// Overdue is how far a request now in flight to the option has run
+	// past its own prediction: the path has become slower by at least
+	// that much (a link's round trip rose between two probes), and every
+	// new prediction for it is raised by as much until the request ends.
+	Overdue time.Duration
 }
 
 // Predicted is an option with its prediction for one request.
@@ -83,7 +88,7 @@ func Predict(o Option, inBytes int64) (d, transfer time.Duration, ok bool) {
 	d = o.RTT + transfer + o.Server + o.Residual
 	// The residual may be negative (on a slow device probes overstate the
 	// transfer time) but cannot make an answer come before a round trip.
-	return max(d, o.RTT), transfer, true
+	return max(d, o.RTT) + o.Overdue, transfer, true
 }
 
 // WireTime is the time n bytes take at bps bits per second (0 when the

@@ -154,3 +154,12 @@ func TestRecent(t *testing.T) {
 		}
 	}
 }
+
+func TestPredictAddsOverdue(t *testing.T) {
+	o := Option{Name: "edge", Measured: true, RTT: 2 * time.Millisecond, Server: 10 * time.Millisecond}
+	base, _, _ := Predict(o, 0)
+	o.Overdue = 300 * time.Millisecond
+	if got, _, _ := Predict(o, 0); got != base+300*time.Millisecond {
+		t.Fatalf("with 300ms overdue: %v, want %v", got, base+300*time.Millisecond)
+	}
+}

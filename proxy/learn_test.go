@@ -124,3 +124,66 @@ func TestLearnedTransferIgnoresProbeScatter(t *testing.T) {
 		}
 	}
 }
+
+// TestMinWindowFollowsALastingRise: one slow probe (a stall) leaves the
+// round trip alone; two in a row well above it (the link changed) replace
+// it; a normal sample after a false rise brings it back.
+func TestMinWindowFollowsALastingRise(t *testing.T) {
+	ms := func(v float64) float64 { return v * float64(time.Millisecond) }
+	var w minWindow
+	for _, x := range []float64{1, 1.2, 1.1} {
+		w.Add(ms(x))
+	}
+	w.Add(ms(40)) // a stall
+	w.Add(ms(1.3))
+	if got := w.Value(); got != ms(1.1) {
+		t.Fatalf("after one stall: %v ms", got/ms(1))
+	}
+	w.Add(ms(780))
+	if got := w.Value(); got != ms(1.3) {
+		t.Fatalf("after one slow probe: %v ms", got/ms(1))
+	}
+	w.Add(ms(790))
+	if got := w.Value(); got != ms(780) {
+		t.Fatalf("after two slow probes in a row: %v ms, want 780", got/ms(1))
+	}
+	w.Add(ms(785))
+	w.Add(ms(1)) // restored
+	if got := w.Value(); got != ms(1) {
+		t.Fatalf("after the link came back: %v ms", got/ms(1))
+	}
+	w.Add(ms(6)) // below 2×1 ms + 5 ms: no rise
+	w.Add(ms(6.5))
+	if got := w.Value(); got != ms(1) {
+		t.Fatalf("small rises moved the minimum: %v ms", got/ms(1))
+	}
+}
+
+// TestOverdueFlight: a request in flight far past its prediction raises
+// the target's predictions by its overrun (beyond twice its prediction and
+// 5 ms), and stops once it ends.
+func TestOverdueFlight(t *testing.T) {
+	tg := &target{models: map[string]*remoteStats{}, probeNow: make(chan struct{}, 1)}
+	if id := tg.beginFlight(0); id != 0 || len(tg.flights) != 0 {
+		t.Fatal("a request without a prediction was tracked")
+	}
+	id := tg.beginFlight(20 * time.Millisecond)
+	start := tg.flights[id].start
+	for _, tc := range []struct{ age, want time.Duration }{
+		{30 * time.Millisecond, 0},                       // within scatter
+		{45 * time.Millisecond, 0},                       // 2×20 + 5 exactly
+		{300 * time.Millisecond, 255 * time.Millisecond}, // the link slowed
+	} {
+		if got := tg.overdue(start.Add(tc.age)); got != tc.want {
+			t.Errorf("after %v: overdue %v, want %v", tc.age, got, tc.want)
+		}
+	}
+	tg.flights[id] = flight{start: time.Now().Add(-300 * time.Millisecond), predicted: 20 * time.Millisecond}
+	if o := tg.option("m", 100); o.Overdue < 255*time.Millisecond {
+		t.Errorf("option does not carry the overrun: %v", o.Overdue)
+	}
+	tg.endFlight(id)
+	if got := tg.overdue(start.Add(time.Second)); got != 0 {
+		t.Errorf("after the request ended: overdue %v", got)
+	}
+}

@@ -615,6 +615,7 @@ func (p *Proxy) runRemote(ctx context.Context, budget time.Duration, t *target, 
 	}
 	t.inflight.Add(1)
 	defer t.inflight.Add(-1)
+	defer t.endFlight(t.beginFlight(predicted))
 	start := time.Now()
 	resp, err := t.client.Infer(actx, &fwd)
 	took := time.Since(start)

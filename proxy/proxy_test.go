@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -273,26 +274,45 @@ func TestModeLocalAndRemote(t *testing.T) {
 
 func TestDiscoveryAddsAndRemovesTargets(t *testing.T) {
 	remote := startAgent(t, map[string]int{"served-m": 1})
+	var mu sync.Mutex
 	var targets []Target
+	discovered := func(ts []Target) {
+		mu.Lock()
+		targets = ts
+		mu.Unlock()
+	}
 	p := newProxy(t, Config{
-		Discover:         func(context.Context) ([]Target, error) { return targets, nil },
+		Discover: func(context.Context) ([]Target, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return targets, nil
+		},
 		DiscoverInterval: 10 * time.Millisecond,
 	})
 	if _, err := infer(t, p, "app", time.Second); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("before discovery: %v", err)
 	}
-	p.setTargets(nil, []Target{{Name: "n1", Addr: remote.GRPCAddr(), Tier: "edge", Models: map[string]string{"app": "served-m"}}})
-	r, err := infer(t, p, "app", 5*time.Second)
+	discovered([]Target{{Name: "n1", Addr: remote.GRPCAddr(), Tier: "edge", Models: map[string]string{"app": "served-m"}}})
+	var r *oip.InferResponse
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if r, err = infer(t, p, "app", 5*time.Second); err == nil {
+			break
+		}
+	}
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("after discovery: %v", err)
 	}
 	if targetOf(r) != "n1" || r.ModelName != "app" {
 		t.Fatalf("answered by %q as %q", targetOf(r), r.ModelName)
 	}
-	p.setTargets(nil, nil)
-	if _, err := infer(t, p, "app", time.Second); !errors.Is(err, errdefs.ErrNotFound) {
-		t.Fatalf("after the target left: %v", err)
+	discovered(nil)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if _, err = infer(t, p, "app", time.Second); errors.Is(err, errdefs.ErrNotFound) {
+			return
+		}
 	}
+	t.Fatalf("after the target left: %v", err)
 }
 
 // TestDiscoveredNodeNamedLocal: a discovered node called what the device

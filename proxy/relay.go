@@ -176,6 +176,7 @@ func (p *Proxy) relay(ctx context.Context, budget time.Duration, t *target, mode
 	}
 	t.inflight.Add(1)
 	defer t.inflight.Add(-1)
+	defer t.endFlight(t.beginFlight(predicted))
 	resp := new(frame)
 	start := time.Now()
 	err := t.conn.Invoke(actx, pb.GRPCInferenceService_ModelInfer_FullMethodName, out, resp, grpc.ForceCodecV2(relayCodec{}))

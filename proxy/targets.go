@@ -31,7 +31,55 @@ type target struct {
 	mu     sync.Mutex
 	link   link
 	models map[string]*remoteStats
+	// flights are the requests in flight to the target that came with a
+	// prediction: when each started and what was predicted.
+	flights    map[uint64]flight
+	nextFlight uint64
 }
+
+type flight struct {
+	start     time.Time
+	predicted time.Duration
+}
+
+// beginFlight records a request sent now with its predicted latency (none
+// when predicted is 0) and returns what endFlight takes.
+func (t *target) beginFlight(predicted time.Duration) uint64 {
+	if predicted <= 0 {
+		return 0
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.flights == nil {
+		t.flights = map[uint64]flight{}
+	}
+	t.nextFlight++
+	t.flights[t.nextFlight] = flight{start: time.Now(), predicted: predicted}
+	return t.nextFlight
+}
+
+func (t *target) endFlight(id uint64) {
+	if id == 0 {
+		return
+	}
+	t.mu.Lock()
+	delete(t.flights, id)
+	t.mu.Unlock()
+}
+
+// overdue is how far the request in flight longest past its prediction
+// has overrun it, beyond the scatter an answer may have (as learn's
+// outliers: twice the prediction and 5 ms); 0 if none has. t.mu held.
+func (t *target) overdue(now time.Time) time.Duration {
+	var d time.Duration
+	for _, f := range t.flights {
+		d = max(d, now.Sub(f.start)-2*f.predicted-overdueSlack)
+	}
+	return d
+}
+
+// overdueSlack is the least overrun of a request in flight that counts.
+const overdueSlack = 5 * time.Millisecond
 
 // link is what the probes found.
 type link struct {
@@ -94,22 +142,42 @@ type remoteStats struct {
 	overhead offload.Recent
 }
 
-// servedName is the name t serves model under; renamed is false when it
-// serves every model under the name asked for.
 // rttWindow is how many recent probes the round trip is the minimum of.
 const rttWindow = 3
 
 // minWindow is the minimum of the last rttWindow samples. Delays on the
 // path (a throttled device's own stalls, queues) only ever add to a round
 // trip, so the recent minimum is the steadiest estimate of the path; a
-// lasting change shows after rttWindow probes.
+// lasting fall shows at once. A lasting rise shows after two samples in a
+// row above twice the minimum and shiftSlack: the window then restarts
+// from them (a stall seldom spans two probes, and a false restart is
+// undone by the next normal sample).
 type minWindow struct {
-	v [rttWindow]float64
-	n int
+	v    [rttWindow]float64
+	n    int
+	high int // samples in a row above the rise threshold
 }
 
+// shiftSlack is the least rise of a round trip (ns) that can restart a
+// minWindow.
+const shiftSlack = float64(5 * time.Millisecond)
+
 // Add records x.
-func (w *minWindow) Add(x float64) { w.v[w.n%rttWindow] = x; w.n++ }
+func (w *minWindow) Add(x float64) {
+	if w.n > 0 && x > 2*w.Value()+shiftSlack {
+		w.high++
+	} else {
+		w.high = 0
+	}
+	if w.high >= 2 {
+		prev := w.v[(w.n-1)%rttWindow]
+		w.n, w.high = 0, 0
+		w.v[0], w.v[1], w.n = prev, x, 2
+		return
+	}
+	w.v[w.n%rttWindow] = x
+	w.n++
+}
 
 // N is the samples recorded.
 func (w *minWindow) N() int { return w.n }
@@ -129,6 +197,8 @@ func (w *minWindow) Value() float64 {
 // Duration is Value in nanoseconds.
 func (w *minWindow) Duration() time.Duration { return time.Duration(w.Value()) }
 
+// servedName is the name t serves model under; renamed is false when it
+// serves every model under the name asked for.
 func (t *target) servedName(model string) (name string, renamed bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -140,7 +210,8 @@ func (t *target) option(model string, in int64) offload.Option {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	o := offload.Option{Name: t.spec.Name, Tier: t.spec.Tier, Site: t.spec.Site, InFlight: int(t.inflight.Load()),
-		RTT: t.link.rtt.Duration(), UpBps: t.link.up.Value(), DownBps: t.link.down.Value(), LinkUnavailable: t.link.failed}
+		RTT: t.link.rtt.Duration(), UpBps: t.link.up.Value(), DownBps: t.link.down.Value(), LinkUnavailable: t.link.failed,
+		Overdue: t.overdue(time.Now())}
 	if ms := t.models[model]; ms != nil && ms.transfer.N() > 0 {
 		o.Measured = true
 		o.Server = ms.server.Duration()
