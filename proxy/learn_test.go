@@ -152,8 +152,8 @@ func TestMinWindowFollowsALastingRise(t *testing.T) {
 	if got := w.Value(); got != ms(1) {
 		t.Fatalf("after the link came back: %v ms", got/ms(1))
 	}
-	w.Add(ms(6)) // below 2×1 ms + 5 ms: no rise
-	w.Add(ms(6.5))
+	w.Add(ms(15)) // below 2×1 ms + 20 ms: stalls, not a rise
+	w.Add(ms(19))
 	if got := w.Value(); got != ms(1) {
 		t.Fatalf("small rises moved the minimum: %v ms", got/ms(1))
 	}

@@ -159,8 +159,9 @@ type minWindow struct {
 }
 
 // shiftSlack is the least rise of a round trip (ns) that can restart a
-// minWindow.
-const shiftSlack = float64(5 * time.Millisecond)
+// minWindow: more than a throttled device stalls a probe (a tenth of a
+// core waits up to 9 ms of every 10 ms period, sometimes two periods).
+const shiftSlack = float64(20 * time.Millisecond)
 
 // Add records x.
 func (w *minWindow) Add(x float64) {
