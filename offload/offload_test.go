@@ -163,3 +163,30 @@ func TestPredictAddsOverdue(t *testing.T) {
 		t.Fatalf("with 300ms overdue: %v, want %v", got, base+300*time.Millisecond)
 	}
 }
+
+func TestRecentWindow(t *testing.T) {
+	r := Recent{Window: 9}
+	for i := range 9 {
+		r.Add(float64(i)) // 0..8
+	}
+	if got := r.Value(); got != 4 {
+		t.Fatalf("median of 0..8: %v", got)
+	}
+	for range 4 {
+		r.Add(100) // window 4..8, 100 ×4: the median is still the old level
+	}
+	if got := r.Value(); got != 8 {
+		t.Fatalf("after 4 of 9 new samples: %v, want 8", got)
+	}
+	r.Add(100)
+	if got := r.Value(); got != 100 {
+		t.Fatalf("after 5 of 9 new samples: %v, want 100", got)
+	}
+	big := Recent{Window: 1000}
+	for i := range 20 {
+		big.Add(float64(i))
+	}
+	if got := big.Value(); got != 12 { // capped at 15 samples: 5..19
+		t.Fatalf("window capped at %d: median %v, want 12", MaxRecentWindow, got)
+	}
+}

@@ -131,7 +131,7 @@ func bandwidthSample(n int, bps float64) (sample float64, ok bool) {
 type remoteStats struct {
 	// server is a median: the far end's time jitters with its load, and a
 	// mean follows every slow answer.
-	server   offload.Recent // reported server time, ns
+	server   offload.Recent // reported server time, ns; serverWindow samples
 	transfer offload.Mean   // measured latency less rtt and server time, ns
 	inBytes  offload.Mean
 	outBytes offload.Mean
@@ -141,6 +141,12 @@ type remoteStats struct {
 	// answered first (overhead.go), ns, median of recent.
 	overhead offload.Recent
 }
+
+// serverWindow is how many answers the far end's time is the median of:
+// it varies by tens of percent from one request to the next on a shared
+// machine, and the median of more samples is a steadier prediction, while
+// a lasting change (a neighbour's load) still shows within five answers.
+const serverWindow = 9
 
 // rttWindow is how many recent probes the round trip is the minimum of.
 const rttWindow = 3
@@ -259,7 +265,7 @@ func (t *target) learn(model string, server time.Duration, in, out int64, took, 
 	defer t.mu.Unlock()
 	ms := t.models[model]
 	if ms == nil {
-		ms = &remoteStats{}
+		ms = &remoteStats{server: offload.Recent{Window: serverWindow}}
 		t.models[model] = ms
 	}
 	if predicted > 0 && took > 2*predicted+5*time.Millisecond && ms.outliers < 2 {
