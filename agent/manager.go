@@ -84,6 +84,7 @@ type Manager struct {
 	loadMu sync.Mutex // serialises load/unload of models
 
 	busyNanos atomic.Int64 // total execution time of every model
+	procs     int          // GOMAXPROCS last set for the executors (procs.go); loadMu held
 }
 
 var _ oip.Service = (*Manager)(nil)
@@ -478,14 +479,19 @@ func (m *Manager) UnloadModel(_ context.Context, name string) error {
 
 func (m *Manager) updateLoaded() {
 	m.mu.RLock()
-	n := 0
+	n, executors := 0, 0
 	for _, md := range m.models {
 		if md.state == StateReady {
 			n++
+			executors += max(md.cfg.Concurrency, 1)
 		}
 	}
 	m.mu.RUnlock()
 	m.metrics.loaded.Set(float64(n))
+	if procs := setExecutors(m, executors); procs != m.procs {
+		m.procs = procs
+		m.log.Debug("GOMAXPROCS sized for the executors", "executors", executors, "gomaxprocs", procs)
+	}
 }
 
 // Close unloads every model. Queued requests finish first.
@@ -503,6 +509,7 @@ func (m *Manager) Close() error {
 		}
 	}
 	m.metrics.loaded.Set(0)
+	setExecutors(m, 0)
 	return nil
 }
 

@@ -1,0 +1,73 @@
+package agent
+
+import (
+	"os"
+	goruntime "runtime"
+	"sync"
+)
+
+// An executor running a model is a goroutine inside a cgo call to the
+// runtime (ONNX Runtime) for the whole inference, and it keeps its P (Go's
+// right to run Go code) for that long: sysmon takes it back only when it
+// sees work waiting, and network readiness is not such work — it is
+// noticed when a P looks for something to do. With GOMAXPROCS equal to the
+// cores, as many long inferences as cores leave no P to read the next
+// request's bytes: a short request co-located with long ones then waits
+// milliseconds before it is even read. Measured on a 2-core machine with
+// three models of 2 executors each (`accelpool bench placement --mode
+// validate-sim`, docs/benchmarks.md): GOMAXPROCS 2 gave p99s of 26 ms for
+// a 1.5 ms model and 77 ms for a 7 ms one at 35 % load; GOMAXPROCS 8
+// (cores + executors) 8 ms and 27 ms. So every Manager's executors add to
+// GOMAXPROCS, unless the GOMAXPROCS environment variable is set.
+
+// GoProcs is the GOMAXPROCS for a process whose runtime default is base
+// (the cores it may use) running executors model executors: a P for each
+// executor on top of the cores, at most 4×base or base+8, whichever is
+// more (extra Ps cost little, but the garbage collector sizes its workers
+// by them).
+func GoProcs(base, executors int) int {
+	base = max(base, 1)
+	return min(base+max(executors, 0), max(4*base, base+8))
+}
+
+// procs tracks the executors of every Manager in the process.
+var procs struct {
+	once    sync.Once
+	mu      sync.Mutex
+	base    int
+	userSet bool
+	by      map[*Manager]int
+}
+
+// setExecutors records m's executors and resizes GOMAXPROCS for all.
+// It returns the GOMAXPROCS now in force.
+func setExecutors(m *Manager, n int) int {
+	procs.once.Do(func() {
+		procs.base = goruntime.GOMAXPROCS(0)
+		_, procs.userSet = os.LookupEnv("GOMAXPROCS")
+		procs.by = map[*Manager]int{}
+	})
+	procs.mu.Lock()
+	defer procs.mu.Unlock()
+	if n > 0 {
+		procs.by[m] = n
+	} else {
+		delete(procs.by, m)
+	}
+	if procs.userSet {
+		return goruntime.GOMAXPROCS(0)
+	}
+	total := 0
+	for _, k := range procs.by {
+		total += k
+	}
+	if total == 0 {
+		goruntime.SetDefaultGOMAXPROCS()
+		return goruntime.GOMAXPROCS(0)
+	}
+	want := GoProcs(procs.base, total)
+	if goruntime.GOMAXPROCS(0) != want {
+		goruntime.GOMAXPROCS(want)
+	}
+	return want
+}
