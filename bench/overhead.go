@@ -238,7 +238,8 @@ func (b BatchReport) Gain() float64 { return ratio(b.Batched, b.Unbatched) }
 type OverheadReport struct {
 	Models []ModelReport
 	Batch  *BatchReport
-	// CPUs and GOMAXPROCS describe the machine the figures come from.
+	// CPUs and GOMAXPROCS describe the machine the figures come from
+	// (GOMAXPROCS the most seen while a node served: agent.GoProcs).
 	CPUs, GOMAXPROCS int
 }
 
@@ -275,13 +276,17 @@ func RunOverhead(ctx context.Context, cfg OverheadConfig, out io.Writer) (Overhe
 		}
 		rep.Batch = br
 	}
+	if r.procs > 0 {
+		rep.GOMAXPROCS = r.procs
+	}
 	rep.Print(out, cfg)
 	return rep, nil
 }
 
 type runner struct {
-	cfg OverheadConfig
-	out io.Writer
+	cfg   OverheadConfig
+	out   io.Writer
+	procs int // the most GOMAXPROCS seen with a node serving
 }
 
 func (r *runner) printf(format string, a ...any) { fmt.Fprintf(r.out, format, a...) }
@@ -291,7 +296,7 @@ func (r *runner) header(rep OverheadReport) {
 	if rt == "" {
 		rt = r.cfg.Backend.Name()
 	}
-	r.printf("accelpool bench overhead: %s; %d CPUs, GOMAXPROCS %d, GOGC %d; %s\n", rt, rep.CPUs, rep.GOMAXPROCS, gcPercent(), goVersion())
+	r.printf("accelpool bench overhead: %s; %d CPUs, GOMAXPROCS %d at start (a serving node adds its executors), GOGC %d; %s\n", rt, rep.CPUs, rep.GOMAXPROCS, gcPercent(), goVersion())
 	r.printf("%d rounds, modes interleaved per round; each measurement lasts %v", r.cfg.Rounds, r.cfg.Duration)
 	if r.cfg.Requests > 0 {
 		r.printf(" (concurrency 1: %d requests)", r.cfg.Requests)
@@ -668,6 +673,7 @@ func (r *runner) serve(ctx context.Context, repo string, conns int) (*server, er
 		return nil, err
 	}
 	s := &server{node: node, reg: reg}
+	r.procs = max(r.procs, gomaxprocs()) // the agent sizes it for its executors
 	idx, err := node.Manager.RepositoryIndex(ctx, false)
 	if err != nil {
 		s.close()

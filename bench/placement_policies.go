@@ -43,7 +43,10 @@ func Policies(names string, w *Workload) ([]PlacementPolicy, error) {
 			// (latency.CPUServers) packs this machine's two cores as the
 			// simulator says they can be, and real serving, whose
 			// per-request overhead the profiles leave out, then misses
-			// every objective (docs/benchmarks.md).
+			// every objective (docs/benchmarks.md; measured again once the
+			// agent sized GOMAXPROCS for its executors: 41 placed, 41
+			// missed, while this single-server model is now the
+			// conservative side, 17 against the utilisation knapsack's 33).
 			return latency.ModelDrivenPolicy(src), false, true
 		case "knapsack-first":
 			return baseline.FirstFit(), true, true

@@ -182,7 +182,7 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 		defer os.RemoveAll(d)
 		work = d
 	}
-	fmt.Fprintf(out, "accelpool bench placement --mode validate-sim: %s served together by one node on this machine (%d CPUs, GOMAXPROCS %d; %s)\n",
+	fmt.Fprintf(out, "accelpool bench placement --mode validate-sim: %s served together by one node on this machine (%d CPUs, GOMAXPROCS %d at start; %s)\n",
 		strings.Join(cfg.Models, ", "), rep.CPUs, goruntime.GOMAXPROCS(0), goVersion())
 	fmt.Fprintf(out, "ONNX Runtime intra-op threads %d, %d executors per model, no batching; open-loop Poisson load over gRPC on loopback, %v warm-up + %v per level; the simulator runs %v of virtual time per level\n\n",
 		cfg.Threads, cfg.Concurrency, cfg.Warmup, cfg.Duration, cfg.SimDuration)
@@ -255,6 +255,7 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 		return rep, err
 	}
 	defer srv.close()
+	fmt.Fprintf(out, "serving node up: GOMAXPROCS %d (the cores and a P per executor: agent.GoProcs)\n", goruntime.GOMAXPROCS(0))
 	// Served alone: sequential requests, the serving path's cost.
 	for i := range rep.Profiles {
 		p := &rep.Profiles[i]

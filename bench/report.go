@@ -102,7 +102,7 @@ func (rep OverheadReport) Print(w io.Writer, cfg OverheadConfig) {
 	fmt.Fprintf(w, "    against one answer compared element by element with the in-process outputs through accelpool's own clients\n")
 	fmt.Fprintf(w, "  - in-process is Session.Run on a separate session loaded with the same options; figures are medians over\n")
 	fmt.Fprintf(w, "    %d interleaved rounds\n", cfg.Rounds)
-	fmt.Fprintf(w, "  - %d CPUs (GOMAXPROCS %d): ONNX Runtime's intra-op threads, the Go server and the client compete for them,\n", rep.CPUs, rep.GOMAXPROCS)
+	fmt.Fprintf(w, "  - %d CPUs (GOMAXPROCS %d while serving): ONNX Runtime's intra-op threads, the Go server and the client compete for them,\n", rep.CPUs, rep.GOMAXPROCS)
 	fmt.Fprintf(w, "    so every CPU cycle the transport spends, the client's included, is taken from the model\n")
 	for _, mr := range rep.Models {
 		if s, ok := mr.Mode(InProcess); ok && s.P50 > 0 && float64(s.SeqCPUPerReq) > 1.3*float64(s.P50) {
