@@ -18,7 +18,10 @@ import (
 // latency). For each accelerator shape s, u_s is the largest Σ v over the
 // sets of entries the shape can hold (enumerated; a set that fails the
 // model makes every superset fail, since adding load on a shared
-// accelerator never shortens a prediction). Every accelerator's tenants
+// accelerator never shortens a prediction: TestCeilingPruningHolds checks
+// it of the models on random sets). Accelerator shapes are told apart by
+// memory; the model is the bench's model-driven one (one server per
+// accelerator). Every accelerator's tenants
 // then weigh at most its u_s, so the first N applications of the sequence
 // can be hosted only if their weights sum to at most Σ u_s over the
 // cluster. N is the largest such prefix.

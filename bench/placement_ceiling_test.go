@@ -1,7 +1,10 @@
 package bench
 
 import (
+	"math/rand/v2"
 	"testing"
+
+	"github.com/accelpool/accelpool/scheduler/latency"
 )
 
 // TestPlacementCeiling checks the bound where it is exact and where it must
@@ -57,5 +60,60 @@ apps:
 	}
 	if c.N >= capacityBound(w, nodes) {
 		t.Fatalf("ceiling %d is no tighter than memory alone (%d)", c.N, capacityBound(w, nodes))
+	}
+}
+
+// TestCeilingPruningHolds checks what PlacementCeiling's enumeration
+// assumes of the latency model: adding an application to a set that
+// misses an objective never makes every objective hold again (so no
+// superset of a failing set need be tried). Random sets of the shipped
+// workloads' applications, a thousand per workload.
+func TestCeilingPruningHolds(t *testing.T) {
+	for _, file := range []string{"workloads/ibis-gpu.yaml", "workloads/demo-cpu.yaml"} {
+		w, err := ReadWorkload(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		model := latency.ModelForKind(w.Kind)
+		apps := w.Expand(len(w.Apps))
+		load := func(i int) latency.Load {
+			m := w.byName[apps[i].Spec.Model]
+			return latency.Load{Name: apps[i].Metadata.Name, Model: m.Name, Rate: apps[i].Spec.Rate,
+				Profile: latency.Profile{ServiceTimeMs: m.ServiceMs, ServiceTimeCV: m.CV, SwitchCostMs: m.SwitchMs}}
+		}
+		holds := func(set []int) bool {
+			loads := make([]latency.Load, len(set))
+			for k, i := range set {
+				loads[k] = load(i)
+			}
+			preds, err := model.Predict(loads)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, i := range set {
+				if !preds[k].Stable || preds[k].P99Ms > (1-latency.DefaultHeadroom)*apps[i].Spec.Objective.P99Ms {
+					return false
+				}
+			}
+			return true
+		}
+		r := rand.New(rand.NewPCG(1, 2))
+		failing := 0
+		for range 1000 {
+			set := make([]int, 1+r.IntN(40))
+			for k := range set {
+				set[k] = r.IntN(len(apps))
+			}
+			if holds(set) {
+				continue
+			}
+			failing++
+			if bigger := append(set, r.IntN(len(apps))); holds(bigger) {
+				t.Fatalf("%s: %v misses an objective but with %d added every objective holds", file, set, bigger[len(bigger)-1])
+			}
+		}
+		if failing < 100 {
+			t.Fatalf("%s: only %d of 1000 random sets miss an objective: the check says little", file, failing)
+		}
 	}
 }
