@@ -43,6 +43,9 @@ const ceilingLimit = 200_000
 
 // PlacementCeiling computes the Ceiling of w on nodes.
 func PlacementCeiling(w *Workload, nodes []cluster.Node) (Ceiling, bool) {
+	if w.countCores {
+		return Ceiling{}, false // the policy's model counts cores; this bound does not
+	}
 	model := latency.ModelForKind(w.Kind)
 	keep := 1 - latency.DefaultHeadroom
 	apps := w.Expand(len(w.Apps))

@@ -47,6 +47,13 @@ func Policies(names string, w *Workload) ([]PlacementPolicy, error) {
 			// agent sized GOMAXPROCS for its executors: 41 placed, 41
 			// missed, while this single-server model is now the
 			// conservative side, 17 against the utilisation knapsack's 33).
+			if w.countCores {
+				// Served demands (ServedDemand) carry the serving
+				// overhead, so the cores can be counted.
+				ch := latency.NewChecker(src)
+				ch.Servers = latency.CPUServers(max(w.Threads, 1))
+				return latency.CheckerPolicy(ch), false, true
+			}
 			return latency.ModelDrivenPolicy(src), false, true
 		case "knapsack-first":
 			return baseline.FirstFit(), true, true

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/accelpool/accelpool/cluster"
 	"github.com/accelpool/accelpool/errdefs"
 )
 
@@ -243,5 +244,36 @@ func TestValidateSimEndToEnd(t *testing.T) {
 	}
 	if !regexp.MustCompile(`(?m)^validate-sim: calibrated p99 error mean \d+\.\d %, max \d+\.\d % \(naive: .*\) over 4 \(model, level\) pairs; target 15 %$`).MatchString(out.String()) {
 		t.Errorf("summary line missing:\n%s", out.String())
+	}
+}
+
+// TestServedDemand: each model's demand is measured served (at least the
+// echo backend's pause per request), replaces the profile, and makes the
+// model-driven policy count the cores; the ceiling, whose model does not,
+// is then not printed.
+func TestServedDemand(t *testing.T) {
+	w, err := ParseWorkload([]byte(echoWorkload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const pause = 2 * time.Millisecond
+	var out strings.Builder
+	cfg := PlacementConfig{Backend: echoBackend{pause: pause}, Repository: echoRepo(t, "tiny"), WorkDir: t.TempDir()}
+	if err := ServedDemand(context.Background(), w, cfg, &out); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	t.Log(out.String())
+	if got := w.Models[0].ServiceMs; got < 2 || got > 50 {
+		t.Fatalf("served demand %.3f ms for a model that pauses %v per request", got, pause)
+	}
+	if !w.countCores {
+		t.Fatal("the model-driven policy was not told to count cores")
+	}
+	if _, ok := PlacementCeiling(w, []cluster.Node{{Name: "n", Accelerators: []cluster.Accelerator{{ID: "cpu0", Kind: "cpu", MemoryBytes: 64 << 20, Compute: 2}}}}); ok {
+		t.Fatal("a ceiling under the one-server model was computed for a policy that counts cores")
+	}
+	if err := ServedDemand(context.Background(), w, PlacementConfig{Backend: echoBackend{}, Repository: t.TempDir()}, io.Discard); err == nil ||
+		!strings.Contains(err.Error(), "tiny") {
+		t.Fatalf("a model missing from the repository: %v", err)
 	}
 }

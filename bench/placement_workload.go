@@ -43,6 +43,9 @@ type Workload struct {
 	Apps   []WorkloadApp   `yaml:"apps"`
 	file   string
 	byName map[string]*WorkloadModel
+	// countCores is set by ServedDemand: the model-driven policy then
+	// counts a CPU's cores (latency.CPUServers).
+	countCores bool
 }
 
 // NodeShape is one kind of node in the simulated cluster.

@@ -66,6 +66,7 @@ func runBenchPlacement(ctx context.Context, args []string, stdout, stderr io.Wri
 	profileRuns := fs.Int("profile-runs", 300, "profiler runs per model (--mode validate-sim)")
 	quietWait := fs.Duration("quiet-wait", 0, "wait up to this long before each phase for other processes to use < 10 % of the CPUs (--mode validate-sim, real)")
 	logLevel := fs.String("log-level", "warn", "serving node log `level`")
+	servedDemand := fs.Bool("served-demand", false, "--mode real: measure what each model costs served on this machine (latency or CPU per request through gRPC) and place with that instead of the workload's profiles; the model-driven policy then counts the CPU's cores")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -108,6 +109,24 @@ func runBenchPlacement(ctx context.Context, args []string, stdout, stderr io.Wri
 	if err != nil {
 		return err
 	}
+	if *servedDemand && *mode != bench.PlacementReal {
+		return fmt.Errorf("--served-demand needs --mode real")
+	}
+	var backend *onnx.Backend
+	if *mode == bench.PlacementReal {
+		if err := w.CheckRepository(*repo); err != nil {
+			return fmt.Errorf("workload %s: %w", *workload, err)
+		}
+		if backend, err = newBackend(); err != nil {
+			return err
+		}
+	}
+	if *servedDemand {
+		dc := bench.PlacementConfig{Backend: backend, Repository: *repo, Logger: log, QuietWait: *quietWait}
+		if err := bench.ServedDemand(ctx, w, dc, stdout); err != nil {
+			return err
+		}
+	}
 	pols, err := bench.Policies(*policies, w)
 	if err != nil {
 		return err
@@ -129,13 +148,8 @@ func runBenchPlacement(ctx context.Context, args []string, stdout, stderr io.Wri
 			return fmt.Errorf("--trace %s: %w", *trace, err)
 		}
 	}
-	if *mode == bench.PlacementReal {
-		if err := w.CheckRepository(*repo); err != nil {
-			return fmt.Errorf("workload %s: %w", *workload, err)
-		}
-		if cfg.Backend, err = newBackend(); err != nil {
-			return err
-		}
+	if backend != nil {
+		cfg.Backend = backend
 	}
 	_, err = bench.RunPlacement(ctx, cfg, stdout)
 	return err
