@@ -69,7 +69,7 @@ func localManager(t *testing.T, models map[string]int) *agent.Manager {
 	return m
 }
 
-func newProxy(t *testing.T, cfg Config) *Proxy {
+func newProxy(t testing.TB, cfg Config) *Proxy {
 	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = quiet
@@ -99,7 +99,7 @@ func infer(t *testing.T, p *Proxy, model string, timeout time.Duration) (*oip.In
 func targetOf(r *oip.InferResponse) string { s, _ := r.Parameters[ParamTarget].(string); return s }
 
 // waitProbed waits until every target's link has been probed.
-func waitProbed(t *testing.T, p *Proxy) {
+func waitProbed(t testing.TB, p *Proxy) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {

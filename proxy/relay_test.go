@@ -47,7 +47,7 @@ func (r *recorder) setFail(err error) {
 	r.fail = err
 }
 
-func startRecorder(t *testing.T) *recorder {
+func startRecorder(t testing.TB) *recorder {
 	t.Helper()
 	rec := &recorder{resp: &pb.ModelInferResponse{
 		ModelName: "m", Id: "req-1",
@@ -96,7 +96,7 @@ func startRecorder(t *testing.T) *recorder {
 
 // serveProxy serves p with NewGRPCServer on loopback and returns a
 // connection to it.
-func serveProxy(t *testing.T, p *Proxy, opts grpcsvc.Options) *grpc.ClientConn {
+func serveProxy(t testing.TB, p *Proxy, opts grpcsvc.Options) *grpc.ClientConn {
 	t.Helper()
 	gs, err := NewGRPCServer(p, opts)
 	if err != nil {
@@ -117,7 +117,7 @@ func serveProxy(t *testing.T, p *Proxy, opts grpcsvc.Options) *grpc.ClientConn {
 }
 
 // wireRequest is a request for model as an application would send it.
-func wireRequest(t *testing.T, model string) []byte {
+func wireRequest(t testing.TB, model string) []byte {
 	t.Helper()
 	b, err := proto.Marshal(&pb.ModelInferRequest{
 		ModelName: model, ModelVersion: "1", Id: "req-1",
