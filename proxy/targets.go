@@ -178,8 +178,7 @@ func (w *minWindow) Add(x float64) {
 	}
 	if w.high >= 2 {
 		prev := w.v[(w.n-1)%rttWindow]
-		w.n, w.high = 0, 0
-		w.v[0], w.v[1], w.n = prev, x, 2
+		w.v[0], w.v[1], w.n, w.high = prev, x, 2, 0
 		return
 	}
 	w.v[w.n%rttWindow] = x
