@@ -68,6 +68,13 @@ type Config struct {
 	// Providers, when set, is the default execution provider list for
 	// models whose config.yaml names none.
 	Providers []string
+	// KeepGOMAXPROCS leaves GOMAXPROCS alone instead of adding a P per
+	// executor (procs.go). The device proxy sets it: on a weak device
+	// under a CPU quota the extra Ps spend the quota spinning — measured
+	// with `bench offload`, the proxy used 4.0–4.2 ms of CPU per relayed
+	// 1 MB answer with GOMAXPROCS 2 and 4.7–5.5 ms with the executors
+	// added.
+	KeepGOMAXPROCS bool
 }
 
 // Manager serves the models of one repository on one backend. It
@@ -488,6 +495,9 @@ func (m *Manager) updateLoaded() {
 	}
 	m.mu.RUnlock()
 	m.metrics.loaded.Set(float64(n))
+	if m.cfg.KeepGOMAXPROCS {
+		return
+	}
 	if procs := setExecutors(m, executors); procs != m.procs {
 		m.procs = procs
 		m.log.Debug("GOMAXPROCS sized for the executors", "executors", executors, "gomaxprocs", procs)

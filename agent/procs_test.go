@@ -1,8 +1,11 @@
 package agent
 
 import (
+	"context"
 	goruntime "runtime"
 	"testing"
+
+	"github.com/accelpool/accelpool/agent/runtime/fake"
 )
 
 func TestGoProcs(t *testing.T) {
@@ -37,5 +40,21 @@ func TestManagerSizesGOMAXPROCS(t *testing.T) {
 	}
 	if got := goruntime.GOMAXPROCS(0); !userSet && got != procs.base {
 		t.Fatalf("after Close: GOMAXPROCS %d, want the default %d", got, procs.base)
+	}
+}
+
+// TestKeepGOMAXPROCS: a manager told to keep GOMAXPROCS does not size it.
+func TestKeepGOMAXPROCS(t *testing.T) {
+	before := goruntime.GOMAXPROCS(0)
+	m, err := NewManager(Config{Repository: writeRepo(t, map[string]repoModel{"a": {vec, "concurrency: 7\n"}}), Backend: fake.New(), KeepGOMAXPROCS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.LoadAll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := goruntime.GOMAXPROCS(0); got != before {
+		t.Fatalf("GOMAXPROCS %d, was %d", got, before)
 	}
 }

@@ -171,7 +171,9 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return err
 		}
-		mgr, err := agent.NewManager(agent.Config{Repository: *models, Backend: backend, Logger: log, Version: Version, Registry: reg})
+		// KeepGOMAXPROCS: see agent.Config; a device runs few requests at
+		// once and pays for every spinning P out of its quota.
+		mgr, err := agent.NewManager(agent.Config{Repository: *models, Backend: backend, Logger: log, Version: Version, Registry: reg, KeepGOMAXPROCS: true})
 		if err != nil {
 			return err
 		}
