@@ -503,7 +503,10 @@ func measureProxy(ctx context.Context, dev *device, direct *grpcsvc.Client, in o
 		}
 		m.took, m.pred, m.server = append(m.took, took), append(m.pred, pred), append(m.server, server)
 		if took > 2*time.Second {
-			progress("  %s request %d: %v on %s", in.model, i-warmup+1, fmtMS(took), target)
+			// What the proxy knew just after: a slow answer where a link
+			// was offered says why it ran where it did.
+			att, _ := r.Parameters[proxy.ParamAttempts].(int64)
+			progress("  %s request %d: %v on %s (attempt %d, predicted %v; the proxy now: %s)", in.model, i-warmup+1, fmtMS(took), target, att, fmtMS(pred), dev.describe(in.model))
 		}
 	}
 	if cpu0 > 0 {
@@ -641,8 +644,12 @@ func (d *device) describe(model string) string {
 	}
 	for _, t := range st.Targets {
 		m := t.Models[model]
-		parts = append(parts, fmt.Sprintf("%s rtt %.2fms up/down %.0f/%.0f Mbit/s server %.1fms transfer %.1fms device overhead %.1fms out %dB",
-			t.Name, t.RTTMs, t.UpMbps, t.DownMbps, m.ServerMs, m.TransferMs, m.OverheadMs, m.OutBytes))
+		state := ""
+		if !t.Up {
+			state = fmt.Sprintf(" DOWN (%s)", t.LastError)
+		}
+		parts = append(parts, fmt.Sprintf("%s%s rtt %.2fms up/down %.0f/%.0f Mbit/s server %.1fms transfer %.1fms device overhead %.1fms out %dB",
+			t.Name, state, t.RTTMs, t.UpMbps, t.DownMbps, m.ServerMs, m.TransferMs, m.OverheadMs, m.OutBytes))
 	}
 	return strings.Join(parts, "; ")
 }
