@@ -452,12 +452,7 @@ func measureReal(ctx context.Context, res *PlacementResult, cfg PlacementConfig,
 			return err
 		}
 		if _, ok := inputs[model]; !ok {
-			sess, err := cfg.Backend.Load(ctx, path, runtime.Options{IntraOpThreads: w.Threads})
-			if err != nil {
-				return fmt.Errorf("%s: %w", model, err)
-			}
-			in, _, err := buildInputs(model, sess.Metadata(), SyntheticImage(), "synthetic image")
-			_ = sess.Close()
+			in, _, err := syntheticInputs(ctx, cfg.Backend, path, model, w.Threads)
 			if err != nil {
 				return err
 			}

@@ -7,9 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"text/tabwriter"
-	"time"
 
-	"github.com/accelpool/accelpool/agent/runtime"
 	"github.com/accelpool/accelpool/tensor"
 )
 
@@ -41,12 +39,7 @@ func ServedDemand(ctx context.Context, w *Workload, cfg PlacementConfig, out io.
 		if err != nil {
 			return fmt.Errorf("model %s: %w", m.Name, err)
 		}
-		sess, err := cfg.Backend.Load(ctx, path, runtime.Options{IntraOpThreads: w.Threads})
-		if err != nil {
-			return fmt.Errorf("%s: %w", m.Name, err)
-		}
-		in, _, err := buildInputs(m.Name, sess.Metadata(), SyntheticImage(), "synthetic image")
-		_ = sess.Close()
+		in, _, err := syntheticInputs(ctx, cfg.Backend, path, m.Name, w.Threads)
 		if err != nil {
 			return err
 		}
@@ -73,23 +66,12 @@ func ServedDemand(ctx context.Context, w *Workload, cfg PlacementConfig, out io.
 	fmt.Fprintf(tw, "MODEL\tPROFILE ms\tSERVED LATENCY ms\tCPU ms/REQUEST\tDEMAND USED ms\n")
 	for i := range w.Models {
 		m := &w.Models[i]
-		call := servedCall(srv.client, m.Name, inputs[m.Name])()
-		if err := warm(ctx, call); err != nil {
+		latency, cpuMs, cpuOK, err := servedAlone(ctx, servedCall(srv.client, m.Name, inputs[m.Name])(), m.ServiceMs)
+		if err != nil {
 			return fmt.Errorf("%s served: %w", m.Name, err)
 		}
-		n := max(50, min(300, int(1500/max(m.ServiceMs, 0.1))))
-		cpu0, cpuOK := processCPU()
-		start := time.Now()
-		for range n {
-			if err := call(ctx); err != nil {
-				return fmt.Errorf("%s served: %w", m.Name, err)
-			}
-		}
-		latency := float64(time.Since(start)) / 1e6 / float64(n)
-		cpu1, _ := processCPU()
-		demand, cpuMs := latency, 0.0
+		demand := latency
 		if cpuOK {
-			cpuMs = float64(cpu1-cpu0) / 1e6 / float64(n)
 			demand = max(demand, cpuMs)
 		}
 		fmt.Fprintf(tw, "%s\t%.3f\t%.3f\t%.3f\t%.3f\n", m.Name, m.ServiceMs, latency, cpuMs, demand)

@@ -216,3 +216,38 @@ func rankOf(v []float64, p float64) float64 {
 	k := int(math.Ceil(p / 100 * float64(len(v))))
 	return v[min(max(k, 1), len(v))-1]
 }
+
+// syntheticInputs loads a model once to read its inputs and builds them
+// from the synthetic image; desc says what they are.
+func syntheticInputs(ctx context.Context, b runtime.Backend, path, model string, threads int) ([]tensor.Tensor, string, error) {
+	sess, err := b.Load(ctx, path, runtime.Options{IntraOpThreads: threads})
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", model, err)
+	}
+	defer sess.Close()
+	return buildInputs(model, sess.Metadata(), SyntheticImage(), "synthetic image")
+}
+
+// servedAlone warms call up, then times sequential calls — enough for
+// about 1.5 s of a model of serviceMs, 50 to 300 — and returns a call's
+// latency and this process's CPU time per call (ms; cpuOK false where
+// the platform cannot say).
+func servedAlone(ctx context.Context, call callFunc, serviceMs float64) (latencyMs, cpuMs float64, cpuOK bool, err error) {
+	if err := warm(ctx, call); err != nil {
+		return 0, 0, false, err
+	}
+	n := max(50, min(300, int(1500/max(serviceMs, 0.1))))
+	cpu0, cpuOK := processCPU()
+	start := time.Now()
+	for range n {
+		if err := call(ctx); err != nil {
+			return 0, 0, false, err
+		}
+	}
+	latencyMs = float64(time.Since(start)) / 1e6 / float64(n)
+	cpu1, _ := processCPU()
+	if cpuOK {
+		cpuMs = float64(cpu1-cpu0) / 1e6 / float64(n)
+	}
+	return latencyMs, cpuMs, cpuOK, nil
+}

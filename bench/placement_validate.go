@@ -212,12 +212,7 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 		if err != nil {
 			return rep, fmt.Errorf("%s: %w", m, err)
 		}
-		sess, err := cfg.Backend.Load(ctx, path, runtime.Options{IntraOpThreads: cfg.Threads})
-		if err != nil {
-			return rep, fmt.Errorf("%s: %w", m, err)
-		}
-		in, desc, err := buildInputs(m, sess.Metadata(), SyntheticImage(), "synthetic image")
-		_ = sess.Close()
+		in, desc, err := syntheticInputs(ctx, cfg.Backend, path, m, cfg.Threads)
 		if err != nil {
 			return rep, err
 		}
@@ -259,21 +254,11 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 	// Served alone: sequential requests, the serving path's cost.
 	for i := range rep.Profiles {
 		p := &rep.Profiles[i]
-		call := servedCall(srv.client, p.Model, inputs[p.Model])()
-		if err := warm(ctx, call); err != nil {
+		var err error
+		p.ServedMs, p.ServedCPUMs, _, err = servedAlone(ctx, servedCall(srv.client, p.Model, inputs[p.Model])(), p.ServiceMs)
+		if err != nil {
 			return rep, fmt.Errorf("%s served: %w", p.Model, err)
 		}
-		n := max(50, min(300, int(1500/p.ServiceMs)))
-		cpu0, _ := processCPU()
-		start := time.Now()
-		for range n {
-			if err := call(ctx); err != nil {
-				return rep, fmt.Errorf("%s served: %w", p.Model, err)
-			}
-		}
-		p.ServedMs = float64(time.Since(start)) / 1e6 / float64(n)
-		cpu1, _ := processCPU()
-		p.ServedCPUMs = float64(cpu1-cpu0) / 1e6 / float64(n)
 	}
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "MODEL\tINPUT\tPROFILE MEAN ms\tCV\tP99 ms\t%d AT ONCE (x alone)\tSERVED ALONE ms (gRPC)\tCPU ms/REQUEST\n", rep.CPUs)
