@@ -648,8 +648,8 @@ func (d *device) describe(model string) string {
 		if !t.Up {
 			state = fmt.Sprintf(" DOWN (%s)", t.LastError)
 		}
-		parts = append(parts, fmt.Sprintf("%s%s rtt %.2fms up/down %.0f/%.0f Mbit/s server %.1fms transfer %.1fms device overhead %.1fms out %dB",
-			t.Name, state, t.RTTMs, t.UpMbps, t.DownMbps, m.ServerMs, m.TransferMs, m.OverheadMs, m.OutBytes))
+		parts = append(parts, fmt.Sprintf("%s%s rtt %.2fms up/down %.0f/%.0f Mbit/s (%d probes, %d overlapped) server %.1fms transfer %.1fms device overhead %.1fms out %dB",
+			t.Name, state, t.RTTMs, t.UpMbps, t.DownMbps, t.BandwidthSamples, t.Overlapped, m.ServerMs, m.TransferMs, m.OverheadMs, m.OutBytes))
 	}
 	return strings.Join(parts, "; ")
 }

@@ -26,7 +26,9 @@
 // echo over the same gRPC connection requests use (round trip), and every
 // BandwidthEvery probes with transfers sized to take about 20 ms, at most
 // 256 KiB (bandwidth both ways), when no request is in the proxy: on a
-// slow device a probe and a request slow each other down. A bandwidth is
+// slow device a probe and a request slow each other down. A bandwidth
+// probe that a request overlapped anyway (one arrived while it ran) is
+// discarded and retried at the next tick. A bandwidth is
 // the median of the last five probes; a transfer shorter than 5 ms is
 // too short to time from a device that stalls for milliseconds, so a
 // largest probe that short records "at least 419 Mbit/s" (the same every

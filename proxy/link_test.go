@@ -208,3 +208,64 @@ func TestLinkCutMidRequest(t *testing.T) {
 		}
 	}
 }
+
+// TestOverlappedBandwidthProbeDiscarded: a bandwidth probe that a request
+// overlaps shares the link (and a slow device's CPU) with it; its reading
+// must not be taken as the link's bandwidth. Requests here come every few
+// ms, each probe's transfers take tens of ms on a 20 Mbit/s link, so every
+// probe started in a gap is overlapped: none may be recorded while the
+// load runs, and probes must record again once it stops.
+func TestOverlappedBandwidthProbeDiscarded(t *testing.T) {
+	tp := toxiproxy(t)
+	remote := startAgent(t, map[string]int{"m": 1})
+	link, err := tp.Proxy("edge", remote.GRPCAddr(), linkemu.Link{Name: "edge", RTT: 2 * time.Millisecond, Bandwidth: 20e6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newProxy(t, Config{
+		Targets:        []Target{{Name: "edge", Addr: link.Addr(), Tier: "edge"}},
+		ProbeInterval:  10 * time.Millisecond,
+		BandwidthEvery: 1,
+	})
+	waitProbed(t, p)
+	samples := func() (recorded, overlapped int) {
+		ts := p.Status().Targets[0]
+		return ts.BandwidthSamples, ts.Overlapped
+	}
+	before, _ := samples()
+
+	var stop atomic.Bool
+	done := make(chan int)
+	go func() {
+		n := 0
+		for !stop.Load() {
+			if _, err := infer(t, p, "m", 2*time.Second); err != nil {
+				t.Errorf("request failed: %v", err)
+			}
+			n++
+			time.Sleep(3 * time.Millisecond)
+		}
+		done <- n
+	}()
+	time.Sleep(1500 * time.Millisecond)
+	during, overlapped := samples()
+	stop.Store(true)
+	n := <-done
+	if during != before {
+		t.Errorf("%d bandwidth samples recorded while %d requests overlapped the probes; want none", during-before, n)
+	}
+	if overlapped == 0 {
+		t.Errorf("no probe counted as overlapped during %d requests 3 ms apart", n)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		if after, _ := samples(); after > during {
+			t.Logf("%d requests: %d probes discarded as overlapped, 0 recorded; recorded again once idle", n, overlapped)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no bandwidth sample recorded within 3s of the load stopping")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -124,6 +124,11 @@ type Proxy struct {
 	// it is zero (a probe would slow a request on a device with little
 	// CPU, and be slowed by it).
 	busy atomic.Int64
+	// arrived counts the requests that entered the proxy: a bandwidth
+	// probe that a request overlapped (it changed, or busy is non-zero at
+	// the probe's end) shared the link and the device's CPU with it and is
+	// not a measurement of the link.
+	arrived atomic.Uint64
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -411,6 +416,7 @@ func (p *Proxy) Infer(ctx context.Context, req *oip.InferRequest) (*oip.InferRes
 // and counts the request as in the proxy until cancel is called.
 func (p *Proxy) requestContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	p.busy.Add(1)
+	p.arrived.Add(1)
 	if _, ok := ctx.Deadline(); ok {
 		return ctx, func() { p.busy.Add(-1) }
 	}

@@ -27,18 +27,22 @@ type LocalEstimate struct {
 
 // TargetStatus is one target, its link and its models.
 type TargetStatus struct {
-	Name      string                    `json:"name"`
-	Addr      string                    `json:"addr"`
-	Tier      string                    `json:"tier,omitempty"`
-	Site      string                    `json:"site,omitempty"`
-	Up        bool                      `json:"up"`
-	LastError string                    `json:"lastError,omitempty"`
-	Probed    time.Time                 `json:"probed"`
-	RTTMs     float64                   `json:"rttMs"`
-	UpMbps    float64                   `json:"upMbps"`
-	DownMbps  float64                   `json:"downMbps"`
-	InFlight  int64                     `json:"inFlight"`
-	Models    map[string]RemoteEstimate `json:"models,omitempty"`
+	Name      string    `json:"name"`
+	Addr      string    `json:"addr"`
+	Tier      string    `json:"tier,omitempty"`
+	Site      string    `json:"site,omitempty"`
+	Up        bool      `json:"up"`
+	LastError string    `json:"lastError,omitempty"`
+	Probed    time.Time `json:"probed"`
+	RTTMs     float64   `json:"rttMs"`
+	UpMbps    float64   `json:"upMbps"`
+	DownMbps  float64   `json:"downMbps"`
+	// BandwidthSamples is the bandwidth probes recorded; Overlapped those
+	// discarded because a request overlapped them.
+	BandwidthSamples int                       `json:"bandwidthSamples"`
+	Overlapped       int                       `json:"overlappedProbes"`
+	InFlight         int64                     `json:"inFlight"`
+	Models           map[string]RemoteEstimate `json:"models,omitempty"`
 }
 
 // RemoteEstimate is what is known about a model on a target.
@@ -69,6 +73,7 @@ func (p *Proxy) Status() Status {
 		ts := TargetStatus{Name: t.spec.Name, Addr: t.spec.Addr, Tier: t.spec.Tier, Site: t.spec.Site,
 			Up: !t.link.failed && !t.link.probed.IsZero(), LastError: t.link.lastErr, Probed: t.link.probed,
 			RTTMs: ms(t.link.rtt.Value()), UpMbps: t.link.up.Value() / 1e6, DownMbps: t.link.down.Value() / 1e6,
+			BandwidthSamples: t.link.down.N(), Overlapped: t.link.overlapped,
 			InFlight: t.inflight.Load(), Models: map[string]RemoteEstimate{}}
 		for m, rs := range t.models {
 			ts.Models[m] = RemoteEstimate{ServerMs: ms(rs.server.Value()), TransferMs: ms(rs.transfer.Value()), OverheadMs: ms(rs.overhead.Value()),

@@ -91,10 +91,13 @@ type link struct {
 	up, down offload.Recent
 	// short is true when the last bandwidth probe was too short to time
 	// and smaller than the largest: the next one is the largest.
-	short   bool
-	failed  bool // the last probe failed
-	lastErr string
-	probed  time.Time
+	short bool
+	// overlapped counts bandwidth probes discarded because a request
+	// overlapped them.
+	overlapped int
+	failed     bool // the last probe failed
+	lastErr    string
+	probed     time.Time
 }
 
 // minProbeTransfer is the shortest bandwidth-probe transfer (its echo's
@@ -363,11 +366,23 @@ func (p *Proxy) probeLoop(ctx context.Context, t *target) {
 				n = t.probeBytes()
 			}
 		}
+		arrived := p.arrived.Load()
 		pctx, cancel := context.WithTimeout(ctx, DefaultProbeTimeout)
 		r, err := linkprobe.Measure(pctx, t.conn, n)
 		cancel()
 		if ctx.Err() != nil {
 			return
+		}
+		if n > 0 && err == nil && (p.busy.Load() > 0 || p.arrived.Load() != arrived) {
+			// A request overlapped the transfers: they shared the link and,
+			// on a slow device, its CPU (a local inference stalls them for
+			// hundreds of ms). Such a reading once made the proxy predict a
+			// link several times slower than it was and keep requests on
+			// the device, whose work then spoiled the next probes too.
+			n, owed = 0, true
+			t.mu.Lock()
+			t.link.overlapped++
+			t.mu.Unlock()
 		}
 		t.mu.Lock()
 		was := t.link.failed
