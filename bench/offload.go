@@ -30,6 +30,7 @@ import (
 	"github.com/accelpool/accelpool/agent/runtime/onnx"
 	"github.com/accelpool/accelpool/internal/cpulimit"
 	"github.com/accelpool/accelpool/internal/linkemu"
+	"github.com/accelpool/accelpool/internal/zrun"
 	"github.com/accelpool/accelpool/offload"
 	"github.com/accelpool/accelpool/oip"
 	"github.com/accelpool/accelpool/oip/grpcsvc"
@@ -77,6 +78,12 @@ type OffloadRow struct {
 	Model, Link string
 	// InBytes is the encoded image sent; OutBytes the outputs returned.
 	InBytes, OutBytes int64
+	// OutBytesZ is OutBytes zero-run compressed (what crosses the link
+	// when the proxy sends the request compressed); Compressed counts the
+	// measured requests that went so. The ideal of such a request counts
+	// the compressed bytes: the bytes that had to cross.
+	OutBytesZ  int64
+	Compressed int
 	// Local is the median latency on the device alone; Achieved the median
 	// through the proxy choosing freely; RanOn where those requests ran.
 	Local, Achieved time.Duration
@@ -248,14 +255,14 @@ func RunOffload(ctx context.Context, cfg OffloadConfig) (OffloadReport, error) {
 
 	// Edge server latency alone, per model, and its answers' size (the
 	// ideal's compute term is measured again beside each row).
-	outBytes := map[string]int64{}
+	outBytes, outBytesZ := map[string]int64{}, map[string]int64{}
 	for _, in := range inputs {
-		lat, out, err := measureDirect(ctx, direct, in, cfg.Warmup+2, cfg.Requests*2)
+		lat, out, outZ, err := measureDirect(ctx, direct, in, cfg.Warmup+2, cfg.Requests*2)
 		if err != nil {
 			return rep, fmt.Errorf("%s on the edge server: %w", in.model, err)
 		}
-		outBytes[in.model] = out
-		cfg.progress("edge server alone: %s median %v (%d-byte answer)", in.model, fmtMS(lat), out)
+		outBytes[in.model], outBytesZ[in.model] = out, outZ
+		cfg.progress("edge server alone: %s median %v (%d-byte answer, %d zero-run compressed)", in.model, fmtMS(lat), out, outZ)
 	}
 
 	// The device alone.
@@ -296,7 +303,7 @@ func RunOffload(ctx context.Context, cfg OffloadConfig) (OffloadReport, error) {
 				dev.stop()
 				return rep, fmt.Errorf("%s over %s: %w", in.model, l.Name, err)
 			}
-			row := OffloadRow{Model: in.model, Link: l.Name, InBytes: int64(len(in.jpeg)), OutBytes: outBytes[in.model],
+			row := OffloadRow{Model: in.model, Link: l.Name, InBytes: int64(len(in.jpeg)), OutBytes: outBytes[in.model], OutBytesZ: outBytesZ[in.model],
 				Local: local[in.model], RanOn: ms.ranOn(), RTT: probe.RTT, UpBps: probe.UpBps, DownBps: probe.DownBps, DeviceCPU: ms.cpu}
 			row.figures(ms)
 			rep.Rows = append(rep.Rows, row)
@@ -406,21 +413,40 @@ func (in offloadInput) request() *oip.InferRequest {
 
 // measureDirect is the edge server's own median latency for in, from this
 // process over loopback, and its answer's size.
-func measureDirect(ctx context.Context, c *grpcsvc.Client, in offloadInput, warmup, n int) (time.Duration, int64, error) {
-	var lat []time.Duration
-	var out int64
+func measureDirect(ctx context.Context, c *grpcsvc.Client, in offloadInput, warmup, n int) (lat time.Duration, out, outZ int64, err error) {
+	var lats []time.Duration
 	for i := range warmup + n {
 		start := time.Now()
 		r, err := c.Infer(ctx, in.request())
 		if err != nil {
-			return 0, 0, err
+			return 0, 0, 0, err
 		}
 		if i >= warmup {
-			lat = append(lat, time.Since(start))
+			lats = append(lats, time.Since(start))
 		}
 		out = proxy.WireBytes(r.Outputs...)
+		outZ = out
+		for _, o := range r.Outputs {
+			outZ += zrunSize(o.Data) - int64(len(o.Data))
+		}
 	}
-	return medianDuration(lat), out, nil
+	return medianDuration(lats), out, outZ, nil
+}
+
+// zrunSize is the size of b zero-run compressed.
+func zrunSize(b []byte) int64 {
+	var n countingWriter
+	e := zrun.NewEncoder(&n)
+	_, _ = e.Write(b)
+	_ = e.Close()
+	return int64(n)
+}
+
+type countingWriter int64
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	*c += countingWriter(len(p))
+	return len(p), nil
 }
 
 // proxyMeasure is what measureProxy saw, per measured request i.
@@ -434,7 +460,9 @@ type proxyMeasure struct {
 	// request i: its latency and the server time it reported.
 	edge, edgeServer []time.Duration
 	on               map[string]int
-	cpu              time.Duration // the device's CPU time per measured request
+	// compressed is whether request i crossed the link compressed.
+	compressed []bool
+	cpu        time.Duration // the device's CPU time per measured request
 }
 
 func (m proxyMeasure) ranOn() string {
@@ -502,6 +530,7 @@ func measureProxy(ctx context.Context, dev *device, direct *grpcsvc.Client, in o
 			server = serverTime(r.Parameters)
 		}
 		m.took, m.pred, m.server = append(m.took, took), append(m.pred, pred), append(m.server, server)
+		m.compressed = append(m.compressed, r.Parameters[proxy.ParamCompressed] == true)
 		if took > 2*time.Second {
 			// What the proxy knew just after: a slow answer where a link
 			// was offered says why it ran where it did.
@@ -544,10 +573,21 @@ func (r *OffloadRow) figures(m proxyMeasure) {
 		}
 	}
 	r.EdgeOverhead = medianDuration(over)
-	wire := r.RTT + offload.WireTime(r.InBytes, r.UpBps) + offload.WireTime(r.OutBytes, r.DownBps)
+	plain := r.RTT + offload.WireTime(r.InBytes, r.UpBps) + offload.WireTime(r.OutBytes, r.DownBps)
+	zipped := r.RTT + offload.WireTime(r.InBytes, r.UpBps) + offload.WireTime(r.OutBytesZ, r.DownBps)
+	r.Compressed = 0
+	for i := range m.took {
+		if i < len(m.compressed) && m.compressed[i] {
+			r.Compressed++
+		}
+	}
 	var ideals []time.Duration
 	var aoi, errs, servers []float64
 	for i, took := range m.took {
+		wire := plain
+		if i < len(m.compressed) && m.compressed[i] {
+			wire = zipped
+		}
 		ideal := wire + r.Remote
 		if m.server[i] > 0 && len(over) > 0 {
 			ideal = wire + r.EdgeOverhead + m.server[i]
@@ -563,6 +603,10 @@ func (r *OffloadRow) figures(m proxyMeasure) {
 	r.Speedup = ratio(r.Local.Seconds(), r.Achieved.Seconds())
 	r.Ideal = ratio(r.Local.Seconds(), min(r.Local, r.IdealRemote).Seconds())
 	r.AchievedOfIdeal, r.AOILow, r.AOIHigh = median(aoi), quantile(aoi, 10), quantile(aoi, 90)
+	wire := plain
+	if 2*r.Compressed > len(m.took) {
+		wire = zipped
+	}
 	r.Unpaired = r.Speedup / ratio(r.Local.Seconds(), min(r.Local, wire+r.Remote).Seconds())
 	r.Predicted = len(errs)
 	if len(errs) > 0 {
@@ -650,6 +694,9 @@ func (d *device) describe(model string) string {
 		}
 		parts = append(parts, fmt.Sprintf("%s%s rtt %.2fms up/down %.0f/%.0f Mbit/s (%d probes, %d overlapped) server %.1fms transfer %.1fms device overhead %.1fms out %dB",
 			t.Name, state, t.RTTMs, t.UpMbps, t.DownMbps, t.BandwidthSamples, t.Overlapped, m.ServerMs, m.TransferMs, m.OverheadMs, m.OutBytes))
+		if z, ok := t.Models[model+"+zrun"]; ok {
+			parts = append(parts, fmt.Sprintf("compressed: server %.1fms transfer %.1fms device overhead %.1fms (%d samples)", z.ServerMs, z.TransferMs, z.OverheadMs, z.Samples))
+		}
 	}
 	return strings.Join(parts, "; ")
 }

@@ -144,9 +144,9 @@ func (rep OffloadReport) Print(w io.Writer, cfg OffloadConfig) {
 	fmt.Fprintf(w, "links:   emulated with toxiproxy on loopback (latency split over both directions, bandwidth toxic each way)\n")
 	fmt.Fprintf(w, "requests: %d measured one at a time per row after %d warm-up, each after one call straight to the edge; JPEG images preprocessed beside the model\n\n", cfg.Requests, cfg.Warmup)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "model\tlink\tin\tout\tlocal\toffloaded\tran on\tspeedup\tprobed rtt\tup/down Mbit/s\tedge alone\tideal remote\tideal speedup\tachieved/ideal\tp10-p90\tunpaired\tpred err\tmean\tp90\tedge spread\tdevice CPU/req\t")
+	fmt.Fprintln(tw, "model\tlink\tin\tout\tout zrun\tcompressed\tlocal\toffloaded\tran on\tspeedup\tprobed rtt\tup/down Mbit/s\tedge alone\tideal remote\tideal speedup\tachieved/ideal\tp10-p90\tunpaired\tpred err\tmean\tp90\tedge spread\tdevice CPU/req\t")
 	for _, r := range rep.Rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1fx\t%s\t%.0f/%.0f\t%s\t%s\t%.1fx\t%.2f\t%.2f-%.2f\t%.2f\t%.1f%%\t%.1f%%\t%.1f%%\t%.0f%%\t%s\t\n", r.Model, r.Link, kb(r.InBytes), kb(r.OutBytes),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\t%.1fx\t%s\t%.0f/%.0f\t%s\t%s\t%.1fx\t%.2f\t%.2f-%.2f\t%.2f\t%.1f%%\t%.1f%%\t%.1f%%\t%.0f%%\t%s\t\n", r.Model, r.Link, kb(r.InBytes), kb(r.OutBytes), kb(r.OutBytesZ), r.Compressed, cfg.Requests,
 			fmtMS(r.Local), fmtMS(r.Achieved), r.RanOn, r.Speedup, fmtMS(r.RTT), r.UpBps/1e6, r.DownBps/1e6, fmtMS(r.Remote), fmtMS(r.IdealRemote),
 			r.Ideal, r.AchievedOfIdeal, r.AOILow, r.AOIHigh, r.Unpaired, 100*r.PredErr, 100*r.PredErrMean, 100*r.PredErrP90, 100*r.EdgeSpread, fmtMS(r.DeviceCPU))
 	}
@@ -177,7 +177,9 @@ var offloadNotes = []string{
 	"local, offloaded = medians of the measured requests (device alone; through the proxy choosing freely); speedup = local / offloaded;",
 	"probed rtt, up/down = the link probed from this process, outside the device's quota (smallest of 5 round trips, median of 5 512 KiB transfers);",
 	"edge alone = median latency of the calls straight to the edge server from this process, one before each measured request;",
+	"out zrun = the answer zero-run compressed; compressed = measured requests the proxy sent compressed (it learns per link and model which way is faster);",
 	"ideal_i = probed rtt + in/up + out/down + edge overhead + the server time the edge reported for request i (queue + preprocess + compute),",
+	"  out being the compressed size for a request that went compressed (the bytes that had to cross);",
 	"  edge overhead = median of (edge alone - its reported server time) per call; ideal remote = median of ideal_i;",
 	"ideal speedup = local / min(local, ideal remote);",
 	"achieved/ideal = median over requests of min(local, ideal_i) / offloaded_i; p10-p90 = the 10th and 90th percentiles of those ratios;",

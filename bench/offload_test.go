@@ -65,3 +65,27 @@ func TestQuantile(t *testing.T) {
 		t.Error("quantile changed its input or is not 0 for none")
 	}
 }
+
+// TestOffloadFiguresCompressed: a request that crossed the link
+// compressed is held to the ideal of the compressed bytes.
+func TestOffloadFiguresCompressed(t *testing.T) {
+	const ms = time.Millisecond
+	m := proxyMeasure{
+		took:       []time.Duration{20 * ms, 36 * ms},
+		pred:       []time.Duration{0, 0},
+		server:     []time.Duration{10 * ms, 10 * ms},
+		edge:       []time.Duration{12 * ms, 12 * ms},
+		edgeServer: []time.Duration{10 * ms, 10 * ms},
+		on:         map[string]int{"edge": 2},
+		compressed: []bool{true, false},
+	}
+	// 8 Mbit/s: 10000 bytes take 10 ms, 1000 bytes 1 ms.
+	r := OffloadRow{Local: 1000 * ms, RTT: 4 * ms, InBytes: 1000, OutBytes: 10000, OutBytesZ: 1000, UpBps: 8e6, DownBps: 8e6}
+	r.figures(m)
+	// ideal_0 = 4 + 1 + 1 + 2 + 10 = 18 ms; ideal_1 = 4 + 1 + 10 + 2 + 10 = 27 ms.
+	// Had both counted the uncompressed bytes, the first would be 27/20.
+	near := func(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
+	if r.Compressed != 1 || !near(r.AOILow, 27.0/36) || !near(r.AOIHigh, 18.0/20) {
+		t.Errorf("compressed %d, achieved/ideal p10 %v p90 %v; want 1, %v, %v", r.Compressed, r.AOILow, r.AOIHigh, 27.0/36, 18.0/20)
+	}
+}

@@ -25,6 +25,9 @@ type Option struct {
 	Name string
 	// Local is true for the device itself.
 	Local bool
+	// Compressed is true for a remote option whose request and answer
+	// cross the link compressed (a target may be offered both ways).
+	Compressed bool
 	// Tier (device, edge, cloud) and Site describe where it is.
 	Tier, Site string
 	// InFlight is the requests this device has in flight to the option.
@@ -148,7 +151,17 @@ func compare(a, b Predicted) int {
 	if c := cmp.Compare(rankOf(a.Tier, a.Local), rankOf(b.Tier, b.Local)); c != 0 {
 		return c
 	}
-	return strings.Compare(a.Name, b.Name)
+	if c := strings.Compare(a.Name, b.Name); c != 0 {
+		return c
+	}
+	// The same target both ways: uncompressed first (no coding work).
+	if a.Compressed != b.Compressed {
+		if b.Compressed {
+			return -1
+		}
+		return 1
+	}
+	return 0
 }
 
 func tied(a, b time.Duration) bool {
@@ -177,7 +190,11 @@ func (p Predicted) String() string {
 	case p.Local:
 		return fmt.Sprintf("%s: %v = (%d waiting + 1) × %v service", p.Name, round(p.Latency), p.Waiting, round(p.Service))
 	default:
-		s := fmt.Sprintf("%s: %v = rtt %v + transfer %v + server %v + residual %v", p.Name, round(p.Latency), round(p.RTT), round(p.Transfer), round(p.Server), round(p.Residual))
+		name := p.Name
+		if p.Compressed {
+			name += " (compressed)"
+		}
+		s := fmt.Sprintf("%s: %v = rtt %v + transfer %v + server %v + residual %v", name, round(p.Latency), round(p.RTT), round(p.Transfer), round(p.Server), round(p.Residual))
 		if p.LinkUnavailable {
 			s += " (link down at last probe)"
 		}

@@ -179,7 +179,7 @@ func TestOverdueFlight(t *testing.T) {
 		}
 	}
 	tg.flights[id] = flight{start: time.Now().Add(-300 * time.Millisecond), predicted: 20 * time.Millisecond}
-	if o := tg.option("m", 100); o.Overdue < 255*time.Millisecond {
+	if o := tg.option("m", 100, false); o.Overdue < 255*time.Millisecond {
 		t.Errorf("option does not carry the overrun: %v", o.Overdue)
 	}
 	tg.endFlight(id)

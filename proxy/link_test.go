@@ -3,12 +3,15 @@ package proxy
 import (
 	"context"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/accelpool/accelpool/internal/linkemu"
+	"github.com/accelpool/accelpool/oip"
+	"github.com/accelpool/accelpool/tensor"
 )
 
 // toxiproxy starts a toxiproxy server; in CI its absence is a failure.
@@ -268,4 +271,68 @@ func TestOverlappedBandwidthProbeDiscarded(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestCompressesWhereItIsFaster: over a slow link, answers that are mostly
+// zeros go compressed once both ways have been tried; dense ones, which do
+// not shrink, go as they are (a tie goes to no compression).
+func TestCompressesWhereItIsFaster(t *testing.T) {
+	tp := toxiproxy(t)
+	remote := startAgentRepo(t, repoShaped(t, map[string]int{"sparse": 1, "dense": 1}, []int64{1, -1}))
+	link, err := tp.Proxy("edge", remote.GRPCAddr(), linkemu.Link{Name: "edge", RTT: 2 * time.Millisecond, Bandwidth: 16e6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newProxy(t, Config{Targets: []Target{{Name: "edge", Addr: link.Addr(), Tier: "edge"}}})
+	waitProbed(t, p)
+	const n = 64 << 10 // floats: 256 KiB each way, 0.13 s at 16 Mbit/s
+	sparse, dense := make([]float32, n), make([]float32, n)
+	for i := range n {
+		dense[i] = float32(i%977) + 0.5
+		if i%64 == 0 {
+			sparse[i] = 1
+		}
+	}
+	run := func(model string, x []float32) (compressed bool, took time.Duration) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		start := time.Now()
+		r, err := p.Infer(ctx, &oip.InferRequest{ModelName: model, Inputs: []oip.InferInput{{Tensor: tensor.FromFloat32("x", []int64{1, n}, x)}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.Outputs[0].Float32s(); len(got) != n || !slices.Equal(got, x) {
+			t.Fatalf("%s: the answer differs from the echoed input", model)
+		}
+		return r.Parameters[ParamCompressed] == true, time.Since(start)
+	}
+	for _, c := range []struct {
+		model string
+		x     []float32
+		want  bool
+	}{{"sparse", sparse, true}, {"dense", dense, false}} {
+		var tried [2]time.Duration
+		for range 2 { // exploration: both ways once
+			comp, took := run(c.model, c.x)
+			tried[b2i(comp)] = took
+		}
+		if tried[0] == 0 || tried[1] == 0 {
+			t.Fatalf("%s: exploration did not try both ways: %v", c.model, tried)
+		}
+		for i := range 4 {
+			if comp, took := run(c.model, c.x); comp != c.want {
+				t.Fatalf("%s request %d: compressed %v in %v (exploration: plain %v, compressed %v), want compressed %v",
+					c.model, i, comp, took, tried[0], tried[1], c.want)
+			}
+		}
+		t.Logf("%s: plain %v, compressed %v; chose compressed=%v", c.model, tried[0].Round(time.Millisecond), tried[1].Round(time.Millisecond), c.want)
+	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -29,6 +29,23 @@ const (
 	ParamTarget    = "accelpool_target"
 	ParamPredicted = "accelpool_predicted_us"
 	ParamAttempts  = "accelpool_attempts"
+	// ParamCompressed is true on an answer that crossed the link with
+	// zero-run compression.
+	ParamCompressed = "accelpool_compressed"
+)
+
+// Compression of the link to a target (Config.Compress): each request and
+// its answer may cross it compressed with internal/zrun, which removes runs
+// of zero bytes. Detection maps and masks are mostly zeros and shrink
+// several times for a decoding cost of a memclr; dense tensors do not
+// shrink and pay a copy.
+const (
+	// CompressAuto offers each target both ways, as two options: each is
+	// explored once per model and then predicted from what it measured,
+	// so compression is used where it makes answers arrive sooner.
+	CompressAuto   = "auto"
+	CompressAlways = "always"
+	CompressNever  = "never"
 )
 
 // LocalName is the option name of the device itself.
@@ -101,6 +118,8 @@ type Config struct {
 	Timeout time.Duration
 	// Mode restricts the options: ModeAuto (default), ModeLocal, ModeRemote.
 	Mode string
+	// Compress is CompressAuto (default), CompressAlways or CompressNever.
+	Compress string
 	// DialOptions apply to every connection to a target, after the
 	// defaults (plaintext, large messages), which they override.
 	DialOptions []grpc.DialOption
@@ -168,6 +187,13 @@ func New(cfg Config) (*Proxy, error) {
 	case ModeAuto, ModeLocal, ModeRemote:
 	default:
 		return nil, errdefs.Invalid(fmt.Sprintf("proxy mode %q is not one of auto, local, remote", cfg.Mode))
+	}
+	switch cfg.Compress {
+	case "":
+		cfg.Compress = CompressAuto
+	case CompressAuto, CompressAlways, CompressNever:
+	default:
+		return nil, errdefs.Invalid(fmt.Sprintf("proxy compression %q is not one of auto, always, never", cfg.Compress))
 	}
 	if cfg.Mode == ModeLocal && cfg.Local == nil {
 		return nil, errdefs.Invalid("proxy mode local needs local models")
@@ -433,6 +459,20 @@ type plan struct {
 	ranked []offload.Predicted
 	byName map[string]*target
 	errs   []string
+	// failedTargets are the targets an attempt failed on: their other
+	// option (compressed or not) is skipped, it would fail alike.
+	failedTargets map[string]bool
+}
+
+// nextAfter is the option to try after option i: the next one whose target
+// has not failed in this request; len(pl.ranked) when there is none.
+func (pl *plan) nextAfter(i int) int {
+	for j := i + 1; j < len(pl.ranked); j++ {
+		if o := pl.ranked[j]; o.Local || !pl.failedTargets[o.Name] {
+			return j
+		}
+	}
+	return len(pl.ranked)
 }
 
 // plan ranks the options for a request of in bytes for model.
@@ -452,7 +492,12 @@ func (p *Proxy) plan(ctx context.Context, model, version string, in int64) (*pla
 		opts = append(opts, pl.ls.option())
 	}
 	for _, t := range targets {
-		opts = append(opts, t.option(model, in))
+		if p.cfg.Compress != CompressAlways {
+			opts = append(opts, t.option(model, in, false))
+		}
+		if p.cfg.Compress != CompressNever {
+			opts = append(opts, t.option(model, in, true))
+		}
 	}
 	dl, _ := ctx.Deadline()
 	pl.ranked = offload.Rank(opts, in, time.Until(dl))
@@ -466,7 +511,7 @@ func (p *Proxy) plan(ctx context.Context, model, version string, in int64) (*pla
 // run tries the options of pl from the from'th on, in order, until one
 // answers.
 func (p *Proxy) run(ctx context.Context, pl *plan, from int, req *oip.InferRequest) (*oip.InferResponse, error) {
-	for i := from; i < len(pl.ranked); i++ {
+	for i := from; i < len(pl.ranked); i = pl.nextAfter(i) {
 		if ctx.Err() != nil {
 			break
 		}
@@ -476,7 +521,7 @@ func (p *Proxy) run(ctx context.Context, pl *plan, from int, req *oip.InferReque
 		if opt.Local {
 			resp, err = p.runLocal(ctx, pl.ls, req)
 		} else {
-			resp, err = p.runRemote(ctx, p.budget(ctx, pl.ranked[i:], pl.ls), pl.byName[opt.Name], pl.model, req, pl.in, opt.Latency)
+			resp, err = p.runRemote(ctx, p.budget(ctx, pl.ranked[i:], pl.ls), pl.byName[opt.Name], pl.model, opt.Compressed, req, pl.in, opt.Latency)
 		}
 		if err == nil {
 			if resp.Parameters == nil {
@@ -504,7 +549,11 @@ func (p *Proxy) answered(pl *plan, i int) oip.Parameters {
 	opt := pl.ranked[i]
 	p.metrics.observe(pl.model, opt, time.Since(pl.start), i == 0)
 	p.metrics.request(pl.model, opt.Name, "success")
-	params := oip.Parameters{ParamTarget: opt.Name, ParamAttempts: int64(i + 1)}
+	// Every attempt before this one failed and left its error.
+	params := oip.Parameters{ParamTarget: opt.Name, ParamAttempts: int64(len(pl.errs) + 1)}
+	if opt.Compressed {
+		params[ParamCompressed] = true
+	}
 	if !opt.Explore {
 		params[ParamPredicted] = opt.Latency.Microseconds()
 	}
@@ -517,14 +566,21 @@ func (p *Proxy) failed(pl *plan, i int, err error) error {
 	opt := pl.ranked[i]
 	p.metrics.request(pl.model, opt.Name, errdefs.Outcome(err))
 	pl.errs = append(pl.errs, fmt.Sprintf("%s: %v", opt.Name, err))
-	if !fallBack(err) || i == len(pl.ranked)-1 {
+	if !opt.Local {
+		if pl.failedTargets == nil {
+			pl.failedTargets = map[string]bool{}
+		}
+		pl.failedTargets[opt.Name] = true
+	}
+	next := pl.nextAfter(i)
+	if !fallBack(err) || next == len(pl.ranked) {
 		if len(pl.errs) > 1 {
 			return errdefs.WithMessage(err, fmt.Sprintf("model %q: every option failed: %s", pl.model, strings.Join(pl.errs, "; ")))
 		}
 		return errdefs.WithMessage(err, fmt.Sprintf("model %q on %s", pl.model, pl.errs[0]))
 	}
 	p.metrics.fallbacks.WithLabelValues(p.metrics.model(pl.model), opt.Name, errdefs.Outcome(err)).Inc()
-	p.log.Debug("falling back", "model", pl.model, "from", opt.Name, "to", pl.ranked[i+1].Name, "err", err)
+	p.log.Debug("falling back", "model", pl.model, "from", opt.Name, "to", pl.ranked[next].Name, "err", err)
 	return nil
 }
 
@@ -609,7 +665,7 @@ func (p *Proxy) runLocal(ctx context.Context, ls *localStats, req *oip.InferRequ
 	return resp, nil
 }
 
-func (p *Proxy) runRemote(ctx context.Context, budget time.Duration, t *target, model string, req *oip.InferRequest, in int64, predicted time.Duration) (*oip.InferResponse, error) {
+func (p *Proxy) runRemote(ctx context.Context, budget time.Duration, t *target, model string, compressed bool, req *oip.InferRequest, in int64, predicted time.Duration) (*oip.InferResponse, error) {
 	actx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	fwd := *req
@@ -623,7 +679,11 @@ func (p *Proxy) runRemote(ctx context.Context, budget time.Duration, t *target, 
 	defer t.inflight.Add(-1)
 	defer t.endFlight(t.beginFlight(predicted))
 	start := time.Now()
-	resp, err := t.client.Infer(actx, &fwd)
+	var opts []grpc.CallOption
+	if compressed {
+		opts = append(opts, grpcsvc.Compressed())
+	}
+	resp, err := t.client.InferWith(actx, &fwd, opts...)
 	took := time.Since(start)
 	if err != nil {
 		if ctx.Err() == nil && actx.Err() != nil {
@@ -637,8 +697,9 @@ func (p *Proxy) runRemote(ctx context.Context, budget time.Duration, t *target, 
 			server += d
 		}
 	}
-	t.learn(model, server, in, WireBytes(resp.Outputs...), took, predicted)
-	noteRemote(ctx, t, model, took)
+	key := statsKey(model, compressed)
+	t.learn(key, server, in, WireBytes(resp.Outputs...), took, predicted)
+	noteRemote(ctx, t, key, took)
 	return resp, nil
 }
 

@@ -24,6 +24,12 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // repo writes a repository with fake models: name -> sleep in ms.
 func repo(t *testing.T, models map[string]int) string {
 	t.Helper()
+	return repoShaped(t, models, []int64{1, 4})
+}
+
+// repoShaped is repo with the models' input and output shape.
+func repoShaped(t *testing.T, models map[string]int, shape []int64) string {
+	t.Helper()
 	root := t.TempDir()
 	for name, sleep := range models {
 		dir := filepath.Join(root, name, "1")
@@ -31,8 +37,8 @@ func repo(t *testing.T, models map[string]int) string {
 			t.Fatal(err)
 		}
 		m := fake.Model{
-			Inputs:  []fake.IO{{Name: "x", DataType: "FP32", Shape: []int64{1, 4}}},
-			Outputs: []fake.IO{{Name: "y", DataType: "FP32", Shape: []int64{1, 4}}},
+			Inputs:  []fake.IO{{Name: "x", DataType: "FP32", Shape: shape}},
+			Outputs: []fake.IO{{Name: "y", DataType: "FP32", Shape: shape}},
 			Op:      "sleep", SleepMS: sleep,
 		}
 		if err := fake.WriteModel(filepath.Join(dir, "model.onnx"), m); err != nil {
@@ -45,8 +51,14 @@ func repo(t *testing.T, models map[string]int) string {
 // startAgent serves a fake repository over gRPC on loopback.
 func startAgent(t *testing.T, models map[string]int) *agent.Node {
 	t.Helper()
+	return startAgentRepo(t, repo(t, models))
+}
+
+// startAgentRepo serves the repository at dir over gRPC on loopback.
+func startAgentRepo(t *testing.T, dir string) *agent.Node {
+	t.Helper()
 	n, err := agent.StartNode(context.Background(), agent.NodeConfig{
-		Manager:  agent.Config{Repository: repo(t, models), Backend: fake.New(), Logger: quiet},
+		Manager:  agent.Config{Repository: dir, Backend: fake.New(), Logger: quiet},
 		GRPCAddr: "127.0.0.1:0",
 	})
 	if err != nil {
@@ -124,17 +136,22 @@ func TestPrefersFasterOptionAndExplainsIt(t *testing.T) {
 		Targets: []Target{{Name: "edge", Addr: remote.GRPCAddr(), Tier: "edge"}},
 	})
 	waitProbed(t, p)
-	// The first two requests explore (local, the nearer tier, first).
+	// The first three requests explore (local, the nearer tier, first;
+	// then the remote uncompressed and compressed).
 	seen := map[string]bool{}
-	for range 2 {
+	for range 3 {
 		r, err := infer(t, p, "m", 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
-		seen[targetOf(r)] = true
+		name := targetOf(r)
+		if r.Parameters[ParamCompressed] == true {
+			name += " compressed"
+		}
+		seen[name] = true
 	}
-	if !seen[LocalName] || !seen["edge"] {
-		t.Fatalf("exploration ran on %v, want both options once", seen)
+	if !seen[LocalName] || !seen["edge"] || !seen["edge compressed"] {
+		t.Fatalf("exploration ran on %v, want each option once", seen)
 	}
 	for range 10 {
 		r, err := infer(t, p, "m", 5*time.Second)

@@ -102,7 +102,7 @@ func (s *relayServer) modelInfer(ctx context.Context, in *frame) (any, error) {
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
-	for i := 0; i < len(pl.ranked); i++ {
+	for i := 0; i < len(pl.ranked); i = pl.nextAfter(i) {
 		if ctx.Err() != nil {
 			return nil, errdefs.ToGRPC(s.p.expired(ctx, pl))
 		}
@@ -111,14 +111,14 @@ func (s *relayServer) modelInfer(ctx context.Context, in *frame) (any, error) {
 			// The rest is decoded: the device runs the model itself.
 			return s.decoded(ctx, pl, i, req)
 		}
-		resp, err := s.p.relay(ctx, s.p.budget(ctx, pl.ranked[i:], pl.ls), pl.byName[opt.Name], pl.model, req, opt.Latency)
+		resp, err := s.p.relay(ctx, s.p.budget(ctx, pl.ranked[i:], pl.ls), pl.byName[opt.Name], pl.model, opt.Compressed, req, opt.Latency)
 		if err == nil {
 			if i > 0 {
 				noteNone(ctx) // failed attempts' time is in the request's
 			}
 			params := s.p.answered(pl, i)
 			var tail []byte
-			for _, k := range []string{ParamTarget, ParamAttempts, ParamPredicted} {
+			for _, k := range []string{ParamTarget, ParamAttempts, ParamPredicted, ParamCompressed} {
 				if v, ok := params[k]; ok {
 					tail = appendParam(tail, k, v)
 				}
@@ -163,7 +163,7 @@ func (s *planService) Infer(ctx context.Context, req *oip.InferRequest) (*oip.In
 
 // relay sends req as it came to t (renamed if t serves the model under
 // another name) and returns t's answer as it came, after learning from it.
-func (p *Proxy) relay(ctx context.Context, budget time.Duration, t *target, model string, req *rawRequest, predicted time.Duration) (*frame, error) {
+func (p *Proxy) relay(ctx context.Context, budget time.Duration, t *target, model string, compressed bool, req *rawRequest, predicted time.Duration) (*frame, error) {
 	actx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	out := &frame{data: mem.BufferSlice{req.buf}}
@@ -179,7 +179,11 @@ func (p *Proxy) relay(ctx context.Context, budget time.Duration, t *target, mode
 	defer t.endFlight(t.beginFlight(predicted))
 	resp := new(frame)
 	start := time.Now()
-	err := t.conn.Invoke(actx, pb.GRPCInferenceService_ModelInfer_FullMethodName, out, resp, grpc.ForceCodecV2(relayCodec{}))
+	opts := []grpc.CallOption{grpc.ForceCodecV2(relayCodec{})}
+	if compressed {
+		opts = append(opts, grpcsvc.Compressed())
+	}
+	err := t.conn.Invoke(actx, pb.GRPCInferenceService_ModelInfer_FullMethodName, out, resp, opts...)
 	took := time.Since(start)
 	if err != nil {
 		resp.free()
@@ -193,7 +197,8 @@ func (p *Proxy) relay(ctx context.Context, budget time.Duration, t *target, mode
 		resp.free()
 		return nil, errdefs.New(errdefs.ErrInternal, fmt.Sprintf("malformed response from %s: %v", t.spec.Name, err))
 	}
-	t.learn(model, time.Duration(info.server)*time.Microsecond, req.wireBytes, info.wireBytes, took, predicted)
-	noteRemote(ctx, t, model, took)
+	key := statsKey(model, compressed)
+	t.learn(key, time.Duration(info.server)*time.Microsecond, req.wireBytes, info.wireBytes, took, predicted)
+	noteRemote(ctx, t, key, took)
 	return resp, nil
 }

@@ -215,13 +215,29 @@ func (t *target) servedName(model string) (name string, renamed bool) {
 	return s, t.spec.Models != nil
 }
 
-func (t *target) option(model string, in int64) offload.Option {
+// statsKey is what a target's per-model statistics are kept under: the
+// model, and whether its requests cross the link compressed (the two ways
+// have their own transfer times).
+func statsKey(model string, compressed bool) string {
+	if compressed {
+		return model + compressedSuffix
+	}
+	return model
+}
+
+// compressedSuffix marks the statistics (and the status entries) of a
+// model's compressed requests.
+const compressedSuffix = "+zrun"
+
+// option is t as an option for a request of in bytes for model, sent
+// compressed or not.
+func (t *target) option(model string, in int64, compressed bool) offload.Option {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	o := offload.Option{Name: t.spec.Name, Tier: t.spec.Tier, Site: t.spec.Site, InFlight: int(t.inflight.Load()),
+	o := offload.Option{Name: t.spec.Name, Compressed: compressed, Tier: t.spec.Tier, Site: t.spec.Site, InFlight: int(t.inflight.Load()),
 		RTT: t.link.rtt.Duration(), UpBps: t.link.up.Value(), DownBps: t.link.down.Value(), LinkUnavailable: t.link.failed,
 		Overdue: t.overdue(time.Now())}
-	if ms := t.models[model]; ms != nil && ms.transfer.N() > 0 {
+	if ms := t.models[statsKey(model, compressed)]; ms != nil && ms.transfer.N() > 0 {
 		o.Measured = true
 		o.Server = ms.server.Duration()
 		o.OutBytes = int64(ms.outBytes.Value())

@@ -519,6 +519,9 @@ func appendParam(b []byte, key string, v any) []byte {
 		p = protowire.AppendVarint(p, uint64(v))
 	case string:
 		p = appendStringField(p, paramString, v)
+	case bool:
+		p = protowire.AppendTag(p, paramBool, protowire.VarintType)
+		p = protowire.AppendVarint(p, protowire.EncodeBool(v))
 	default:
 		panic(fmt.Sprintf("appendParam: %T", v))
 	}

@@ -41,7 +41,9 @@ to the next option within the request's deadline (its timeout parameter or
 gRPC deadline, else --timeout).
 
 Each response carries parameters accelpool_target (where it ran) and
-accelpool_predicted_us. GET /proxy/status on the REST address shows the
+accelpool_predicted_us (and accelpool_compressed when it crossed the link
+compressed: answers that are mostly zeros, like detection maps, shrink
+several times; see --compress). GET /proxy/status on the REST address shows the
 links and estimates; /metrics the predicted and measured latencies.
 
 Targets: --target name=NAME,addr=HOST:PORT[,tier=edge][,site=SITE]
@@ -109,6 +111,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	grpcAddr := fs.String("grpc", "127.0.0.1:8001", "gRPC `address` applications call")
 	listenToken := fs.String("listen-token", "", "bearer `token` applications must send (required beyond loopback)")
 	mode := fs.String("mode", proxy.ModeAuto, "`mode`: auto (fastest predicted), local (device only) or remote (targets only)")
+	compress := fs.String("compress", proxy.CompressAuto, "zero-run compression of requests and answers on the links to targets: `when` auto (learned per target and model: each way tried once, then the faster predicted), always or never")
 	probe := fs.Duration("probe-interval", proxy.DefaultProbeInterval, "how often each link's round trip is probed")
 	timeout := fs.Duration("timeout", proxy.DefaultTimeout, "deadline of requests that bring none")
 	tlsCA := fs.String("tls-ca", "", "CA `file` (PEM) to trust for TLS targets and control plane")
@@ -142,7 +145,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *probe < 10*time.Millisecond {
 		return fmt.Errorf("--probe-interval %v: at least 10ms", *probe)
 	}
-	cfg := proxy.Config{Targets: targets, Mode: *mode, ProbeInterval: *probe, Timeout: *timeout, Logger: log, Version: Version}
+	cfg := proxy.Config{Targets: targets, Mode: *mode, Compress: *compress, ProbeInterval: *probe, Timeout: *timeout, Logger: log, Version: Version}
 	tcfg, err := tlsutil.ClientConfig(*tlsCA)
 	if err != nil {
 		return err

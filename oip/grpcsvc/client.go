@@ -149,11 +149,16 @@ func (c *Client) ModelReady(ctx context.Context, name, version string) (bool, er
 // its deadline) gRPC may still be reading them briefly. ctx's deadline
 // becomes the gRPC deadline.
 func (c *Client) Infer(ctx context.Context, req *oip.InferRequest) (*oip.InferResponse, error) {
+	return c.InferWith(ctx, req)
+}
+
+// InferWith is Infer with call options (Compressed, for one).
+func (c *Client) InferWith(ctx context.Context, req *oip.InferRequest, opts ...grpc.CallOption) (*oip.InferResponse, error) {
 	preq, err := encodeInferRequest(req)
 	if err != nil {
 		return nil, err
 	}
-	r, err := c.rpc.ModelInfer(ctx, preq, grpc.ForceCodecV2(Codec{}))
+	r, err := c.rpc.ModelInfer(ctx, preq, append(opts, grpc.ForceCodecV2(Codec{}))...)
 	if err != nil {
 		return nil, errdefs.FromGRPC(err)
 	}
