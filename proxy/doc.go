@@ -52,12 +52,26 @@
 // fails in a way that says it was not processed, or processed wrongly
 // there (unavailable, overloaded, not found, a model failure, the
 // attempt's own time budget spent), goes to the next option, if its
-// deadline leaves time. Requests that are invalid fail at once: they
+// deadline leaves time (not the same target sent the other way: it would
+// fail alike). Requests that are invalid fail at once: they
 // would fail everywhere. When the request can also run locally, a remote
 // attempt's budget leaves room to run it locally afterwards.
 //
+// # Compression
+//
+// With Config.Compress auto (the default) each target is two options: the
+// request and its answer sent as they are, or compressed with zero-run
+// encoding (internal/zrun: runs of zero bytes removed, a gRPC compressor
+// every accelpool server answers in kind). Each is explored once per model
+// and then predicted from its own measurements, so compression is chosen
+// where it makes answers arrive sooner: a detection map that is mostly
+// zeros crosses a 100 Mbit/s link five times faster, while a dense answer,
+// which does not shrink, ties and goes uncompressed (ties go to the plain
+// option).
+//
 // Every response says where it ran and what was predicted (parameters
-// accelpool_target, accelpool_predicted_us, accelpool_attempts), and the
+// accelpool_target, accelpool_predicted_us, accelpool_attempts, and
+// accelpool_compressed when it went compressed), and the
 // metrics export predicted and measured latency per model and option, so
 // the prediction error is visible.
 package proxy

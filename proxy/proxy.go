@@ -495,7 +495,7 @@ func (p *Proxy) plan(ctx context.Context, model, version string, in int64) (*pla
 		if p.cfg.Compress != CompressAlways {
 			opts = append(opts, t.option(model, in, false))
 		}
-		if p.cfg.Compress != CompressNever {
+		if p.cfg.Compress == CompressAlways || p.cfg.Compress == CompressAuto && t.compressible(model) {
 			opts = append(opts, t.option(model, in, true))
 		}
 	}
@@ -698,7 +698,15 @@ func (p *Proxy) runRemote(ctx context.Context, budget time.Duration, t *target, 
 		}
 	}
 	key := statsKey(model, compressed)
+	sample := !compressed && p.cfg.Compress == CompressAuto && t.wantsShrink(key)
 	t.learn(key, server, in, WireBytes(resp.Outputs...), took, predicted)
+	if sample {
+		bufs := make([][]byte, len(resp.Outputs))
+		for i, o := range resp.Outputs {
+			bufs[i] = o.Data
+		}
+		t.setShrink(key, shrinkOf(bufs...))
+	}
 	noteRemote(ctx, t, key, took)
 	return resp, nil
 }

@@ -198,7 +198,15 @@ func (p *Proxy) relay(ctx context.Context, budget time.Duration, t *target, mode
 		return nil, errdefs.New(errdefs.ErrInternal, fmt.Sprintf("malformed response from %s: %v", t.spec.Name, err))
 	}
 	key := statsKey(model, compressed)
+	sample := !compressed && p.cfg.Compress == CompressAuto && t.wantsShrink(key)
 	t.learn(key, time.Duration(info.server)*time.Microsecond, req.wireBytes, info.wireBytes, took, predicted)
+	if sample {
+		bufs := make([][]byte, len(resp.data))
+		for i, b := range resp.data {
+			bufs[i] = b.ReadOnlyData()
+		}
+		t.setShrink(key, shrinkOf(bufs...))
+	}
 	noteRemote(ctx, t, key, took)
 	return resp, nil
 }

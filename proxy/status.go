@@ -54,6 +54,9 @@ type RemoteEstimate struct {
 	OverheadMs float64 `json:"overheadMs"`
 	OutBytes   int64   `json:"outBytes"`
 	Samples    int     `json:"samples"`
+	// Shrink is a sampled answer's zero-run compressed size over its size
+	// (0: not sampled); compression is offered under 0.8.
+	Shrink float64 `json:"shrink,omitempty"`
 }
 
 func ms(ns float64) float64 { return ns / 1e6 }
@@ -77,7 +80,7 @@ func (p *Proxy) Status() Status {
 			InFlight: t.inflight.Load(), Models: map[string]RemoteEstimate{}}
 		for m, rs := range t.models {
 			ts.Models[m] = RemoteEstimate{ServerMs: ms(rs.server.Value()), TransferMs: ms(rs.transfer.Value()), OverheadMs: ms(rs.overhead.Value()),
-				OutBytes: int64(rs.outBytes.Value()), Samples: rs.server.N()}
+				OutBytes: int64(rs.outBytes.Value()), Samples: rs.server.N(), Shrink: rs.shrink}
 		}
 		t.mu.Unlock()
 		st.Targets = append(st.Targets, ts)

@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/accelpool/accelpool/internal/zrun"
 	"github.com/accelpool/accelpool/offload"
 	"github.com/accelpool/accelpool/oip/grpcsvc"
 	"github.com/accelpool/accelpool/proxy/linkprobe"
@@ -140,6 +141,10 @@ type remoteStats struct {
 	outBytes offload.Mean
 	bwRef    offload.Mean // the probed bandwidth when transfer was learned
 	outliers int          // answers in a row much slower than predicted
+	// shrink is the zero-run compressed size of a plain answer over its
+	// size, sampled (see sampleShrink); 0 before any sample.
+	shrink  float64
+	answers int
 	// overhead is the device's own time around the attempts that
 	// answered first (overhead.go), ns, median of recent.
 	overhead offload.Recent
@@ -225,6 +230,62 @@ func statsKey(model string, compressed bool) string {
 	return model
 }
 
+// Compression is offered for a model on a target only when its answers
+// shrink below worthShrink of their size: a dense answer (probabilities,
+// embeddings) gains nothing and costs a slow device a copy. A plain answer
+// is measured for it every shrinkEvery answers (the first included).
+const (
+	worthShrink = 0.8
+	shrinkEvery = 64
+)
+
+// wantsShrink reports whether the next plain answer of model should be
+// measured for compressibility.
+func (t *target) wantsShrink(model string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ms := t.models[model]
+	return ms == nil || ms.answers%shrinkEvery == 0
+}
+
+// setShrink records a sampled compressibility of model's plain answers.
+func (t *target) setShrink(model string, ratio float64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if ms := t.models[model]; ms != nil {
+		ms.shrink = ratio
+	}
+}
+
+// compressible reports whether model's answers from t are known to shrink
+// enough to be worth compressing.
+func (t *target) compressible(model string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ms := t.models[model]
+	return ms != nil && ms.shrink > 0 && ms.shrink < worthShrink
+}
+
+// shrinkOf is the zero-run compressed size of the bytes in bufs over
+// their size (1 for nothing).
+func shrinkOf(bufs ...[]byte) float64 {
+	var n, z countWriter
+	e := zrun.NewEncoder(&z)
+	for _, b := range bufs {
+		n += countWriter(len(b))
+		_, _ = e.Write(b)
+	}
+	_ = e.Close()
+	if n == 0 {
+		return 1
+	}
+	return float64(z) / float64(n)
+}
+
+type countWriter int64
+
+func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); return len(p), nil }
+
 // compressedSuffix marks the statistics (and the status entries) of a
 // model's compressed requests.
 const compressedSuffix = "+zrun"
@@ -295,6 +356,7 @@ func (t *target) learn(model string, server time.Duration, in, out int64, took, 
 		return
 	}
 	ms.outliers = 0
+	ms.answers++
 	ms.server.Add(float64(server))
 	ms.outBytes.Add(float64(out))
 	ms.inBytes.Add(float64(in))
