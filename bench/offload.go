@@ -427,26 +427,10 @@ func measureDirect(ctx context.Context, c *grpcsvc.Client, in offloadInput, warm
 		out = proxy.WireBytes(r.Outputs...)
 		outZ = out
 		for _, o := range r.Outputs {
-			outZ += zrunSize(o.Data) - int64(len(o.Data))
+			outZ += zrun.Size(o.Data) - int64(len(o.Data))
 		}
 	}
 	return medianDuration(lats), out, outZ, nil
-}
-
-// zrunSize is the size of b zero-run compressed.
-func zrunSize(b []byte) int64 {
-	var n countingWriter
-	e := zrun.NewEncoder(&n)
-	_, _ = e.Write(b)
-	_ = e.Close()
-	return int64(n)
-}
-
-type countingWriter int64
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	*c += countingWriter(len(p))
-	return len(p), nil
 }
 
 // proxyMeasure is what measureProxy saw, per measured request i.

@@ -269,22 +269,15 @@ func (t *target) compressible(model string) bool {
 // shrinkOf is the zero-run compressed size of the bytes in bufs over
 // their size (1 for nothing).
 func shrinkOf(bufs ...[]byte) float64 {
-	var n, z countWriter
-	e := zrun.NewEncoder(&z)
+	n := 0
 	for _, b := range bufs {
-		n += countWriter(len(b))
-		_, _ = e.Write(b)
+		n += len(b)
 	}
-	_ = e.Close()
 	if n == 0 {
 		return 1
 	}
-	return float64(z) / float64(n)
+	return float64(zrun.Size(bufs...)) / float64(n)
 }
-
-type countWriter int64
-
-func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); return len(p), nil }
 
 // compressedSuffix marks the statistics (and the status entries) of a
 // model's compressed requests.

@@ -128,6 +128,21 @@ func (e *Encoder) token(t uint64, b []byte) {
 	}
 }
 
+// Size is the length of the encoding of bufs written one after another.
+func Size(bufs ...[]byte) int64 {
+	var n counter
+	e := NewEncoder(&n)
+	for _, b := range bufs {
+		_, _ = e.Write(b)
+	}
+	_ = e.Close()
+	return int64(n)
+}
+
+type counter int64
+
+func (c *counter) Write(p []byte) (int, error) { *c += counter(len(p)); return len(p), nil }
+
 // zeroPrefix is the number of zero bytes p starts with.
 func zeroPrefix(p []byte) int {
 	i := 0

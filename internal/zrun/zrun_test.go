@@ -72,6 +72,9 @@ func TestRoundTrip(t *testing.T) {
 			}
 			if cuts == nil {
 				t.Logf("%-13s %8d bytes → %8d", name, len(src), len(enc))
+				if Size(src) != int64(len(enc)) {
+					t.Errorf("%s: Size %d, encoded %d bytes", name, Size(src), len(enc))
+				}
 			}
 		}
 	}
