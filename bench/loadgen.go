@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 
 	"google.golang.org/grpc"
@@ -139,7 +140,7 @@ func checkGRPCAnswer(b []byte, want wireOutputs) error {
 		}
 		b = b[n:]
 	}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
+	if !slices.Equal(got, want) {
 		return fmt.Errorf("answer's raw outputs hold %v bytes, the checked answer's %v", got, want)
 	}
 	return nil

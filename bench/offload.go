@@ -415,6 +415,7 @@ func (in offloadInput) request() *oip.InferRequest {
 // process over loopback, and its answer's size.
 func measureDirect(ctx context.Context, c *grpcsvc.Client, in offloadInput, warmup, n int) (lat time.Duration, out, outZ int64, err error) {
 	var lats []time.Duration
+	var last *oip.InferResponse
 	for i := range warmup + n {
 		start := time.Now()
 		r, err := c.Infer(ctx, in.request())
@@ -424,11 +425,12 @@ func measureDirect(ctx context.Context, c *grpcsvc.Client, in offloadInput, warm
 		if i >= warmup {
 			lats = append(lats, time.Since(start))
 		}
-		out = proxy.WireBytes(r.Outputs...)
-		outZ = out
-		for _, o := range r.Outputs {
-			outZ += zrun.Size(o.Data) - int64(len(o.Data))
-		}
+		last = r
+	}
+	out = proxy.WireBytes(last.Outputs...)
+	outZ = out
+	for _, o := range last.Outputs {
+		outZ += zrun.Size(o.Data) - int64(len(o.Data))
 	}
 	return medianDuration(lats), out, outZ, nil
 }
@@ -560,17 +562,13 @@ func (r *OffloadRow) figures(m proxyMeasure) {
 	plain := r.RTT + offload.WireTime(r.InBytes, r.UpBps) + offload.WireTime(r.OutBytes, r.DownBps)
 	zipped := r.RTT + offload.WireTime(r.InBytes, r.UpBps) + offload.WireTime(r.OutBytesZ, r.DownBps)
 	r.Compressed = 0
-	for i := range m.took {
-		if i < len(m.compressed) && m.compressed[i] {
-			r.Compressed++
-		}
-	}
 	var ideals []time.Duration
 	var aoi, errs, servers []float64
 	for i, took := range m.took {
 		wire := plain
-		if i < len(m.compressed) && m.compressed[i] {
+		if i < len(m.compressed) && m.compressed[i] { // (unset: none compressed)
 			wire = zipped
+			r.Compressed++
 		}
 		ideal := wire + r.Remote
 		if m.server[i] > 0 && len(over) > 0 {

@@ -687,7 +687,7 @@ func (p *Proxy) runRemote(ctx context.Context, budget time.Duration, t *target, 
 	took := time.Since(start)
 	if err != nil {
 		if ctx.Err() == nil && actx.Err() != nil {
-			err = errdefs.New(errdefs.ErrDeadline, fmt.Sprintf("%s did not answer within its budget of %v, leaving time to run elsewhere", t.spec.Name, budget.Round(time.Millisecond)))
+			err = budgetSpent(t, budget)
 		}
 		return nil, err
 	}
@@ -697,18 +697,31 @@ func (p *Proxy) runRemote(ctx context.Context, budget time.Duration, t *target, 
 			server += d
 		}
 	}
-	key := statsKey(model, compressed)
-	sample := !compressed && p.cfg.Compress == CompressAuto && t.wantsShrink(key)
-	t.learn(key, server, in, WireBytes(resp.Outputs...), took, predicted)
-	if sample {
+	p.learnAnswer(ctx, t, model, compressed, server, in, WireBytes(resp.Outputs...), took, predicted, func() [][]byte {
 		bufs := make([][]byte, len(resp.Outputs))
 		for i, o := range resp.Outputs {
 			bufs[i] = o.Data
 		}
-		t.setShrink(key, shrinkOf(bufs...))
+		return bufs
+	})
+	return resp, nil
+}
+
+// budgetSpent is the error of an attempt at t that used up its budget.
+func budgetSpent(t *target, budget time.Duration) error {
+	return errdefs.New(errdefs.ErrDeadline, fmt.Sprintf("%s did not answer within its budget of %v, leaving time to run elsewhere", t.spec.Name, budget.Round(time.Millisecond)))
+}
+
+// learnAnswer folds an answer from t into what is known of model there
+// (sent compressed or not) and notes it for the overhead measurement; a
+// sampled plain answer's data (from answer) is measured for how much it
+// would shrink.
+func (p *Proxy) learnAnswer(ctx context.Context, t *target, model string, compressed bool, server time.Duration, in, out int64, took, predicted time.Duration, answer func() [][]byte) {
+	key := statsKey(model, compressed)
+	if t.learn(key, server, in, out, took, predicted) && !compressed && p.cfg.Compress == CompressAuto {
+		t.setShrink(key, shrinkOf(answer()...))
 	}
 	noteRemote(ctx, t, key, took)
-	return resp, nil
 }
 
 // paramDuration reads an integer microsecond parameter.

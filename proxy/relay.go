@@ -188,7 +188,7 @@ func (p *Proxy) relay(ctx context.Context, budget time.Duration, t *target, mode
 	if err != nil {
 		resp.free()
 		if ctx.Err() == nil && actx.Err() != nil {
-			return nil, errdefs.New(errdefs.ErrDeadline, fmt.Sprintf("%s did not answer within its budget of %v, leaving time to run elsewhere", t.spec.Name, budget.Round(time.Millisecond)))
+			return nil, budgetSpent(t, budget)
 		}
 		return nil, errdefs.FromGRPC(err)
 	}
@@ -197,16 +197,12 @@ func (p *Proxy) relay(ctx context.Context, budget time.Duration, t *target, mode
 		resp.free()
 		return nil, errdefs.New(errdefs.ErrInternal, fmt.Sprintf("malformed response from %s: %v", t.spec.Name, err))
 	}
-	key := statsKey(model, compressed)
-	sample := !compressed && p.cfg.Compress == CompressAuto && t.wantsShrink(key)
-	t.learn(key, time.Duration(info.server)*time.Microsecond, req.wireBytes, info.wireBytes, took, predicted)
-	if sample {
+	p.learnAnswer(ctx, t, model, compressed, time.Duration(info.server)*time.Microsecond, req.wireBytes, info.wireBytes, took, predicted, func() [][]byte {
 		bufs := make([][]byte, len(resp.data))
 		for i, b := range resp.data {
 			bufs[i] = b.ReadOnlyData()
 		}
-		t.setShrink(key, shrinkOf(bufs...))
-	}
-	noteRemote(ctx, t, key, took)
+		return bufs
+	})
 	return resp, nil
 }

@@ -239,15 +239,6 @@ const (
 	shrinkEvery = 64
 )
 
-// wantsShrink reports whether the next plain answer of model should be
-// measured for compressibility.
-func (t *target) wantsShrink(model string) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	ms := t.models[model]
-	return ms == nil || ms.answers%shrinkEvery == 0
-}
-
 // setShrink records a sampled compressibility of model's plain answers.
 func (t *target) setShrink(model string, ratio float64) {
 	t.mu.Lock()
@@ -332,7 +323,10 @@ func (ms *remoteStats) learnedTransfer(in int64, bw float64) time.Duration {
 // change of the link between two probes: it triggers a probe now and is
 // not learned from, unless it is the third in a row (then the change is
 // real and the means must follow it).
-func (t *target) learn(model string, server time.Duration, in, out int64, took, predicted time.Duration) {
+//
+// sample is true when this answer is one to measure for compressibility
+// (setShrink): the first, then every shrinkEvery'th.
+func (t *target) learn(model string, server time.Duration, in, out int64, took, predicted time.Duration) (sample bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	ms := t.models[model]
@@ -340,13 +334,14 @@ func (t *target) learn(model string, server time.Duration, in, out int64, took, 
 		ms = &remoteStats{server: offload.Recent{Window: serverWindow}}
 		t.models[model] = ms
 	}
+	sample = ms.answers%shrinkEvery == 0
 	if predicted > 0 && took > 2*predicted+5*time.Millisecond && ms.outliers < 2 {
 		ms.outliers++
 		select {
 		case t.probeNow <- struct{}{}:
 		default:
 		}
-		return
+		return sample
 	}
 	ms.outliers = 0
 	ms.answers++
@@ -357,6 +352,7 @@ func (t *target) learn(model string, server time.Duration, in, out int64, took, 
 	if bw := bandwidth(t.link); bw > 0 {
 		ms.bwRef.Add(bw)
 	}
+	return sample
 }
 
 func (t *target) close() {

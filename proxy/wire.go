@@ -116,14 +116,13 @@ func (relayCodec) Name() string { return grpcproto.Name }
 type rawRequest struct {
 	// buf holds the request in one piece (the frame's buffer, or a copy
 	// when it came in several).
-	buf          mem.Buffer
-	model        string
-	version      string
-	id           string
-	params       oip.Parameters
-	inputs       int
-	wireBytes    int64 // as WireBytes counts the inputs
-	messageBytes int
+	buf       mem.Buffer
+	model     string
+	version   string
+	id        string
+	params    oip.Parameters
+	inputs    int
+	wireBytes int64 // as WireBytes counts the inputs
 }
 
 func (r *rawRequest) bytes() []byte { return r.buf.ReadOnlyData() }
@@ -144,8 +143,10 @@ func invalidWire(what string, err error) error {
 // and parameters, and each input's name, datatype and shape, with the
 // checks the decoding transport makes on them (an input without a name or
 // twice, an unknown datatype, raw contents that do not match the shape).
-// Tensor bytes are looked at in place, never copied; data stays owned by
-// the caller and r takes its own reference.
+// A message that arrived in several buffers (gRPC reads a large one in
+// 16 KiB pieces) is first gathered into one, a copy; in that one buffer
+// tensor bytes are looked at in place. data stays owned by the caller and
+// r takes its own reference.
 func parseRequest(data mem.BufferSlice) (r *rawRequest, err error) {
 	r = &rawRequest{buf: data.MaterializeToBuffer(mem.DefaultBufferPool())}
 	defer func() {
@@ -154,7 +155,6 @@ func parseRequest(data mem.BufferSlice) (r *rawRequest, err error) {
 		}
 	}()
 	b := r.bytes()
-	r.messageBytes = len(b)
 	type input struct {
 		name     string
 		dt       tensor.DataType

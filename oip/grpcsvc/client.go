@@ -152,13 +152,17 @@ func (c *Client) Infer(ctx context.Context, req *oip.InferRequest) (*oip.InferRe
 	return c.InferWith(ctx, req)
 }
 
+// tensorCodec is the call option of every ModelInfer the Client sends.
+var tensorCodec = grpc.ForceCodecV2(Codec{})
+
 // InferWith is Infer with call options (Compressed, for one).
 func (c *Client) InferWith(ctx context.Context, req *oip.InferRequest, opts ...grpc.CallOption) (*oip.InferResponse, error) {
 	preq, err := encodeInferRequest(req)
 	if err != nil {
 		return nil, err
 	}
-	r, err := c.rpc.ModelInfer(ctx, preq, append(opts, grpc.ForceCodecV2(Codec{}))...)
+	// A copy: appending to the caller's slice could write into its array.
+	r, err := c.rpc.ModelInfer(ctx, preq, append(opts[:len(opts):len(opts)], tensorCodec)...)
 	if err != nil {
 		return nil, errdefs.FromGRPC(err)
 	}

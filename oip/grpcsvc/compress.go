@@ -1,6 +1,7 @@
 package grpcsvc
 
 import (
+	"bufio"
 	"io"
 
 	"google.golang.org/grpc"
@@ -21,7 +22,24 @@ type zeroRun struct{}
 
 func (zeroRun) Name() string { return zrun.Name }
 
-func (zeroRun) Compress(w io.Writer) (io.WriteCloser, error) { return zrun.NewEncoder(w), nil }
+// Compress buffers the encoder's output: its tokens are small writes, and
+// gRPC's writer makes a buffer of each.
+func (zeroRun) Compress(w io.Writer) (io.WriteCloser, error) {
+	bw := bufio.NewWriterSize(w, 32<<10)
+	return bufferedEncoder{zrun.NewEncoder(bw), bw}, nil
+}
+
+type bufferedEncoder struct {
+	*zrun.Encoder
+	bw *bufio.Writer
+}
+
+func (e bufferedEncoder) Close() error {
+	if err := e.Encoder.Close(); err != nil {
+		return err
+	}
+	return e.bw.Flush()
+}
 
 // Decompress returns a lazy reader: gRPC reads at most its receive limit
 // from it, so a stream claiming a huge run costs nothing.
