@@ -519,7 +519,9 @@ func (m *Manager) Close() error {
 		}
 	}
 	m.metrics.loaded.Set(0)
-	setExecutors(m, 0)
+	if !m.cfg.KeepGOMAXPROCS {
+		setExecutors(m, 0)
+	}
 	return nil
 }
 

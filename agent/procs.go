@@ -62,8 +62,9 @@ func setExecutors(m *Manager, n int) int {
 		total += k
 	}
 	if total == 0 {
-		goruntime.SetDefaultGOMAXPROCS()
-		return goruntime.GOMAXPROCS(0)
+		// Back to what was in force before any executor.
+		goruntime.GOMAXPROCS(procs.base)
+		return procs.base
 	}
 	want := GoProcs(procs.base, total)
 	if goruntime.GOMAXPROCS(0) != want {

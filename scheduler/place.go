@@ -172,10 +172,7 @@ func (s *State) Place(req Request, p Policy) (Explanation, error) {
 			if ci < 0 {
 				return true
 			}
-			if old := ev.rej[ent.ai]; old >= 0 {
-				ev.counts[old]--
-			}
-			ev.counts[ci]++
+			ev.counts[ci]++ // (in the heap: passed round one, rej is -1)
 			ev.rej[ent.ai] = int16(ci)
 			if !closed {
 				if ent.fb >= 0 {
@@ -213,7 +210,7 @@ func (s *State) Place(req Request, p Policy) (Explanation, error) {
 			return cmp.Compare(a.Accelerator, b.Accelerator)
 		})
 		e.Omitted = e.Evaluated - len(e.Candidates)
-		if ev.deferOn {
+		if ev.deferOn && !pl.swept { // a sweep checked what is left
 			e.Unchecked = len(pl.heap)
 		}
 	}
@@ -554,7 +551,9 @@ func (p *pool) at(i int) (entry, bool) {
 			continue
 		}
 		e := p.pop()
-		if p.check != nil && !p.check(e) {
+		// After a sweep the heap holds only entries that passed (a node
+		// placed on since is stale, skipped by best).
+		if p.check != nil && !p.swept && !p.check(e) {
 			p.rejected++
 			continue
 		}

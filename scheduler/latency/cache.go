@@ -135,11 +135,14 @@ func (tc *TenantCache) proposal(c *scheduler.Candidate, src ProfileSource, share
 	return p, nil
 }
 
+// noTenants is the tenant set of an empty accelerator; read only.
+var noTenants = &tenantSet{}
+
 // get returns the resolved tenants of ins, the candidate's snapshot
 // instances, building them if the cached entry is for another list.
 func (tc *TenantCache) get(c *scheduler.Candidate, ins []cluster.Instance, src ProfileSource, share RateShare) *tenantSet {
 	if len(ins) == 0 {
-		return &tenantSet{}
+		return noTenants
 	}
 	data, kind := unsafe.SliceData(ins), c.Accelerator().Kind
 	tc.mu.RLock()
