@@ -87,6 +87,8 @@ type loadResult struct {
 	// lagP99Ms is the 99th percentile of how late the generator sent a
 	// request after its scheduled time (a sign of a saturated client).
 	lagP99Ms float64
+	// latMs is every successful request's latency, in the order answered.
+	latMs []float64
 }
 
 // maxInFlight bounds the requests one target has outstanding; beyond it
@@ -187,6 +189,7 @@ func openLoop(ctx context.Context, svc oip.Service, targets []loadTarget, warmup
 // summarise fills the statistics; failed requests rank above every
 // latency (a p99 with more than 1 % failures is +Inf).
 func (r *loadResult) summarise(lat, lag []float64) {
+	r.latMs = lat
 	if len(lat) > 0 {
 		sum := 0.0
 		for _, x := range lat {

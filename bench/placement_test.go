@@ -239,10 +239,11 @@ func TestValidateSimEndToEnd(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
 	t.Log(out.String())
-	if len(rep.Levels) != 2 || len(rep.Levels[0].Apps) != 2 || rep.Levels[1].Apps[1].Requests == 0 || rep.Levels[1].Apps[1].SimP99Ms <= 0 {
+	if len(rep.Levels) != 2 || len(rep.Levels[0].Apps) != 2 || rep.Levels[1].Apps[1].Requests == 0 || rep.Levels[1].Apps[1].SimP99Ms <= 0 ||
+		rep.Levels[1].Apps[1].AloneP99Ms <= 0 || rep.Levels[1].Apps[1].EmpP99Ms < rep.Levels[1].Apps[1].AloneMeanMs {
 		t.Errorf("report %+v", rep)
 	}
-	if !regexp.MustCompile(`(?m)^validate-sim: calibrated p99 error mean \d+\.\d %, max \d+\.\d % \(naive: .*\) over 4 \(model, level\) pairs; target 15 %$`).MatchString(out.String()) {
+	if !regexp.MustCompile(`(?m)^validate-sim: empirical p99 error mean \d+\.\d %, max \d+\.\d % \(calibrated: .*; naive: .*\) over 4 \(model, level\) pairs; target 15 %$`).MatchString(out.String()) {
 		t.Errorf("summary line missing:\n%s", out.String())
 	}
 }

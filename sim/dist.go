@@ -30,10 +30,28 @@ type sampler struct {
 	dist Demand
 	// gamma: shape and scale; lognormal: mu and sigma.
 	a, b float64
+	// samples, when set, is an empirical distribution (seconds) that
+	// replaces the others.
+	samples []float64
+	// delays pairs with samples: latency that occupies no accelerator.
+	delays []float64
 }
 
-func newSampler(mean, cv float64, d Demand) sampler {
+func newSampler(mean, cv float64, d Demand, samplesMs, delaysMs []float64) sampler {
 	s := sampler{mean: mean, cv: cv, dist: d}
+	if len(samplesMs) > 0 {
+		s.samples = make([]float64, len(samplesMs))
+		for i, x := range samplesMs {
+			s.samples[i] = x / 1e3
+		}
+		if len(delaysMs) == len(samplesMs) {
+			s.delays = make([]float64, len(delaysMs))
+			for i, x := range delaysMs {
+				s.delays[i] = x / 1e3
+			}
+		}
+		return s
+	}
 	if cv <= 0 {
 		return s
 	}
@@ -48,7 +66,26 @@ func newSampler(mean, cv float64, d Demand) sampler {
 	return s
 }
 
+// draw returns a demand in seconds.
 func (s *sampler) draw(r *rand.Rand) float64 {
+	d, _ := s.drawDelay(r)
+	return d
+}
+
+// drawDelay returns a demand and the delay that goes with it (seconds;
+// 0 unless the empirical distribution has delays).
+func (s *sampler) drawDelay(r *rand.Rand) (demand, delay float64) {
+	if s.samples != nil {
+		i := r.IntN(len(s.samples))
+		if s.delays != nil {
+			return s.samples[i], s.delays[i]
+		}
+		return s.samples[i], 0
+	}
+	return s.drawParametric(r), 0
+}
+
+func (s *sampler) drawParametric(r *rand.Rand) float64 {
 	if s.cv <= 0 {
 		return s.mean
 	}

@@ -22,7 +22,11 @@
 //     constant when the CV is 0). The gamma keeps the measured mean and
 //     CV and, unlike a lognormal, has a light right tail, which matches
 //     DNN inference service times (a fixed graph with little variation)
-//     better than a heavy tail.
+//     better than a heavy tail. Or, where a profile carries measurements
+//     (Service.SamplesMs), one of them drawn uniformly: an empirical
+//     distribution, each sample optionally paired with a delay that adds
+//     to the latency without occupying the accelerator (the transport,
+//     waking an idle core).
 //   - CPUs and GPUs: processor sharing. The n requests running on an
 //     accelerator each progress at min(1, P/n) of their speed alone,
 //     where P is the accelerator's parallelism: 1 for a GPU (n concurrent

@@ -81,6 +81,7 @@ type request struct {
 	app, inst int32
 	arrival   float64
 	demand    float64
+	delay     float64 // answered this long after its service ends
 	finish    float64 // PS: finish on the accelerator's virtual clock
 	next      int32
 }
@@ -156,7 +157,8 @@ func (e *engine) arrive(ai int32) {
 	in := &e.insts[ii]
 	ri := e.alloc()
 	r := &e.reqs[ri]
-	*r = request{app: ai, inst: ii, arrival: e.now, demand: e.samplers[in.sampler].draw(e.rng), next: -1}
+	demand, delay := e.samplers[in.sampler].drawDelay(e.rng)
+	*r = request{app: ai, inst: ii, arrival: e.now, demand: demand, delay: delay, next: -1}
 	in.outstanding++
 	acc := &e.accs[in.acc]
 	if acc.disc == FCFS {
@@ -299,7 +301,7 @@ func (e *engine) done(ri int32) {
 	e.insts[r.inst].outstanding--
 	if r.arrival >= e.warmup {
 		a := &e.apps[r.app]
-		a.lat = append(a.lat, float32((e.now-r.arrival)*1e3))
+		a.lat = append(a.lat, float32((e.now-r.arrival+r.delay)*1e3))
 	}
 	e.last = e.now
 	e.free = append(e.free, ri)

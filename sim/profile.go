@@ -19,7 +19,23 @@ type Service struct {
 	// SwitchMs is, on an FCFS accelerator (TPU), the cost of loading the
 	// model when the previous request there was of another model.
 	SwitchMs float64
+	// SamplesMs, when set, is an empirical distribution: each request's
+	// demand is one of these measurements, drawn uniformly with
+	// replacement, and MeanMs and CV are not used to draw (set MeanMs to
+	// their mean). A profile measured under the scenario's own arrivals
+	// carries what no two moments say: the serving path's jitter and the
+	// cost of waking idle cores.
+	SamplesMs []float64
+	// SampleDelaysMs, when set, pairs with SamplesMs (same length): the
+	// part of each measurement that occupied no accelerator (the transport,
+	// waking an idle core). A request drawing sample i is served
+	// SamplesMs[i] on the accelerator, shared like any demand, and answered
+	// SampleDelaysMs[i] later.
+	SampleDelaysMs []float64
 }
+
+// maxSamples bounds an empirical distribution.
+const maxSamples = 1 << 20
 
 // ProfileKey names a model on a kind of accelerator ("cpu", "gpu", "tpu").
 type ProfileKey struct {
@@ -59,6 +75,21 @@ func (s Service) Validate() error {
 		return errdefs.Invalid(fmt.Sprintf("service CV %v must be between 0 and 10", s.CV))
 	case !(s.SwitchMs >= 0) || math.IsInf(s.SwitchMs, 0):
 		return errdefs.Invalid(fmt.Sprintf("switch cost %v ms must be >= 0", s.SwitchMs))
+	case len(s.SamplesMs) > maxSamples:
+		return errdefs.Invalid(fmt.Sprintf("%d service samples: at most %d", len(s.SamplesMs), maxSamples))
+	}
+	if s.SampleDelaysMs != nil && len(s.SampleDelaysMs) != len(s.SamplesMs) {
+		return errdefs.Invalid(fmt.Sprintf("%d sample delays for %d service samples: they must pair", len(s.SampleDelaysMs), len(s.SamplesMs)))
+	}
+	for i, x := range s.SampleDelaysMs {
+		if !(x >= 0) || math.IsInf(x, 0) {
+			return errdefs.Invalid(fmt.Sprintf("sample delay %d is %v ms: each must be >= 0", i, x))
+		}
+	}
+	for i, x := range s.SamplesMs {
+		if !(x > 0) || math.IsInf(x, 0) {
+			return errdefs.Invalid(fmt.Sprintf("service sample %d is %v ms: each must be > 0", i, x))
+		}
 	}
 	return nil
 }

@@ -260,7 +260,7 @@ func build(sc Scenario) (*engine, error) {
 			}
 			si = int32(len(e.samplers))
 			samplers[k] = si
-			e.samplers = append(e.samplers, newSampler(svc.MeanMs/1e3, svc.CV, sc.Demand))
+			e.samplers = append(e.samplers, newSampler(svc.MeanMs/1e3, svc.CV, sc.Demand, svc.SamplesMs, svc.SampleDelaysMs))
 			e.switchCost = append(e.switchCost, svc.SwitchMs/1e3)
 		}
 		id := in.ID

@@ -56,6 +56,61 @@ func TestProcessorSharingMean(t *testing.T) {
 	}
 }
 
+// TestEmpiricalDemand: with an empirical demand (two values)
+// the M/G/1-PS mean is still s/(1-ρ) with s the samples' mean, and an
+// FCFS accelerator's wait follows Pollaczek–Khinchine with their second
+// moment.
+func TestEmpiricalDemand(t *testing.T) {
+	samples := []float64{4, 16} // mean 10 ms, E[S²] = 136 ms²
+	for _, kind := range []string{"gpu", "tpu"} {
+		sc := sim.Scenario{
+			Nodes:     []cluster.Node{node("n", acc("x0", kind, 1))},
+			Instances: []cluster.Instance{inst("a", "n", "x0")},
+			Apps:      []sim.App{{Name: "a", Model: "m", Rate: 60, ObjectiveMs: 100}},
+			Profiles:  sim.Profiles{{Model: "m", Kind: kind}: {MeanMs: 10, SamplesMs: samples}},
+			Duration:  2000 * time.Second, Warmup: 10 * time.Second, Seed: 5,
+		}
+		res, err := sim.Run(sc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 10 / (1 - 0.6)
+		if kind == "tpu" {
+			want = 10 + 60*136e-3/(2*(1-0.6))
+		}
+		within(t, kind+" mean ms with samples {4, 16}", res.Apps[0].MeanMs, want, 0.05)
+	}
+	// Delays paired with the samples add to the latency without
+	// occupying the GPU: the PS mean rises by their mean alone.
+	delayed := sim.Scenario{
+		Nodes:     []cluster.Node{node("n", acc("x0", "gpu", 1))},
+		Instances: []cluster.Instance{inst("a", "n", "x0")},
+		Apps:      []sim.App{{Name: "a", Model: "m", Rate: 60, ObjectiveMs: 100}},
+		Profiles:  sim.Profiles{{Model: "m", Kind: "gpu"}: {MeanMs: 10, SamplesMs: samples, SampleDelaysMs: []float64{1, 3}}},
+		Duration:  2000 * time.Second, Warmup: 10 * time.Second, Seed: 5,
+	}
+	res, err := sim.Run(delayed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	within(t, "gpu mean ms with samples {4, 16} and delays {1, 3}", res.Apps[0].MeanMs, 10/(1-0.6)+2, 0.05)
+	within(t, "utilisation with delays", res.Utilisation["n/x0"], 0.6, 0.03)
+	bad := sim.Scenario{
+		Nodes:     []cluster.Node{node("n", acc("x0", "gpu", 1))},
+		Instances: []cluster.Instance{inst("a", "n", "x0")},
+		Apps:      []sim.App{{Name: "a", Model: "m", Rate: 1, ObjectiveMs: 100}},
+		Profiles:  sim.Profiles{{Model: "m", Kind: "gpu"}: {MeanMs: 1, SamplesMs: []float64{1, -2}}},
+		Duration:  time.Second,
+	}
+	if _, err := sim.Run(bad); err == nil || !strings.Contains(err.Error(), "sample 1 is -2 ms") {
+		t.Errorf("a negative sample: err = %v, want one naming sample 1", err)
+	}
+	bad.Profiles[sim.ProfileKey{Model: "m", Kind: "gpu"}] = sim.Service{MeanMs: 1, SamplesMs: []float64{1, 2}, SampleDelaysMs: []float64{0}}
+	if _, err := sim.Run(bad); err == nil || !strings.Contains(err.Error(), "must pair") {
+		t.Errorf("delays that do not pair with the samples: err = %v", err)
+	}
+}
+
 // TestProcessorSharingTwoClasses: in M/G/1-PS every class sees
 // s_i/(1-ρ) with ρ the total load.
 func TestProcessorSharingTwoClasses(t *testing.T) {
