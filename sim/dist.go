@@ -66,12 +66,6 @@ func newSampler(mean, cv float64, d Demand, samplesMs, delaysMs []float64) sampl
 	return s
 }
 
-// draw returns a demand in seconds.
-func (s *sampler) draw(r *rand.Rand) float64 {
-	d, _ := s.drawDelay(r)
-	return d
-}
-
 // drawDelay returns a demand and the delay that goes with it (seconds;
 // 0 unless the empirical distribution has delays).
 func (s *sampler) drawDelay(r *rand.Rand) (demand, delay float64) {

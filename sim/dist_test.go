@@ -14,7 +14,7 @@ func TestSamplerMoments(t *testing.T) {
 			const n = 400000
 			var sum, sq float64
 			for range n {
-				x := s.draw(r)
+				x, _ := s.drawDelay(r)
 				if !(x >= 0) {
 					t.Fatalf("%v cv %v: drew %v", d, cv, x)
 				}
@@ -38,7 +38,11 @@ func TestSamplerEmpirical(t *testing.T) {
 	seen := map[float64]int{}
 	const n = 30000
 	for range n {
-		seen[s.draw(r)]++
+		x, delay := s.drawDelay(r)
+		if delay != 0 {
+			t.Fatalf("delay %v without delays", delay)
+		}
+		seen[x]++
 	}
 	if len(seen) != 3 {
 		t.Fatalf("drew %d distinct values, want the 3 samples: %v", len(seen), seen)
