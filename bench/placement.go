@@ -462,10 +462,7 @@ func measureReal(ctx context.Context, res *PlacementResult, cfg PlacementConfig,
 			config: serveConfig{concurrency: servedConcurrency(w), queue: realQueue, intra: w.Threads}})
 	}
 	dir := filepath.Join(work, res.Policy)
-	if err := writeRepository(dir, entries); err != nil {
-		return err
-	}
-	srv, err := startServedNode(ctx, dir, cfg.Backend, cfg.Logger)
+	srv, err := startServedNode(ctx, dir, entries, cfg.Backend, cfg.Logger)
 	if err != nil {
 		return err
 	}

@@ -48,10 +48,7 @@ func ServedDemand(ctx context.Context, w *Workload, cfg PlacementConfig, out io.
 			config: serveConfig{concurrency: servedConcurrency(w), queue: realQueue, intra: w.Threads}})
 	}
 	dir := filepath.Join(work, "repository")
-	if err := writeRepository(dir, entries); err != nil {
-		return err
-	}
-	srv, err := startServedNode(ctx, dir, cfg.Backend, cfg.Logger)
+	srv, err := startServedNode(ctx, dir, entries, cfg.Backend, cfg.Logger)
 	if err != nil {
 		return err
 	}

@@ -26,9 +26,12 @@ type servedNode struct {
 	client *grpcsvc.Client
 }
 
-// startServedNode serves the repository at dir on loopback gRPC and checks
-// that every model loaded.
-func startServedNode(ctx context.Context, dir string, b runtime.Backend, log *slog.Logger) (*servedNode, error) {
+// startServedNode writes entries as a repository at dir, serves it on
+// loopback gRPC and checks that every model loaded.
+func startServedNode(ctx context.Context, dir string, entries []repoEntry, b runtime.Backend, log *slog.Logger) (*servedNode, error) {
+	if err := writeRepository(dir, entries); err != nil {
+		return nil, err
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

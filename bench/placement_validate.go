@@ -253,10 +253,7 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 	}
 
 	dir := filepath.Join(work, "repository")
-	if err := writeRepository(dir, entries); err != nil {
-		return rep, err
-	}
-	srv, err := startServedNode(ctx, dir, cfg.Backend, cfg.Logger)
+	srv, err := startServedNode(ctx, dir, entries, cfg.Backend, cfg.Logger)
 	if err != nil {
 		return rep, err
 	}
