@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -245,6 +246,18 @@ func TestValidateSimEndToEnd(t *testing.T) {
 	}
 	if !regexp.MustCompile(`(?m)^validate-sim: empirical p99 error mean \d+\.\d %, max \d+\.\d % \(calibrated: .*; naive: .*\) over 4 \(model, level\) pairs; target 15 %$`).MatchString(out.String()) {
 		t.Errorf("summary line missing:\n%s", out.String())
+	}
+	// The analytic model's prediction: a processor-sharing mean is at
+	// least the demand served alone, and its p99 above its mean.
+	for _, lv := range rep.Levels {
+		for _, a := range lv.Apps {
+			if !(a.ModelMeanMs > 0.3 && a.ModelP99Ms > a.ModelMeanMs) || math.IsNaN(a.ErrP99Model) {
+				t.Errorf("level %.2f %s: analytic mean %.3f ms, p99 %.3f ms (error %v)", lv.Level, a.Model, a.ModelMeanMs, a.ModelP99Ms, a.ErrP99Model)
+			}
+		}
+	}
+	if !regexp.MustCompile(`(?m)^analytic model \(latency\.PS, \d+\.\d\d servers\) on this machine's measurements: mean error mean \d+\.\d %, max \d+\.\d %; p99 error mean \d+\.\d %, max \d+\.\d %; target 10 %$`).MatchString(out.String()) {
+		t.Errorf("analytic model's line missing:\n%s", out.String())
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/accelpool/accelpool/agent/profile"
 	"github.com/accelpool/accelpool/agent/runtime"
 	"github.com/accelpool/accelpool/cluster"
+	"github.com/accelpool/accelpool/scheduler/latency"
 	"github.com/accelpool/accelpool/sim"
 	"github.com/accelpool/accelpool/tensor"
 )
@@ -24,6 +25,10 @@ import (
 // TargetSimP99Error is the largest relative error of a simulated p99
 // against the measured one that the simulator is held to.
 const TargetSimP99Error = 0.15
+
+// TargetModelError is the mean relative error issue 5 holds the analytic
+// latency models to, on the Ibis data and on this machine's measurements.
+const TargetModelError = 0.10
 
 // DefaultValidateModels are co-located in the simulator's validation: a
 // long request (PaddleOCR recognition at 48×320, ~25 ms), a middle one
@@ -130,10 +135,16 @@ type ValidateApp struct {
 	// rate; EmpMeanMs and EmpP99Ms simulated with that as its demand.
 	AloneMeanMs, AloneP99Ms float64
 	EmpMeanMs, EmpP99Ms     float64
-	GeneratorLagP99Ms       float64
-	ErrP99, ErrP99RPC       float64 // relative: (sim - measured) / measured
-	ErrMean, ErrMeanRPC     float64
-	ErrP99Emp, ErrMeanEmp   float64
+	// ModelMeanMs and ModelP99Ms are the placement's own analytic latency
+	// model (latency.PS with the cores' effective parallelism as its
+	// servers) given the calibrated demands: what the latency checker
+	// would predict for this node with served profiles.
+	ModelMeanMs, ModelP99Ms   float64
+	GeneratorLagP99Ms         float64
+	ErrP99, ErrP99RPC         float64 // relative: (sim - measured) / measured
+	ErrMean, ErrMeanRPC       float64
+	ErrP99Emp, ErrMeanEmp     float64
+	ErrP99Model, ErrMeanModel float64
 }
 
 // ValidateLevel is one load level.
@@ -165,6 +176,10 @@ type ValidateReport struct {
 	// The empirical ones: each model's demand is its latency served alone
 	// at the level's rate (the headline).
 	MeanAbsErrP99Emp, MaxAbsErrP99Emp float64
+	// The analytic model's (ModelP99Ms, ModelMeanMs): issue 5's model
+	// error on this machine's own measurements.
+	MeanAbsErrP99Model, MaxAbsErrP99Model   float64
+	MeanAbsErrMeanModel, MaxAbsErrMeanModel float64
 }
 
 // RunValidateSim checks the simulator against real serving on this
@@ -301,14 +316,19 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 	}
 	rpcProfiles := sim.Profiles{}
 	cpuDemand := map[string]float64{}
+	modelLoads := make([]latency.Load, 0, len(rep.Profiles))
 	for _, p := range rep.Profiles {
 		d := max(p.ServedCPUMs, p.ServedMs, p.ServiceMs)
-		rpcProfiles.Set(p.Model, "cpu", sim.Service{MeanMs: d, CV: p.CV * p.ServiceMs / d})
+		svc := sim.Service{MeanMs: d, CV: p.CV * p.ServiceMs / d}
+		rpcProfiles.Set(p.Model, "cpu", svc)
 		cpuDemand[p.Model] = d
+		modelLoads = append(modelLoads, latency.Load{Name: p.Model, Model: p.Model,
+			Profile: latency.Profile{ServiceTimeMs: svc.MeanMs, ServiceTimeCV: svc.CV}})
 	}
+	analytic := latency.PS{Servers: rep.Parallelism * float64(cfg.Threads)}
 	fmt.Fprintf(out, "calibrated: %d cores give %.2f requests' worth of full speed at once (median slowdown %.2fx with %d at once); demand = a request served alone (the larger of its latency and its CPU time)\n\n",
 		rep.CPUs, rep.Parallelism, median(slow), rep.CPUs)
-	var errs, errsRPC, errsEmp []float64
+	var errs, errsRPC, errsEmp, errsModel, errsModelMean []float64
 	for li, level := range cfg.Levels {
 		rate := level * float64(rep.CPUs) / sumWork
 		lv := ValidateLevel{Level: level, Rate: rate}
@@ -393,13 +413,23 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 		if err != nil {
 			return rep, err
 		}
+		for i := range modelLoads {
+			modelLoads[i].Rate = rate
+		}
+		preds, err := analytic.Predict(modelLoads)
+		if err != nil {
+			return rep, err
+		}
 		for i, m := range cfg.Models {
 			ms, rs, es := simRes.Apps[i], rpcRes.Apps[i], empRes.Apps[i]
 			meas := measured[i]
 			a := ValidateApp{Model: m, Rate: rate, Requests: meas.sent, Failed: meas.failed,
 				MeasuredMeanMs: meas.meanMs, MeasuredP99Ms: meas.p99Ms, GeneratorLagP99Ms: meas.lagP99Ms,
 				SimMeanMs: ms.MeanMs, SimP99Ms: ms.P99Ms, RPCMeanMs: rs.MeanMs, RPCP99Ms: rs.P99Ms,
-				AloneMeanMs: alone[i].meanMs, AloneP99Ms: alone[i].p99Ms, EmpMeanMs: es.MeanMs, EmpP99Ms: es.P99Ms}
+				AloneMeanMs: alone[i].meanMs, AloneP99Ms: alone[i].p99Ms, EmpMeanMs: es.MeanMs, EmpP99Ms: es.P99Ms,
+				ModelMeanMs: preds[i].MeanMs, ModelP99Ms: preds[i].P99Ms}
+			a.ErrP99Model, a.ErrMeanModel = relErr(a.ModelP99Ms, a.MeasuredP99Ms), relErr(a.ModelMeanMs, a.MeasuredMeanMs)
+			errsModel, errsModelMean = append(errsModel, math.Abs(a.ErrP99Model)), append(errsModelMean, math.Abs(a.ErrMeanModel))
 			a.ErrP99, a.ErrP99RPC, a.ErrP99Emp = relErr(a.SimP99Ms, a.MeasuredP99Ms), relErr(a.RPCP99Ms, a.MeasuredP99Ms), relErr(a.EmpP99Ms, a.MeasuredP99Ms)
 			a.ErrMean, a.ErrMeanRPC, a.ErrMeanEmp = relErr(a.SimMeanMs, a.MeasuredMeanMs), relErr(a.RPCMeanMs, a.MeasuredMeanMs), relErr(a.EmpMeanMs, a.MeasuredMeanMs)
 			errs, errsRPC, errsEmp = append(errs, math.Abs(a.ErrP99)), append(errsRPC, math.Abs(a.ErrP99RPC)), append(errsEmp, math.Abs(a.ErrP99Emp))
@@ -409,11 +439,12 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 		fmt.Fprintf(out, "level %d/%d: the models' work is %.0f %% of %d cores: %.1f req/s per model (%.1f in all); CPU busy: this process %.0f %%, other processes %.0f %%\n",
 			li+1, len(cfg.Levels), level*100, rep.CPUs, rate, rate*float64(len(cfg.Models)), 100*lv.CPUBusy, 100*lv.OthersBusy)
 		tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-		fmt.Fprintf(tw, "MODEL\tREQUESTS\tMEASURED mean ms\tp99 ms\tALONE mean ms\tp99 ms\tNAIVE SIM p99 ms\tERR\tCALIBRATED SIM p99 ms\tERR\tEMPIRICAL SIM mean ms\tp99 ms\tERR mean\tERR p99\tCLIENT LAG p99 ms\n")
+		fmt.Fprintf(tw, "MODEL\tREQUESTS\tMEASURED mean ms\tp99 ms\tALONE mean ms\tp99 ms\tNAIVE SIM p99 ms\tERR\tCALIBRATED SIM p99 ms\tERR\tEMPIRICAL SIM mean ms\tp99 ms\tERR mean\tERR p99\tANALYTIC mean ms\tp99 ms\tERR mean\tERR p99\tCLIENT LAG p99 ms\n")
 		for _, a := range lv.Apps {
-			fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%+.1f%%\t%.2f\t%+.1f%%\t%.2f\t%.2f\t%+.1f%%\t%+.1f%%\t%.2f\n", a.Model, a.Requests,
+			fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%+.1f%%\t%.2f\t%+.1f%%\t%.2f\t%.2f\t%+.1f%%\t%+.1f%%\t%.2f\t%.2f\t%+.1f%%\t%+.1f%%\t%.2f\n", a.Model, a.Requests,
 				a.MeasuredMeanMs, a.MeasuredP99Ms, a.AloneMeanMs, a.AloneP99Ms, a.SimP99Ms, 100*a.ErrP99,
-				a.RPCP99Ms, 100*a.ErrP99RPC, a.EmpMeanMs, a.EmpP99Ms, 100*a.ErrMeanEmp, 100*a.ErrP99Emp, a.GeneratorLagP99Ms)
+				a.RPCP99Ms, 100*a.ErrP99RPC, a.EmpMeanMs, a.EmpP99Ms, 100*a.ErrMeanEmp, 100*a.ErrP99Emp,
+				a.ModelMeanMs, a.ModelP99Ms, 100*a.ErrMeanModel, 100*a.ErrP99Model, a.GeneratorLagP99Ms)
 		}
 		tw.Flush()
 		fmt.Fprintln(out)
@@ -421,7 +452,11 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 	rep.MeanAbsErrP99, rep.MaxAbsErrP99 = meanMax(errs)
 	rep.MeanAbsErrP99RPC, rep.MaxAbsErrP99RPC = meanMax(errsRPC)
 	rep.MeanAbsErrP99Emp, rep.MaxAbsErrP99Emp = meanMax(errsEmp)
-	fmt.Fprintf(out, "ALONE: the model served by itself at the same rate, just before. NAIVE SIM: the nominal cores, the profiles' mean and CV. CALIBRATED SIM: the cores' effective parallelism, and the mean of sequential requests served alone as the demand. EMPIRICAL SIM: the effective parallelism, and the ALONE latencies themselves: each up to the calibrated demand is work on the cores, the rest a delay that occupies none.\n")
+	rep.MeanAbsErrP99Model, rep.MaxAbsErrP99Model = meanMax(errsModel)
+	rep.MeanAbsErrMeanModel, rep.MaxAbsErrMeanModel = meanMax(errsModelMean)
+	fmt.Fprintf(out, "ALONE: the model served by itself at the same rate, just before. NAIVE SIM: the nominal cores, the profiles' mean and CV. CALIBRATED SIM: the cores' effective parallelism, and the mean of sequential requests served alone as the demand. EMPIRICAL SIM: the effective parallelism, and the ALONE latencies themselves: each up to the calibrated demand is work on the cores, the rest a delay that occupies none. ANALYTIC: the placement's latency model (latency.PS, the effective parallelism as its servers) with the calibrated demands.\n")
+	fmt.Fprintf(out, "analytic model (latency.PS, %.2f servers) on this machine's measurements: mean error mean %.1f %%, max %.1f %%; p99 error mean %.1f %%, max %.1f %%; target %.0f %%\n",
+		analytic.Servers, 100*rep.MeanAbsErrMeanModel, 100*rep.MaxAbsErrMeanModel, 100*rep.MeanAbsErrP99Model, 100*rep.MaxAbsErrP99Model, 100*TargetModelError)
 	fmt.Fprintf(out, "validate-sim: empirical p99 error mean %.1f %%, max %.1f %% (calibrated: mean %.1f %%, max %.1f %%; naive: mean %.1f %%, max %.1f %%) over %d (model, level) pairs; target %.0f %%\n",
 		100*rep.MeanAbsErrP99Emp, 100*rep.MaxAbsErrP99Emp, 100*rep.MeanAbsErrP99RPC, 100*rep.MaxAbsErrP99RPC, 100*rep.MeanAbsErrP99, 100*rep.MaxAbsErrP99, len(errs), 100*TargetSimP99Error)
 	return rep, nil

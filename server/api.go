@@ -353,7 +353,7 @@ func (s *Server) handleDeploy(w http.ResponseWriter, r *http.Request) error {
 	ops := make([]store.Op, 0, len(apps))
 	for i := range apps {
 		a := &apps[i]
-		if err := s.checkDeployable(v, a, force); err != nil {
+		if err := s.checkDeployable(r.Context(), v, a, force); err != nil {
 			return fmt.Errorf("application %q: %w", a.Metadata.Name, err)
 		}
 		val, _ := json.Marshal(a)
@@ -375,23 +375,33 @@ func (s *Server) handleDeploy(w http.ResponseWriter, r *http.Request) error {
 }
 
 // checkDeployable verifies the model exists and that some registered node
-// could ever satisfy the constraints.
-func (s *Server) checkDeployable(v view, a *cluster.Application, allowPending bool) error {
+// could ever satisfy the constraints. A model or artifact the store does
+// not hold is ErrNotFound; a store that cannot answer is its own error
+// (unavailable, deadline), never reported as an unknown model.
+func (s *Server) checkDeployable(ctx context.Context, v view, a *cluster.Application, allowPending bool) error {
 	name, digest := a.Spec.ModelRef()
 	m, ok := v.Models[name]
 	if !ok {
 		// The mirror may not have seen a push this replica or another
 		// just made: the store decides.
-		if kv, err := s.store.Get(context.Background(), modelKey(name)); err == nil && json.Unmarshal(kv.Value, &m) == nil {
-			ok = true
+		kv, err := s.store.Get(ctx, modelKey(name))
+		switch {
+		case errors.Is(err, errdefs.ErrNotFound):
+			return errdefs.New(errdefs.ErrNotFound, fmt.Sprintf("spec.model: unknown model %q (push it first: accelpool model push FILE --name %s)", name, name))
+		case err != nil:
+			return fmt.Errorf("spec.model: looking up model %q: %w", name, err)
+		}
+		if err := json.Unmarshal(kv.Value, &m); err != nil {
+			return fmt.Errorf("spec.model: the store's record of model %q is unreadable: %v", name, err)
 		}
 	}
-	if !ok {
-		return errdefs.New(errdefs.ErrNotFound, fmt.Sprintf("spec.model: unknown model %q (push it first: accelpool model push FILE --name %s)", name, name))
-	}
 	if digest != "" && digest != m.Digest {
-		if _, err := s.store.Get(context.Background(), blobMetaKey(digest)); err != nil {
+		_, err := s.store.Get(ctx, blobMetaKey(digest))
+		switch {
+		case errors.Is(err, errdefs.ErrNotFound):
 			return errdefs.New(errdefs.ErrNotFound, fmt.Sprintf("spec.model: no artifact %s with digest %s", name, digest))
+		case err != nil:
+			return fmt.Errorf("spec.model: looking up artifact %s of %s: %w", digest, name, err)
 		}
 	}
 	if allowPending || len(v.Nodes) == 0 {

@@ -1,12 +1,15 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/accelpool/accelpool/cluster"
+	"github.com/accelpool/accelpool/errdefs"
 	"github.com/accelpool/accelpool/store"
 	"github.com/accelpool/accelpool/store/memory"
 )
@@ -81,5 +84,46 @@ func TestAssignmentsRevisionIsTheInstancesRevision(t *testing.T) {
 	s.apply(prefixInstances, []store.Event{instanceEvent(t, "n", "late", 8)})
 	if b := poll("5"); len(b.Instances) != 1 || b.Revision != 8 {
 		t.Fatalf("poll after revision 5: %+v, want the instance of revision 8", b)
+	}
+}
+
+// failingGet is a store whose reads fail with err.
+type failingGet struct {
+	store.Store
+	err error
+}
+
+func (f failingGet) Get(context.Context, string) (store.KV, error) { return store.KV{}, f.err }
+
+// TestCheckDeployableStoreErrors: a deploy whose model the mirror lacks
+// asks the store; a store that cannot answer is reported as such (503,
+// 504), and only a model the store does not hold is an unknown model (404).
+func TestCheckDeployableStoreErrors(t *testing.T) {
+	st := memory.New()
+	t.Cleanup(func() { st.Close() })
+	app := &cluster.Application{Metadata: cluster.Metadata{Name: "a"}, Spec: cluster.AppSpec{Model: "ghost"}}
+	for _, c := range []struct {
+		name   string
+		store  store.Store
+		status int
+		want   string
+	}{
+		{"missing", st, http.StatusNotFound, `unknown model "ghost"`},
+		{"unavailable", failingGet{st, errdefs.New(errdefs.ErrUnavailable, "etcd: no leader")}, http.StatusServiceUnavailable, "etcd: no leader"},
+		{"deadline", failingGet{st, context.DeadlineExceeded}, http.StatusGatewayTimeout, "looking up model"},
+	} {
+		s := &Server{store: c.store}
+		err := s.checkDeployable(context.Background(), view{}, app, true)
+		if got := errdefs.HTTPStatus(err); got != c.status || err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v (HTTP %d), want HTTP %d naming %q", c.name, err, got, c.status, c.want)
+		}
+	}
+	// A record the store holds but cannot be decoded is an internal error.
+	if _, err := st.Put(context.Background(), modelKey("ghost"), []byte("{not json"), 0); err != nil {
+		t.Fatal(err)
+	}
+	err := (&Server{store: st}).checkDeployable(context.Background(), view{}, app, true)
+	if got := errdefs.HTTPStatus(err); got != http.StatusInternalServerError || !strings.Contains(err.Error(), "unreadable") {
+		t.Errorf("corrupt record: %v (HTTP %d)", err, got)
 	}
 }
