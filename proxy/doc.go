@@ -43,7 +43,11 @@
 // more than twofold). An answer far slower
 // than predicted triggers a probe at once and is not learned from unless
 // the next ones are as slow. Local runs fold their duration into the local
-// mean.
+// mean. Only answers tell a far end's own time, and a target that is not
+// chosen gets none: so a remote option that has gone Config.RefreshAfter
+// (30 s) without answering a model is explored again by one request, and
+// that answer replaces its estimates — a target judged slow while busy is
+// not shunned for good.
 //
 // # Choosing
 //

@@ -187,3 +187,48 @@ func TestOverdueFlight(t *testing.T) {
 		t.Errorf("after the request ended: overdue %v", got)
 	}
 }
+
+// TestRefreshAfterIdle: an option that has not answered for refreshAfter
+// is offered for exploration to one request per period, and the answer
+// that follows replaces what was known rather than joining it.
+func TestRefreshAfterIdle(t *testing.T) {
+	now := time.Unix(1000, 0)
+	tg := &target{models: map[string]*remoteStats{}, probeNow: make(chan struct{}, 1),
+		refreshAfter: 30 * time.Second, now: func() time.Time { return now }}
+	for range serverWindow {
+		tg.learn("m", 200*time.Millisecond, 100, 0, 210*time.Millisecond, 0) // a busy far end
+	}
+	if o := tg.option("m", 100, false); !o.Measured || o.Server != 200*time.Millisecond {
+		t.Fatalf("fresh option: %+v", o)
+	}
+	now = now.Add(29 * time.Second)
+	if o := tg.option("m", 100, false); !o.Measured {
+		t.Fatal("refreshed before refreshAfter")
+	}
+	now = now.Add(2 * time.Second)
+	if o := tg.option("m", 100, false); o.Measured {
+		t.Fatal("not offered for exploration after refreshAfter without an answer")
+	}
+	if o := tg.option("m", 100, false); !o.Measured {
+		t.Fatal("a second request explored in the same period")
+	}
+	// The refresh's answer: the far end is now fast.
+	tg.learn("m", 2*time.Millisecond, 100, 0, 12*time.Millisecond, 0)
+	if o := tg.option("m", 100, false); !o.Measured || o.Server != 2*time.Millisecond {
+		t.Fatalf("after the refresh the option still predicts from old answers: server %v", o.Server)
+	}
+	// Answers keep it fresh: no refresh while it is in use.
+	for range 5 {
+		now = now.Add(20 * time.Second)
+		tg.learn("m", 2*time.Millisecond, 100, 0, 12*time.Millisecond, 0)
+		if o := tg.option("m", 100, false); !o.Measured {
+			t.Fatal("an option in use was refreshed")
+		}
+	}
+	// Without refreshAfter nothing is refreshed.
+	tg.refreshAfter = 0
+	now = now.Add(time.Hour)
+	if o := tg.option("m", 100, false); !o.Measured {
+		t.Fatal("refreshed with refreshAfter 0")
+	}
+}

@@ -65,6 +65,7 @@ const (
 	DefaultTimeout           = 30 * time.Second
 	DefaultDiscoverInterval  = 5 * time.Second
 	DefaultProbeTimeout      = 2 * time.Second
+	DefaultRefreshAfter      = 30 * time.Second
 	defaultProbeBytes        = 64 << 10
 	minProbeBytes, maxProbeB = 16 << 10, 256 << 10
 	// probeWindow is how long a bandwidth probe's transfers should take at
@@ -114,6 +115,13 @@ type Config struct {
 	// measured too (default 5).
 	ProbeInterval  time.Duration
 	BandwidthEvery int
+	// RefreshAfter is how long a remote option may go without an answer
+	// for a model before one request explores it again (default 30s;
+	// negative: never). Probes follow a link, but only answers tell the
+	// far end's own time, which its load changes: without a refresh a
+	// target judged slow once would stay unused however fast it became.
+	// The refresh's answer restarts the option's estimates.
+	RefreshAfter time.Duration
 	// Timeout bounds requests that bring no deadline (default 30s).
 	Timeout time.Duration
 	// Mode restricts the options: ModeAuto (default), ModeLocal, ModeRemote.
@@ -177,6 +185,9 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.RefreshAfter == 0 {
+		cfg.RefreshAfter = DefaultRefreshAfter
 	}
 	if cfg.DiscoverInterval <= 0 {
 		cfg.DiscoverInterval = DefaultDiscoverInterval

@@ -174,6 +174,49 @@ func TestPrefersFasterOptionAndExplainsIt(t *testing.T) {
 	}
 }
 
+// TestRefreshesAnUnusedOption: a remote option slower than the device is
+// left alone, but once it has gone RefreshAfter without an answer one
+// request explores it again (its far end's load may have changed), and
+// the requests after it go back to the faster option.
+func TestRefreshesAnUnusedOption(t *testing.T) {
+	remote := startAgent(t, map[string]int{"m": 40})
+	const refresh = 400 * time.Millisecond
+	p := newProxy(t, Config{
+		Local:        localManager(t, map[string]int{"m": 5}),
+		Targets:      []Target{{Name: "edge", Addr: remote.GRPCAddr(), Tier: "edge"}},
+		RefreshAfter: refresh,
+	})
+	waitProbed(t, p)
+	where := func() string {
+		t.Helper()
+		r, err := infer(t, p, "m", 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return targetOf(r)
+	}
+	seen := map[string]bool{where(): true, where(): true} // both explored
+	if !seen[LocalName] || !seen["edge"] {
+		t.Fatalf("exploration ran on %v, want both options", seen)
+	}
+	// The edge last answered during exploration, before start: until its
+	// period is nearly over only the device runs requests; then wait it out.
+	start := time.Now()
+	for time.Since(start) < refresh-150*time.Millisecond {
+		if got := where(); got != LocalName {
+			t.Fatalf("a 40 ms remote was chosen over a 5 ms device before its refresh was due (%v in)", time.Since(start))
+		}
+	}
+	time.Sleep(time.Until(start.Add(refresh + 50*time.Millisecond)))
+	var runs []string
+	for range 3 {
+		runs = append(runs, where())
+	}
+	if runs[0] != "edge" || runs[1] != LocalName || runs[2] != LocalName {
+		t.Fatalf("after %v unused: requests ran on %v, want one refresh of edge and then local", refresh, runs)
+	}
+}
+
 func TestFallsBackWhenRemoteDies(t *testing.T) {
 	remote := startAgent(t, map[string]int{"m": 1})
 	p := newProxy(t, Config{

@@ -36,6 +36,18 @@ type target struct {
 	// prediction: when each started and what was predicted.
 	flights    map[uint64]flight
 	nextFlight uint64
+
+	// refreshAfter is Config.RefreshAfter; now, when set, replaces
+	// time.Now for it (tests).
+	refreshAfter time.Duration
+	now          func() time.Time
+}
+
+func (t *target) clock() time.Time {
+	if t.now != nil {
+		return t.now()
+	}
+	return time.Now()
 }
 
 type flight struct {
@@ -148,6 +160,23 @@ type remoteStats struct {
 	// overhead is the device's own time around the attempts that
 	// answered first (overhead.go), ns, median of recent.
 	overhead offload.Recent
+	// last is when the option last answered or was handed out to be
+	// refreshed; refreshing is set from that hand-out until the next
+	// answer, which then restarts the estimates (see refreshDue).
+	last       time.Time
+	refreshing bool
+}
+
+// refreshDue reports, at now, whether the option should be explored again
+// to refresh it: it has not answered for refreshAfter (> 0). The first
+// caller to see it due is told so, and the next refreshAfter counts from
+// then, so one request per period explores, not every request at once.
+func (ms *remoteStats) refreshDue(now time.Time, refreshAfter time.Duration) bool {
+	if refreshAfter <= 0 || ms.last.IsZero() || now.Sub(ms.last) < refreshAfter {
+		return false
+	}
+	ms.last, ms.refreshing = now, true
+	return true
 }
 
 // serverWindow is how many answers the far end's time is the median of:
@@ -282,7 +311,7 @@ func (t *target) option(model string, in int64, compressed bool) offload.Option 
 	o := offload.Option{Name: t.spec.Name, Compressed: compressed, Tier: t.spec.Tier, Site: t.spec.Site, InFlight: int(t.inflight.Load()),
 		RTT: t.link.rtt.Duration(), UpBps: t.link.up.Value(), DownBps: t.link.down.Value(), LinkUnavailable: t.link.failed,
 		Overdue: t.overdue(time.Now())}
-	if ms := t.models[statsKey(model, compressed)]; ms != nil && ms.transfer.N() > 0 {
+	if ms := t.models[statsKey(model, compressed)]; ms != nil && ms.transfer.N() > 0 && !ms.refreshDue(t.clock(), t.refreshAfter) {
 		o.Measured = true
 		o.Server = ms.server.Duration()
 		o.OutBytes = int64(ms.outBytes.Value())
@@ -345,6 +374,15 @@ func (t *target) learn(model string, server time.Duration, in, out int64, took, 
 	}
 	ms.outliers = 0
 	ms.answers++
+	ms.last = t.clock()
+	if ms.refreshing {
+		// What was known is as old as the refresh period: start over
+		// from this answer.
+		ms.refreshing = false
+		ms.server = offload.Recent{Window: serverWindow}
+		ms.transfer, ms.inBytes, ms.outBytes, ms.bwRef = offload.Mean{}, offload.Mean{}, offload.Mean{}, offload.Mean{}
+		ms.overhead = offload.Recent{}
+	}
 	ms.server.Add(float64(server))
 	ms.outBytes.Add(float64(out))
 	ms.inBytes.Add(float64(in))
@@ -406,7 +444,8 @@ func (p *Proxy) setTargets(fixed, discovered []Target) error {
 			return fmt.Errorf("target %s (%s): %w", spec.Name, spec.Addr, err)
 		}
 		ctx, cancel := context.WithCancel(p.ctx)
-		t := &target{spec: spec, conn: conn, client: grpcsvc.NewClient(conn), stop: cancel, done: make(chan struct{}), probeNow: make(chan struct{}, 1), models: map[string]*remoteStats{}}
+		t := &target{spec: spec, conn: conn, client: grpcsvc.NewClient(conn), stop: cancel, done: make(chan struct{}), probeNow: make(chan struct{}, 1), models: map[string]*remoteStats{},
+			refreshAfter: p.cfg.RefreshAfter}
 		t.spec.Models = maps.Clone(spec.Models)
 		p.targets[name] = t
 		go p.probeLoop(ctx, t)

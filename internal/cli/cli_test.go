@@ -82,4 +82,15 @@ func TestHelpAndUnknownCommand(t *testing.T) {
 	if code := Main([]string{"deploy", "-f", "/nonexistent.yaml"}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "nonexistent") {
 		t.Fatalf("missing file: %d %s", code, errb.String())
 	}
+	// Bad proxy timings are named before anything starts.
+	for _, c := range []struct{ flag, want string }{
+		{"--refresh-after=10ms", "--refresh-after 10ms: at least 1s"},
+		{"--refresh-after=-1s", "--refresh-after -1s: must not be negative"},
+		{"--probe-interval=1ms", "--probe-interval 1ms: at least 10ms"},
+	} {
+		errb.Reset()
+		if code := Main([]string{"proxy", c.flag, "--target", "name=a,addr=127.0.0.1:1"}, &out, &errb); code != 1 || !strings.Contains(errb.String(), c.want) {
+			t.Errorf("proxy %s: code %d, %q", c.flag, code, errb.String())
+		}
+	}
 }

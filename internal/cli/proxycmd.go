@@ -38,7 +38,8 @@ the control plane at --join reports holding ready instances, and those
 given with --target. Links are probed continuously (round trip every
 --probe-interval, bandwidth every 5th probe); a failed attempt falls back
 to the next option within the request's deadline (its timeout parameter or
-gRPC deadline, else --timeout).
+gRPC deadline, else --timeout). A remote option that has not answered for
+--refresh-after is explored again by one request: its load may have changed.
 
 Each response carries parameters accelpool_target (where it ran) and
 accelpool_predicted_us (and accelpool_compressed when it crossed the link
@@ -113,6 +114,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	mode := fs.String("mode", proxy.ModeAuto, "`mode`: auto (fastest predicted), local (device only) or remote (targets only)")
 	compress := fs.String("compress", proxy.CompressAuto, "zero-run compression of requests and answers on the links to targets: `when` auto (learned per target and model: each way tried once, then the faster predicted), always or never")
 	probe := fs.Duration("probe-interval", proxy.DefaultProbeInterval, "how often each link's round trip is probed")
+	refresh := fs.Duration("refresh-after", proxy.DefaultRefreshAfter, "explore a remote option again after it has not answered for this `long` (its load may have changed; 0: never)")
 	timeout := fs.Duration("timeout", proxy.DefaultTimeout, "deadline of requests that bring none")
 	tlsCA := fs.String("tls-ca", "", "CA `file` (PEM) to trust for TLS targets and control plane")
 	maxBody := fs.Int64("max-body-bytes", 64<<20, "largest request body or gRPC message in `bytes`")
@@ -145,7 +147,15 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *probe < 10*time.Millisecond {
 		return fmt.Errorf("--probe-interval %v: at least 10ms", *probe)
 	}
-	cfg := proxy.Config{Targets: targets, Mode: *mode, Compress: *compress, ProbeInterval: *probe, Timeout: *timeout, Logger: log, Version: Version}
+	switch {
+	case *refresh < 0:
+		return fmt.Errorf("--refresh-after %v: must not be negative (0 turns refreshing off)", *refresh)
+	case *refresh == 0:
+		*refresh = -1 // proxy.Config: negative is never
+	case *refresh < time.Second:
+		return fmt.Errorf("--refresh-after %v: at least 1s (each refresh sends one request to a slower option)", *refresh)
+	}
+	cfg := proxy.Config{Targets: targets, Mode: *mode, Compress: *compress, ProbeInterval: *probe, RefreshAfter: *refresh, Timeout: *timeout, Logger: log, Version: Version}
 	tcfg, err := tlsutil.ClientConfig(*tlsCA)
 	if err != nil {
 		return err
