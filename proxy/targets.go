@@ -167,6 +167,10 @@ type remoteStats struct {
 	refreshing bool
 }
 
+func newRemoteStats() *remoteStats {
+	return &remoteStats{server: offload.Recent{Window: serverWindow}}
+}
+
 // refreshDue reports, at now, whether the option should be explored again
 // to refresh it: it has not answered for refreshAfter (> 0). The first
 // caller to see it due is told so, and the next refreshAfter counts from
@@ -360,7 +364,7 @@ func (t *target) learn(model string, server time.Duration, in, out int64, took, 
 	defer t.mu.Unlock()
 	ms := t.models[model]
 	if ms == nil {
-		ms = &remoteStats{server: offload.Recent{Window: serverWindow}}
+		ms = newRemoteStats()
 		t.models[model] = ms
 	}
 	sample = ms.answers%shrinkEvery == 0
@@ -377,11 +381,11 @@ func (t *target) learn(model string, server time.Duration, in, out int64, took, 
 	ms.last = t.clock()
 	if ms.refreshing {
 		// What was known is as old as the refresh period: start over
-		// from this answer.
-		ms.refreshing = false
-		ms.server = offload.Recent{Window: serverWindow}
-		ms.transfer, ms.inBytes, ms.outBytes, ms.bwRef = offload.Mean{}, offload.Mean{}, offload.Mean{}, offload.Mean{}
-		ms.overhead = offload.Recent{}
+		// from this answer, keeping only the counts and the sampled
+		// compressibility (a property of the model's answers).
+		fresh := newRemoteStats()
+		fresh.answers, fresh.shrink, fresh.last = ms.answers, ms.shrink, ms.last
+		*ms = *fresh
 	}
 	ms.server.Add(float64(server))
 	ms.outBytes.Add(float64(out))
