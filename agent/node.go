@@ -17,8 +17,10 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/accelpool/accelpool/internal/auth"
+	"github.com/accelpool/accelpool/oip"
 	"github.com/accelpool/accelpool/oip/grpcsvc"
 	"github.com/accelpool/accelpool/oip/rest"
+	"github.com/accelpool/accelpool/oip/shm"
 	"github.com/accelpool/accelpool/proxy/linkprobe"
 )
 
@@ -40,6 +42,11 @@ type NodeConfig struct {
 	MaxBodyBytes int64
 	// SkipLoad starts with no models loaded (load them through the API).
 	SkipLoad bool
+	// AllowClientSHM accepts tensors in clients' system shared memory
+	// (Triton's extension): for clients on this machine, which skip
+	// sending the bytes. Off by default, as in Triton: a registered region
+	// is any shared memory object this process may open.
+	AllowClientSHM bool
 }
 
 // Node is a running serving node. Start it with StartNode; stop it with
@@ -52,6 +59,7 @@ type Node struct {
 	httpSrv, metricsSrv       *http.Server
 	grpcSrv                   *grpc.Server
 
+	shm       *shm.Registry // client shared memory regions, when allowed
 	errc      chan error
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -113,13 +121,18 @@ func StartNode(ctx context.Context, cfg NodeConfig) (n *Node, err error) {
 		}
 	}
 
+	var front oip.Service = mgr
+	if cfg.AllowClientSHM {
+		n.shm = shm.NewRegistry("", 0)
+		front = shm.Wrap(mgr, n.shm)
+	}
 	if n.httpLn != nil {
-		h := rest.NewHandler(mgr, rest.Options{MaxBodyBytes: cfg.MaxBodyBytes, Logger: log})
+		h := rest.NewHandler(front, rest.Options{MaxBodyBytes: cfg.MaxBodyBytes, Logger: log})
 		n.httpSrv = &http.Server{Handler: auth.HTTP(h, cfg.Token, "/v2/health/"), ReadHeaderTimeout: 10 * time.Second}
 		n.serveHTTP(n.httpSrv, n.httpLn, cfg, "http")
 	}
 	if n.grpcLn != nil {
-		gs := grpcsvc.New(mgr, grpcsvc.Options{Logger: log, MaxRecvMsgSize: int(cfg.MaxBodyBytes), MaxSendMsgSize: int(cfg.MaxBodyBytes),
+		gs := grpcsvc.New(front, grpcsvc.Options{Logger: log, MaxRecvMsgSize: int(cfg.MaxBodyBytes), MaxSendMsgSize: int(cfg.MaxBodyBytes),
 			TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile})
 		if n.grpcSrv, err = gs.NewGRPCServer(grpc.ChainUnaryInterceptor(auth.GRPCUnary(cfg.Token)),
 			grpc.ChainStreamInterceptor(auth.GRPCStream(cfg.Token))); err != nil {
@@ -209,6 +222,9 @@ func (n *Node) Close(ctx context.Context) error {
 			}
 		}
 		n.wg.Wait()
+		if n.shm != nil {
+			_ = n.shm.Close()
+		}
 		_ = n.Manager.Close()
 	})
 	return nil

@@ -17,8 +17,10 @@ import (
 
 	"github.com/accelpool/accelpool/gateway"
 	"github.com/accelpool/accelpool/internal/auth"
+	"github.com/accelpool/accelpool/oip"
 	"github.com/accelpool/accelpool/oip/grpcsvc"
 	"github.com/accelpool/accelpool/oip/rest"
+	"github.com/accelpool/accelpool/oip/shm"
 	"github.com/accelpool/accelpool/proxy/linkprobe"
 )
 
@@ -41,6 +43,10 @@ type ServeConfig struct {
 	// GatewayDialOptions reach the agents (e.g. TLS credentials); the
 	// cluster token is added.
 	GatewayDialOptions []grpc.DialOption
+	// AllowClientSHM accepts tensors in clients' system shared memory at
+	// the gateway's front doors (see agent.NodeConfig.AllowClientSHM); the
+	// gateway forwards their bytes to the agents.
+	AllowClientSHM bool
 }
 
 // Replica is a running control-plane replica with its listeners.
@@ -51,6 +57,7 @@ type Replica struct {
 	httpLn, grpcLn net.Listener
 	httpSrv        *http.Server
 	grpcSrv        *grpc.Server
+	shm            *shm.Registry // client shared memory regions, when allowed
 	cancel         context.CancelFunc
 	errc           chan error
 	wg             sync.WaitGroup
@@ -113,7 +120,12 @@ func Start(ctx context.Context, cfg ServeConfig) (r *Replica, err error) {
 	if cfg.OpenInference {
 		inferToken = ""
 	}
-	oipREST := rest.NewHandler(r.Gateway, rest.Options{MaxBodyBytes: cfg.MaxBodyBytes, Logger: cfg.Logger})
+	var front oip.Service = r.Gateway
+	if cfg.AllowClientSHM {
+		r.shm = shm.NewRegistry("", 0)
+		front = shm.Wrap(r.Gateway, r.shm)
+	}
+	oipREST := rest.NewHandler(front, rest.Options{MaxBodyBytes: cfg.MaxBodyBytes, Logger: cfg.Logger})
 	mux.Handle("/v2/", auth.HTTP(oipREST, inferToken, "/v2/health/"))
 	mux.Handle("/v2", auth.HTTP(oipREST, inferToken))
 	r.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
@@ -138,7 +150,7 @@ func Start(ctx context.Context, cfg ServeConfig) (r *Replica, err error) {
 		}
 	}()
 	if r.grpcLn != nil {
-		gs := grpcsvc.New(r.Gateway, grpcsvc.Options{Logger: cfg.Logger, MaxRecvMsgSize: int(cfg.MaxBodyBytes), MaxSendMsgSize: int(cfg.MaxBodyBytes),
+		gs := grpcsvc.New(front, grpcsvc.Options{Logger: cfg.Logger, MaxRecvMsgSize: int(cfg.MaxBodyBytes), MaxSendMsgSize: int(cfg.MaxBodyBytes),
 			TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile})
 		if r.grpcSrv, err = gs.NewGRPCServer(grpc.ChainUnaryInterceptor(auth.GRPCUnary(inferToken)), grpc.ChainStreamInterceptor(auth.GRPCStream(inferToken))); err != nil {
 			return nil, err
@@ -210,6 +222,9 @@ func (r *Replica) Close(ctx context.Context) error {
 			_ = r.Gateway.Close()
 		}
 		r.wg.Wait()
+		if r.shm != nil {
+			_ = r.shm.Close()
+		}
 	})
 	return nil
 }

@@ -71,6 +71,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	tlsCert := fs.String("tls-cert", "", "TLS certificate `file` (PEM) for the listeners")
 	tlsKey := fs.String("tls-key", "", "TLS key `file` (PEM)")
 	insecure := fs.Bool("insecure", false, "allow binding beyond loopback without an explicit token")
+	allowSHM := fs.Bool("allow-client-shm", false, "accept tensors in clients' system shared memory (Triton's extension, for clients on this machine)")
 	maxBody := fs.Int64("max-body-bytes", 64<<20, "largest request body or gRPC message in `bytes`")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	logFormat := fs.String("log-format", "text", "log `format`: text or json")
@@ -116,7 +117,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	rep, err := server.Start(ctx, server.ServeConfig{
 		Config:     server.Config{Store: st, Token: tok, DataDir: *dataDir, Logger: log},
 		ListenAddr: *httpAddr, GRPCAddr: *grpcAddr, TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey,
-		MaxBodyBytes: *maxBody, OpenInference: loopback,
+		MaxBodyBytes: *maxBody, OpenInference: loopback, AllowClientSHM: *allowSHM,
 	})
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package grpcsvc
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -196,6 +197,36 @@ func (c *Client) LoadModel(ctx context.Context, name string) error {
 func (c *Client) UnloadModel(ctx context.Context, name string) error {
 	_, err := c.rpc.RepositoryModelUnload(ctx, &pb.RepositoryModelUnloadRequest{ModelName: name})
 	return errdefs.FromGRPC(err)
+}
+
+// The client's shared memory calls are named apart from oip.SharedMemory
+// on purpose: a Client is an oip.Service, and a transport serving one (a
+// relay) must not offer regions that live on the far machine.
+
+// SharedMemoryRegister registers a system shared memory region.
+func (c *Client) SharedMemoryRegister(ctx context.Context, r oip.SharedMemoryRegion) error {
+	_, err := c.rpc.SystemSharedMemoryRegister(ctx, &pb.SystemSharedMemoryRegisterRequest{Name: r.Name, Key: r.Key, Offset: r.Offset, ByteSize: r.ByteSize})
+	return errdefs.FromGRPC(err)
+}
+
+// SharedMemoryUnregister unregisters one region, or all with "".
+func (c *Client) SharedMemoryUnregister(ctx context.Context, name string) error {
+	_, err := c.rpc.SystemSharedMemoryUnregister(ctx, &pb.SystemSharedMemoryUnregisterRequest{Name: name})
+	return errdefs.FromGRPC(err)
+}
+
+// SharedMemoryStatus lists one region, or all with "", by name.
+func (c *Client) SharedMemoryStatus(ctx context.Context, name string) ([]oip.SharedMemoryRegion, error) {
+	r, err := c.rpc.SystemSharedMemoryStatus(ctx, &pb.SystemSharedMemoryStatusRequest{Name: name})
+	if err != nil {
+		return nil, errdefs.FromGRPC(err)
+	}
+	out := make([]oip.SharedMemoryRegion, 0, len(r.GetRegions()))
+	for _, g := range r.GetRegions() {
+		out = append(out, oip.SharedMemoryRegion{Name: g.GetName(), Key: g.GetKey(), Offset: g.GetOffset(), ByteSize: g.GetByteSize()})
+	}
+	slices.SortFunc(out, func(a, b oip.SharedMemoryRegion) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
 }
 
 // malformed marks a response the client cannot read as the server's fault.

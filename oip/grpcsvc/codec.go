@@ -4,8 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math/bits"
-	"sync"
 	"unsafe"
 
 	"google.golang.org/grpc/encoding"
@@ -16,6 +14,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	pb "github.com/accelpool/accelpool/api/inference"
+	"github.com/accelpool/accelpool/tensor"
 )
 
 // The tensor codec: gRPC's protobuf codec, except for the raw contents of
@@ -47,7 +46,7 @@ const (
 
 // tensorAlign is the alignment of decoded raw contents: ONNX Runtime takes
 // its aligned kernels, as for tensors made in process.
-const tensorAlign = 64
+const tensorAlign = tensor.Align
 
 // inlineRaw: raw entries shorter than this are copied into the protobuf
 // part rather than referenced, so small tensors do not cost a buffer each.
@@ -155,11 +154,11 @@ func unmarshalRaw(data mem.BufferSlice, m proto.Message, field protowire.Number,
 				var buf []byte
 				if pooled != nil {
 					var h *[]byte
-					if h, buf = getTensorBuf(n); h != nil {
+					if h, buf = tensor.GetBuffer(n); h != nil {
 						*pooled = append(*pooled, h)
 					}
 				} else {
-					buf = alignedBytes(n)
+					buf = tensor.AlignedBytes(n)
 				}
 				r.copyTo(buf)
 				got = append(got, buf)
@@ -198,7 +197,7 @@ func unmarshalRaw(data mem.BufferSlice, m proto.Message, field protowire.Number,
 		// Truncated, or not what the walk expects: protobuf reads the
 		// whole message and gives its own error, if any.
 		if pooled != nil {
-			putTensorBufs(*pooled)
+			tensor.PutBuffers(*pooled)
 			*pooled = nil
 		}
 		return protoCodec.Unmarshal(data, m)
@@ -208,61 +207,6 @@ func unmarshalRaw(data mem.BufferSlice, m proto.Message, field protowire.Number,
 	}
 	*raws = got
 	return nil
-}
-
-// alignedBytes is a zeroed n-byte slice starting on a tensorAlign boundary.
-func alignedBytes(n int) []byte {
-	if n == 0 {
-		return []byte{}
-	}
-	b := make([]byte, n+tensorAlign-1)
-	off := int((tensorAlign - uintptr(unsafe.Pointer(unsafe.SliceData(b)))%tensorAlign) % tensorAlign)
-	return b[off : off+n : off+n]
-}
-
-// The tensor pool holds raw input buffers between requests in power-of-two
-// size classes from 1<<minPooledShift to 1<<maxPooledShift bytes. Smaller
-// and larger tensors are allocated. Pooled buffers are not cleared: every
-// byte a request uses is written by its decoding.
-const (
-	minPooledShift = 16 // 64 KiB
-	maxPooledShift = 26 // 64 MiB, DefaultMaxMsgSize
-)
-
-var tensorPools [maxPooledShift - minPooledShift + 1]sync.Pool
-
-// poolClass is the index of the smallest class that holds n bytes, or -1.
-func poolClass(n int) int {
-	if n < 1<<minPooledShift || n > 1<<maxPooledShift {
-		return -1
-	}
-	return max(bits.Len(uint(n-1)), minPooledShift) - minPooledShift
-}
-
-// getTensorBuf returns an n-byte tensorAlign-aligned slice, and the pooled
-// buffer it lies in (nil when n is not pooled). Its contents are undefined.
-func getTensorBuf(n int) (*[]byte, []byte) {
-	c := poolClass(n + tensorAlign - 1)
-	if c < 0 {
-		return nil, alignedBytes(n)
-	}
-	h, _ := tensorPools[c].Get().(*[]byte)
-	if h == nil {
-		b := make([]byte, 1<<(c+minPooledShift))
-		h = &b
-	}
-	b := *h
-	off := int((tensorAlign - uintptr(unsafe.Pointer(unsafe.SliceData(b)))%tensorAlign) % tensorAlign)
-	return h, b[off : off+n : off+n]
-}
-
-// putTensorBufs gives buffers from getTensorBuf back to the pool.
-func putTensorBufs(hs []*[]byte) {
-	for _, h := range hs {
-		if c := poolClass(cap(*h)); c >= 0 && cap(*h) == 1<<(c+minPooledShift) {
-			tensorPools[c].Put(h)
-		}
-	}
 }
 
 // overlaps reports whether any of bs shares memory with any of hs.
@@ -296,7 +240,7 @@ func (r *inferRequest) ProtoReflect() protoreflect.Message { return r.msg.ProtoR
 
 // release gives the buffers back to the pool; r.msg must not be used after.
 func (r *inferRequest) release() {
-	putTensorBufs(r.bufs)
+	tensor.PutBuffers(r.bufs)
 	r.bufs = nil
 	r.msg.RawInputContents = nil
 }

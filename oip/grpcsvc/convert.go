@@ -32,10 +32,15 @@ func decodeInferRequest(req *pb.ModelInferRequest) (*oip.InferRequest, error) {
 	}
 	raw := req.GetRawInputContents()
 	ins := req.GetInputs()
+	inSHM := make([]bool, len(ins))
+	for i, in := range ins {
+		_, inSHM[i] = in.GetParameters()[oip.ParamSharedMemoryRegion]
+	}
+	slots, err := rawSlots("raw_input_contents", "inputs", inSHM, len(raw))
+	if err != nil {
+		return nil, err
+	}
 	if len(raw) > 0 {
-		if len(raw) != len(ins) {
-			return nil, invalidf("raw_input_contents holds %d entries for %d inputs; it needs one per input, in the order of inputs", len(raw), len(ins))
-		}
 		for _, in := range ins {
 			if contentsSet(in.GetContents()) != "" {
 				return nil, invalidf("input %q sets contents while the request uses raw_input_contents; use one or the other for all inputs", in.GetName())
@@ -63,15 +68,24 @@ func decodeInferRequest(req *pb.ModelInferRequest) (*oip.InferRequest, error) {
 			return nil, invalidf("input %q appears more than once", name)
 		}
 		seen[name] = true
-		var data []byte
-		if len(raw) > 0 {
-			data = raw[i]
-		}
-		t, err := decodeTensor("input", name, in.GetDatatype(), in.GetShape(), in.GetContents(), data, len(raw) > 0)
+		where := fmt.Sprintf("input %q", name)
+		p, err := paramsFromProto(where, in.GetParameters())
 		if err != nil {
 			return nil, err
 		}
-		p, err := paramsFromProto(fmt.Sprintf("input %q", name), in.GetParameters())
+		if inSHM[i] {
+			t, err := sharedMemoryInput(where, in, p, slots[i] >= 0 && len(raw[slots[i]]) > 0)
+			if err != nil {
+				return nil, err
+			}
+			out.Inputs[i] = oip.InferInput{Tensor: t, Parameters: p}
+			continue
+		}
+		var data []byte
+		if slots[i] >= 0 {
+			data = raw[slots[i]]
+		}
+		t, err := decodeTensor("input", name, in.GetDatatype(), in.GetShape(), in.GetContents(), data, len(raw) > 0)
 		if err != nil {
 			return nil, err
 		}
@@ -97,6 +111,68 @@ func decodeInferRequest(req *pb.ModelInferRequest) (*oip.InferRequest, error) {
 		}
 	}
 	return out, nil
+}
+
+// rawSlots maps tensors to raw contents entries: slot[i] is tensor i's
+// entry, or -1. The entries are one per tensor in order, or one per tensor
+// not in client shared memory (inSHM), as Triton's clients and server send
+// them; none at all when nRaw is 0.
+func rawSlots(field, what string, inSHM []bool, nRaw int) ([]int, error) {
+	slots := make([]int, len(inSHM))
+	nSHM := 0
+	for _, s := range inSHM {
+		if s {
+			nSHM++
+		}
+	}
+	skip := false
+	switch {
+	case nRaw == 0:
+		for i := range slots {
+			slots[i] = -1
+		}
+		return slots, nil
+	case nRaw == len(inSHM):
+	case nSHM > 0 && nRaw == len(inSHM)-nSHM:
+		skip = true
+	default:
+		return nil, invalidf("%s holds %d entries for %d %s (%d in shared memory); it needs one per %s, in order", field, nRaw, len(inSHM), what, nSHM, strings.TrimSuffix(what, "s"))
+	}
+	next := 0
+	for i := range slots {
+		if skip && inSHM[i] {
+			slots[i] = -1
+			continue
+		}
+		slots[i] = next
+		next++
+	}
+	return slots, nil
+}
+
+// sharedMemoryInput is an input whose bytes are in client shared memory:
+// its tensor has no Data (the service reads it), and it must carry none.
+func sharedMemoryInput(where string, in *pb.ModelInferRequest_InferInputTensor, p oip.Parameters, hasRaw bool) (tensor.Tensor, error) {
+	if _, _, err := oip.SharedMemoryRefOf(where, p); err != nil {
+		return tensor.Tensor{}, err
+	}
+	if hasRaw || contentsSet(in.GetContents()) != "" {
+		return tensor.Tensor{}, invalidf("%s has contents and a shared memory region; give one", where)
+	}
+	return tensorHead("input", in.GetName(), in.GetDatatype(), in.GetShape())
+}
+
+// tensorHead is a tensor without its bytes, after checking its datatype
+// and shape.
+func tensorHead(what, name, datatype string, shape []int64) (tensor.Tensor, error) {
+	dt, err := tensor.ParseDataType(datatype)
+	if err != nil {
+		return tensor.Tensor{}, fmt.Errorf("%s %q: %w", what, name, err)
+	}
+	if _, err := tensor.NumElements(shape); err != nil {
+		return tensor.Tensor{}, fmt.Errorf("%s %q: %w", what, name, err)
+	}
+	return tensor.Tensor{Name: name, DataType: dt, Shape: shape}, nil
 }
 
 // decodeTensor builds one tensor from its wire form: raw bytes when hasRaw,
@@ -345,6 +421,20 @@ func encodeInferResponse(resp *oip.InferResponse, req *oip.InferRequest) (*pb.Mo
 			Datatype: t.DataType.String(),
 			Shape:    t.Shape,
 		}
+		if ref, ok := req.SharedMemoryOutput(t.Name); ok && t.Data == nil {
+			// Written into the client's shared memory: an empty raw entry
+			// keeps the others at their outputs' positions.
+			p := map[string]*pb.InferParameter{
+				oip.ParamSharedMemoryRegion: {ParameterChoice: &pb.InferParameter_StringParam{StringParam: ref.Region}},
+				oip.ParamSharedMemoryOffset: {ParameterChoice: &pb.InferParameter_Int64Param{Int64Param: ref.Offset}},
+			}
+			if n, err := tensor.ExpectedBytes(t.DataType, t.Shape); err == nil && n >= 0 {
+				p[oip.ParamSharedMemoryByteSize] = &pb.InferParameter{ParameterChoice: &pb.InferParameter_Int64Param{Int64Param: n}}
+			}
+			out.Outputs[i].Parameters = p
+			out.RawOutputContents[i] = []byte{}
+			continue
+		}
 		data := t.Data
 		if data == nil {
 			data = []byte{}
@@ -406,8 +496,13 @@ func encodeInferRequest(req *oip.InferRequest) (*pb.ModelInferRequest, error) {
 func decodeInferResponse(resp *pb.ModelInferResponse) (*oip.InferResponse, error) {
 	raw := resp.GetRawOutputContents()
 	outs := resp.GetOutputs()
-	if len(raw) > 0 && len(raw) != len(outs) {
-		return nil, invalidf("raw_output_contents holds %d entries for %d outputs", len(raw), len(outs))
+	inSHM := make([]bool, len(outs))
+	for i, o := range outs {
+		_, inSHM[i] = o.GetParameters()[oip.ParamSharedMemoryRegion]
+	}
+	slots, err := rawSlots("raw_output_contents", "outputs", inSHM, len(raw))
+	if err != nil {
+		return nil, err
 	}
 	params, err := paramsFromProto("response", resp.GetParameters())
 	if err != nil {
@@ -424,9 +519,18 @@ func decodeInferResponse(resp *pb.ModelInferResponse) (*oip.InferResponse, error
 		if len(raw) > 0 && contentsSet(o.GetContents()) != "" {
 			return nil, invalidf("output %q sets contents while the response uses raw_output_contents", o.GetName())
 		}
+		if inSHM[i] && (slots[i] < 0 || len(raw[slots[i]]) == 0) && contentsSet(o.GetContents()) == "" {
+			// Written into the client's shared memory: no bytes here.
+			t, err := tensorHead("output", o.GetName(), o.GetDatatype(), o.GetShape())
+			if err != nil {
+				return nil, err
+			}
+			out.Outputs[i] = t
+			continue
+		}
 		var data []byte
-		if len(raw) > 0 {
-			data = raw[i]
+		if slots[i] >= 0 {
+			data = raw[slots[i]]
 		}
 		t, err := decodeTensor("output", o.GetName(), o.GetDatatype(), o.GetShape(), o.GetContents(), data, len(raw) > 0)
 		if err != nil {

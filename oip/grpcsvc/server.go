@@ -144,6 +144,9 @@ func (s *Server) modelInfer(ctx context.Context, req *pb.ModelInferRequest) (out
 	if err != nil {
 		return nil, true, errdefs.ToGRPC(err)
 	}
+	if _, ok := s.svc.(oip.SharedMemory); !ok && oip.UsesSharedMemory(ireq) {
+		return nil, true, errdefs.ToGRPC(oip.ErrNoSharedMemory)
+	}
 	timeout, err := oip.RequestTimeout(ireq.Parameters)
 	if err != nil {
 		return nil, true, errdefs.ToGRPC(err)
@@ -218,4 +221,56 @@ func checkRepositoryRequest(name string, params map[string]*pb.ModelRepositoryPa
 		return invalidf("model %q: repository parameters are not supported (got %q)", name, keys)
 	}
 	return nil
+}
+
+// sharedMemory is the service's shared memory capability, or the error a
+// server without it answers.
+func (s *Server) sharedMemory() (oip.SharedMemory, error) {
+	sm, ok := s.svc.(oip.SharedMemory)
+	if !ok {
+		return nil, errdefs.ToGRPC(oip.ErrNoSharedMemory)
+	}
+	return sm, nil
+}
+
+// SystemSharedMemoryStatus implements inference.GRPCInferenceServiceServer.
+func (s *Server) SystemSharedMemoryStatus(ctx context.Context, req *pb.SystemSharedMemoryStatusRequest) (*pb.SystemSharedMemoryStatusResponse, error) {
+	sm, err := s.sharedMemory()
+	if err != nil {
+		return nil, err
+	}
+	regions, err := sm.SystemSharedMemoryStatus(ctx, req.GetName())
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	out := &pb.SystemSharedMemoryStatusResponse{Regions: make(map[string]*pb.SystemSharedMemoryStatusResponse_RegionStatus, len(regions))}
+	for _, r := range regions {
+		out.Regions[r.Name] = &pb.SystemSharedMemoryStatusResponse_RegionStatus{Name: r.Name, Key: r.Key, Offset: r.Offset, ByteSize: r.ByteSize}
+	}
+	return out, nil
+}
+
+// SystemSharedMemoryRegister implements inference.GRPCInferenceServiceServer.
+func (s *Server) SystemSharedMemoryRegister(ctx context.Context, req *pb.SystemSharedMemoryRegisterRequest) (*pb.SystemSharedMemoryRegisterResponse, error) {
+	sm, err := s.sharedMemory()
+	if err != nil {
+		return nil, err
+	}
+	r := oip.SharedMemoryRegion{Name: req.GetName(), Key: req.GetKey(), Offset: req.GetOffset(), ByteSize: req.GetByteSize()}
+	if err := sm.RegisterSystemSharedMemory(ctx, r); err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return &pb.SystemSharedMemoryRegisterResponse{}, nil
+}
+
+// SystemSharedMemoryUnregister implements inference.GRPCInferenceServiceServer.
+func (s *Server) SystemSharedMemoryUnregister(ctx context.Context, req *pb.SystemSharedMemoryUnregisterRequest) (*pb.SystemSharedMemoryUnregisterResponse, error) {
+	sm, err := s.sharedMemory()
+	if err != nil {
+		return nil, err
+	}
+	if err := sm.UnregisterSystemSharedMemory(ctx, req.GetName()); err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return &pb.SystemSharedMemoryUnregisterResponse{}, nil
 }

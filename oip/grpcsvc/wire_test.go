@@ -77,6 +77,15 @@ func TestWireFieldNumbers(t *testing.T) {
 		"inference.RepositoryModelUnloadRequest": {
 			{"repository_name", 1, protoreflect.StringKind}, {"model_name", 2, protoreflect.StringKind},
 			{"parameters", 3, protoreflect.MessageKind}},
+		"inference.SystemSharedMemoryStatusRequest":  {{"name", 1, protoreflect.StringKind}},
+		"inference.SystemSharedMemoryStatusResponse": {{"regions", 1, protoreflect.MessageKind}},
+		"inference.SystemSharedMemoryStatusResponse.RegionStatus": {
+			{"name", 1, protoreflect.StringKind}, {"key", 2, protoreflect.StringKind},
+			{"offset", 3, protoreflect.Uint64Kind}, {"byte_size", 4, protoreflect.Uint64Kind}},
+		"inference.SystemSharedMemoryRegisterRequest": {
+			{"name", 1, protoreflect.StringKind}, {"key", 2, protoreflect.StringKind},
+			{"offset", 3, protoreflect.Uint64Kind}, {"byte_size", 4, protoreflect.Uint64Kind}},
+		"inference.SystemSharedMemoryUnregisterRequest": {{"name", 1, protoreflect.StringKind}},
 	}
 	for msg, fields := range want {
 		d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(msg))
@@ -104,7 +113,8 @@ func TestWireFieldNumbers(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, m := range []string{"ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata",
-		"ModelInfer", "RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload"} {
+		"ModelInfer", "RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload",
+		"SystemSharedMemoryStatus", "SystemSharedMemoryRegister", "SystemSharedMemoryUnregister"} {
 		if sd.(protoreflect.ServiceDescriptor).Methods().ByName(protoreflect.Name(m)) == nil {
 			t.Errorf("service lacks %s", m)
 		}

@@ -320,7 +320,12 @@ func (c *Client) RepositoryIndex(ctx context.Context, readyOnly bool) ([]oip.Mod
 }
 
 func (c *Client) repositoryAction(ctx context.Context, name, action string) error {
-	resp, err := c.do(ctx, http.MethodPost, "/v2/repository/models/"+url.PathEscape(name)+"/"+action, http.NoBody, nil)
+	return c.post(ctx, "/v2/repository/models/"+url.PathEscape(name)+"/"+action, http.NoBody)
+}
+
+// post sends body to path and expects 200 with nothing to read.
+func (c *Client) post(ctx context.Context, path string, body io.Reader) error {
+	resp, err := c.do(ctx, http.MethodPost, path, body, nil)
 	if err != nil {
 		return err
 	}
@@ -336,4 +341,43 @@ func (c *Client) LoadModel(ctx context.Context, name string) error {
 // UnloadModel implements oip.Service.
 func (c *Client) UnloadModel(ctx context.Context, name string) error {
 	return c.repositoryAction(ctx, name, "unload")
+}
+
+// The client's shared memory calls are named apart from oip.SharedMemory
+// on purpose: a Client is an oip.Service, and a transport serving one (a
+// relay) must not offer regions that live on the far machine.
+
+// SharedMemoryRegister registers a system shared memory region.
+func (c *Client) SharedMemoryRegister(ctx context.Context, r oip.SharedMemoryRegion) error {
+	body, err := json.Marshal(shmRegionJSON{Key: r.Key, Offset: r.Offset, ByteSize: r.ByteSize})
+	if err != nil {
+		return err
+	}
+	return c.post(ctx, "/v2/systemsharedmemory/region/"+url.PathEscape(r.Name)+"/register", bytes.NewReader(body))
+}
+
+// SharedMemoryUnregister unregisters one region, or all with "".
+func (c *Client) SharedMemoryUnregister(ctx context.Context, name string) error {
+	path := "/v2/systemsharedmemory/unregister"
+	if name != "" {
+		path = "/v2/systemsharedmemory/region/" + url.PathEscape(name) + "/unregister"
+	}
+	return c.post(ctx, path, http.NoBody)
+}
+
+// SharedMemoryStatus lists one region, or all with "", by name.
+func (c *Client) SharedMemoryStatus(ctx context.Context, name string) ([]oip.SharedMemoryRegion, error) {
+	path := "/v2/systemsharedmemory/status"
+	if name != "" {
+		path = "/v2/systemsharedmemory/region/" + url.PathEscape(name) + "/status"
+	}
+	var rs []shmRegionJSON
+	if err := c.getJSON(ctx, path, &rs); err != nil {
+		return nil, err
+	}
+	out := make([]oip.SharedMemoryRegion, len(rs))
+	for i, r := range rs {
+		out[i] = oip.SharedMemoryRegion(r)
+	}
+	return out, nil
 }

@@ -1,6 +1,7 @@
 package rest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -74,6 +75,11 @@ func NewHandler(svc oip.Service, opts Options) http.Handler {
 		{"POST", "/v2/repository/index", h.repositoryIndex},
 		{"POST", "/v2/repository/models/{m}/load", h.load},
 		{"POST", "/v2/repository/models/{m}/unload", h.unload},
+		{"GET", "/v2/systemsharedmemory/status", h.shmStatus},
+		{"GET", "/v2/systemsharedmemory/region/{r}/status", h.shmStatus},
+		{"POST", "/v2/systemsharedmemory/region/{r}/register", h.shmRegister},
+		{"POST", "/v2/systemsharedmemory/unregister", h.shmUnregister},
+		{"POST", "/v2/systemsharedmemory/region/{r}/unregister", h.shmUnregister},
 	}
 	for _, rt := range routes {
 		h.mux.Handle(rt.method+" "+rt.path, h.handle(rt.fn))
@@ -298,6 +304,80 @@ func (h *handler) unload(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// sharedMemory is the service's shared memory capability, or the error a
+// server without it answers.
+func (h *handler) sharedMemory() (oip.SharedMemory, error) {
+	sm, ok := h.svc.(oip.SharedMemory)
+	if !ok {
+		return nil, oip.ErrNoSharedMemory
+	}
+	return sm, nil
+}
+
+type shmRegionJSON struct {
+	Name     string `json:"name,omitempty"`
+	Key      string `json:"key"`
+	Offset   uint64 `json:"offset"`
+	ByteSize uint64 `json:"byte_size"`
+}
+
+func (h *handler) shmStatus(w http.ResponseWriter, r *http.Request) error {
+	sm, err := h.sharedMemory()
+	if err != nil {
+		return err
+	}
+	regions, err := sm.SystemSharedMemoryStatus(r.Context(), r.PathValue("r"))
+	if err != nil {
+		return err
+	}
+	out := make([]shmRegionJSON, len(regions))
+	for i, g := range regions {
+		out[i] = shmRegionJSON(g)
+	}
+	return writeJSON(w, out)
+}
+
+func (h *handler) shmRegister(w http.ResponseWriter, r *http.Request) error {
+	sm, err := h.sharedMemory()
+	if err != nil {
+		return err
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxControlBody))
+	if err != nil {
+		return bodyError(err, maxControlBody)
+	}
+	var q struct {
+		Key      *string `json:"key"`
+		Offset   uint64  `json:"offset"`
+		ByteSize *uint64 `json:"byte_size"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&q); err != nil {
+		return invalidf("shared memory register request: %v (want {\"key\": \"/name\", \"offset\": 0, \"byte_size\": N})", err)
+	}
+	if q.Key == nil || q.ByteSize == nil {
+		return invalidf("shared memory register request needs \"key\" and \"byte_size\"")
+	}
+	if err := sm.RegisterSystemSharedMemory(r.Context(), oip.SharedMemoryRegion{Name: r.PathValue("r"), Key: *q.Key, Offset: q.Offset, ByteSize: *q.ByteSize}); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+func (h *handler) shmUnregister(w http.ResponseWriter, r *http.Request) error {
+	sm, err := h.sharedMemory()
+	if err != nil {
+		return err
+	}
+	if err := sm.UnregisterSystemSharedMemory(r.Context(), r.PathValue("r")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
 // bodyError classifies an error reading a request body.
 func bodyError(err error, limit int64) error {
 	var mbe *http.MaxBytesError
@@ -406,6 +486,9 @@ func (h *handler) infer(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	req.ModelName, req.ModelVersion = r.PathValue("m"), r.PathValue("v")
+	if _, ok := h.svc.(oip.SharedMemory); !ok && oip.UsesSharedMemory(req) {
+		return oip.ErrNoSharedMemory
+	}
 	ctx := r.Context()
 	if d, _ := oip.RequestTimeout(req.Parameters); d > 0 {
 		var cancel context.CancelFunc

@@ -258,7 +258,15 @@ func decodeTensors(kind string, ws []wireTensor, bin []byte) ([]tensor.Tensor, [
 		}
 		hasData := len(w.Data) > 0 && string(w.Data) != "null"
 		ts[i] = tensor.Tensor{Name: w.Name, DataType: dt, Shape: w.Shape}
+		_, inSHM, err := oip.SharedMemoryRefOf(where, params[i])
+		if err != nil {
+			return nil, nil, err
+		}
 		switch {
+		case inSHM && (hasData || hasSize):
+			return nil, nil, invalidf("%s has data and a shared memory region; give one", where)
+		case inSHM:
+			// Its bytes are in client shared memory: the service reads them.
 		case hasData && hasSize:
 			return nil, nil, invalidf("%s has both data and binary_data_size; give one", where)
 		case !hasData && !hasSize:
@@ -428,6 +436,23 @@ func EncodeInferResponse(dst []byte, req *oip.InferRequest, resp *oip.InferRespo
 	dst = append(dst, `,"outputs":[`...)
 	for i := range resp.Outputs {
 		o := &resp.Outputs[i]
+		if ref, ok := req.SharedMemoryOutput(o.Name); ok && o.Data == nil {
+			// Written into the client's shared memory: no data here.
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendTensorHead(dst, o)
+			dst = append(dst, `,"parameters":{"shared_memory_region":`...)
+			dst = tensor.AppendJSONString(dst, ref.Region)
+			dst = append(dst, `,"shared_memory_offset":`...)
+			dst = strconv.AppendInt(dst, ref.Offset, 10)
+			if n, err := tensor.ExpectedBytes(o.DataType, o.Shape); err == nil && n >= 0 {
+				dst = append(dst, `,"shared_memory_byte_size":`...)
+				dst = strconv.AppendInt(dst, n, 10)
+			}
+			dst = append(dst, "}}"...)
+			continue
+		}
 		if err := o.Validate(); err != nil {
 			return dst, nil, errdefs.New(errdefs.ErrInternal, fmt.Sprintf("model returned a bad output: %v", err))
 		}
@@ -519,11 +544,21 @@ func encodeRequest(dst []byte, req *oip.InferRequest, mode encodeMode) ([]byte, 
 	dst = append(dst, `"inputs":[`...)
 	for i := range req.Inputs {
 		in := &req.Inputs[i]
-		if err := in.Validate(); err != nil {
-			return dst, nil, err
-		}
 		if i > 0 {
 			dst = append(dst, ',')
+		}
+		if _, ok := in.Parameters[oip.ParamSharedMemoryRegion]; ok && in.Data == nil {
+			// In client shared memory: the parameters say where.
+			dst = appendTensorHead(dst, &in.Tensor)
+			dst = append(dst, `,"parameters":`...)
+			if dst, err = appendParams(dst, in.Parameters, "", 0); err != nil {
+				return dst, nil, errdefs.Invalid(fmt.Sprintf("input %q parameters: %v", in.Name, err))
+			}
+			dst = append(dst, '}')
+			continue
+		}
+		if err := in.Validate(); err != nil {
+			return dst, nil, err
 		}
 		dst = appendTensorHead(dst, &in.Tensor)
 		raw := mode == binaryInputs
