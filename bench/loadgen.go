@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
@@ -79,7 +81,10 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 // grpcLoad sends one pre-encoded ModelInferRequest over conn.
 type grpcLoad struct {
 	conn *grpc.ClientConn
-	req  []byte
+	// reqs are the encoded requests; each caller (worker) takes the next
+	// in turn (with shared memory, each names its own output slot).
+	reqs [][]byte
+	next atomic.Uint64
 	want wireOutputs
 }
 
@@ -93,15 +98,16 @@ func newGRPCLoad(conn *grpc.ClientConn, model string, inputs []tensor.Tensor, wa
 	if err != nil {
 		return nil, err
 	}
-	return &grpcLoad{conn: conn, req: b, want: want}, nil
+	return &grpcLoad{conn: conn, reqs: [][]byte{b}, want: want}, nil
 }
 
 // call returns a callFunc with its own scratch buffer for answers.
 func (g *grpcLoad) call() callFunc {
 	var scratch []byte
+	req := g.reqs[(g.next.Add(1)-1)%uint64(len(g.reqs))]
 	return func(ctx context.Context) error {
 		out := &rawMsg{}
-		err := g.conn.Invoke(ctx, pb.GRPCInferenceService_ModelInfer_FullMethodName, &rawMsg{send: g.req}, out, grpc.ForceCodecV2(rawCodec{}))
+		err := g.conn.Invoke(ctx, pb.GRPCInferenceService_ModelInfer_FullMethodName, &rawMsg{send: req}, out, grpc.ForceCodecV2(rawCodec{}))
 		if err != nil {
 			return err
 		}
@@ -226,6 +232,11 @@ func (s *server) loadCall(m Mode, model string, inputs []tensor.Tensor, want wir
 			return nil, err
 		}
 		return l.call, nil
+	case GRPCSHM:
+		if s.shm == nil {
+			return nil, errors.New("shared memory is not set up")
+		}
+		return (&grpcLoad{conn: s.conn, reqs: s.shm.reqs, want: s.shm.want}).call, nil
 	}
 	return nil, errors.New("no load generator for " + string(m))
 }
@@ -239,7 +250,12 @@ func (s *server) loadgenConfig(m Mode, model string, inputs []tensor.Tensor, wan
 		if err != nil {
 			return cfg, err
 		}
-		cfg.Addr, cfg.Body = s.node.GRPCAddr(), g.req
+		cfg.Addr, cfg.Body = s.node.GRPCAddr(), frameRequests(g.reqs)
+	case GRPCSHM:
+		if s.shm == nil {
+			return cfg, errors.New("shared memory is not set up")
+		}
+		cfg.Addr, cfg.Body, cfg.Want = s.node.GRPCAddr(), frameRequests(s.shm.reqs), s.shm.want
 	case REST:
 		l, err := newRESTLoad(nil, "", model, inputs, want)
 		if err != nil {
@@ -251,4 +267,31 @@ func (s *server) loadgenConfig(m Mode, model string, inputs []tensor.Tensor, wan
 		return cfg, errors.New("no load generator for " + string(m))
 	}
 	return cfg, nil
+}
+
+// frameRequests joins encoded requests, each after its length (uvarint).
+func frameRequests(reqs [][]byte) []byte {
+	var b []byte
+	for _, r := range reqs {
+		b = binary.AppendUvarint(b, uint64(len(r)))
+		b = append(b, r...)
+	}
+	return b
+}
+
+// splitRequests undoes frameRequests.
+func splitRequests(b []byte) ([][]byte, error) {
+	var reqs [][]byte
+	for len(b) > 0 {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n > uint64(len(b)-k) {
+			return nil, errors.New("malformed request file")
+		}
+		reqs = append(reqs, b[k:k+int(n)])
+		b = b[k+int(n):]
+	}
+	if len(reqs) == 0 {
+		return nil, errors.New("no request in the request file")
+	}
+	return reqs, nil
 }

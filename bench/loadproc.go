@@ -31,10 +31,11 @@ import (
 
 // LoadgenConfig is what a load generator process needs.
 type LoadgenConfig struct {
-	Mode  Mode   // GRPC or REST
+	Mode  Mode   // GRPC, GRPCSHM or REST
 	Addr  string // host:port of the node's gRPC or HTTP listener
 	Model string
-	// Body is the request as sent: a ModelInferRequest (gRPC) or a
+	// Body is the request as sent: ModelInferRequests, each after its
+	// length as a uvarint (gRPC; callers take them in turn), or a
 	// binary-extension body whose JSON header is HeaderLen bytes (REST).
 	Body      []byte
 	HeaderLen int
@@ -56,7 +57,7 @@ func (cfg LoadgenConfig) Flags(bodyFile string) []string {
 // LoadgenFlags registers on fs the flags Flags writes and returns what
 // reads them back after fs.Parse: the config, its body read from its file.
 func LoadgenFlags(fs *flag.FlagSet) func() (LoadgenConfig, error) {
-	mode := fs.String("mode", "", "grpc or rest-binary")
+	mode := fs.String("mode", "", "grpc, grpc-shm or rest-binary")
 	addr := fs.String("addr", "", "the node's gRPC or HTTP `host:port`")
 	model := fs.String("model", "", "model `name`")
 	body := fs.String("body", "", "`file` holding the encoded request")
@@ -108,13 +109,17 @@ const (
 func Loadgen(ctx context.Context, cfg LoadgenConfig, in io.Reader, out io.Writer) error {
 	var newCall func() callFunc
 	switch cfg.Mode {
-	case GRPC:
+	case GRPC, GRPCSHM:
+		reqs, err := splitRequests(cfg.Body)
+		if err != nil {
+			return fmt.Errorf("loadgen: %w", err)
+		}
 		conn, err := grpc.NewClient(cfg.Addr, grpcsvc.DefaultDialOptions()...)
 		if err != nil {
 			return err
 		}
 		defer conn.Close()
-		newCall = (&grpcLoad{conn: conn, req: cfg.Body, want: cfg.Want}).call
+		newCall = (&grpcLoad{conn: conn, reqs: reqs, want: cfg.Want}).call
 	case REST:
 		hc := &http.Client{Transport: restTransport(64)}
 		defer hc.CloseIdleConnections()
@@ -125,7 +130,7 @@ func Loadgen(ctx context.Context, cfg LoadgenConfig, in io.Reader, out io.Writer
 		}
 		newCall = l.call
 	default:
-		return fmt.Errorf("loadgen: no mode %q (want %s or %s)", cfg.Mode, GRPC, REST)
+		return fmt.Errorf("loadgen: no mode %q (want %s, %s or %s)", cfg.Mode, GRPC, GRPCSHM, REST)
 	}
 	if err := warm(ctx, newCall()); err != nil {
 		return fmt.Errorf("loadgen warm-up: %w", err)

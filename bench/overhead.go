@@ -36,6 +36,9 @@ const (
 	InProcess Mode = "in-process"
 	GRPC      Mode = "grpc"
 	REST      Mode = "rest-binary"
+	// GRPCSHM is gRPC with the tensors in system shared memory (see
+	// shm.go): for clients on the node's own machine.
+	GRPCSHM Mode = "grpc-shm"
 )
 
 // DefaultModels are measured when OverheadConfig.Models is empty.
@@ -456,13 +459,27 @@ func (r *runner) model(ctx context.Context, name string) (ModelReport, error) {
 	defer srv.close()
 
 	modes := []modeRun{{mode: InProcess, newCall: inproc, workers: rep.K}}
-	for _, mode := range []Mode{GRPC, REST} {
+	var grpcOut []tensor.Tensor
+	for _, mode := range []Mode{GRPC, REST, GRPCSHM} {
 		// The product's client gives one answer to compare with the
 		// in-process one; the load generator then times the mode.
 		m := modeRun{mode: mode, workers: clients}
-		out, err := checkSame(ctx, m, name, ref, srv.svc(mode), inputs)
+		var out []tensor.Tensor
+		if mode == GRPCSHM {
+			if srv.shm, err = srv.setupSHM(ctx, name, inputs, grpcOut); err != nil {
+				return rep, fmt.Errorf("%s: %w", mode, err)
+			}
+			if out, err = srv.shm.answer(ctx, srv); err == nil {
+				err = sameOutputs(mode, out, ref)
+			}
+		} else {
+			out, err = checkSame(ctx, m, name, ref, srv.svc(mode), inputs)
+		}
 		if err != nil {
 			return rep, err
+		}
+		if mode == GRPC {
+			grpcOut = out
 		}
 		if len(r.cfg.ClientCommand) > 0 {
 			lc, err := srv.loadgenConfig(mode, name, inputs, outputSizes(out))
@@ -562,13 +579,21 @@ func checkSame(ctx context.Context, m modeRun, model string, ref []tensor.Tensor
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", m.mode, err)
 	}
-	if len(resp.Outputs) != len(ref) {
-		return nil, fmt.Errorf("%s returned %d outputs, in-process %d", m.mode, len(resp.Outputs), len(ref))
+	if err := sameOutputs(m.mode, resp.Outputs, ref); err != nil {
+		return nil, err
 	}
-	for i, o := range resp.Outputs {
+	return resp.Outputs, nil
+}
+
+// sameOutputs compares a served answer's outputs with the in-process ones.
+func sameOutputs(mode Mode, got, ref []tensor.Tensor) error {
+	if len(got) != len(ref) {
+		return fmt.Errorf("%s returned %d outputs, in-process %d", mode, len(got), len(ref))
+	}
+	for i, o := range got {
 		want := ref[i]
 		if o.Name != want.Name || o.DataType != want.DataType || fmt.Sprint(o.Shape) != fmt.Sprint(want.Shape) || len(o.Data) != len(want.Data) {
-			return nil, fmt.Errorf("%s output %d is %s %s%v, in-process %s %s%v", m.mode, i, o.Name, o.DataType, o.Shape, want.Name, want.DataType, want.Shape)
+			return fmt.Errorf("%s output %d is %s %s%v, in-process %s %s%v", mode, i, o.Name, o.DataType, o.Shape, want.Name, want.DataType, want.Shape)
 		}
 		if o.DataType == tensor.Bytes {
 			continue
@@ -577,11 +602,11 @@ func checkSame(ctx context.Context, m modeRun, model string, ref []tensor.Tensor
 		for j := range n {
 			a, b := o.Float64At(j), want.Float64At(j)
 			if math.Abs(a-b) > 1e-4+1e-3*math.Abs(b) {
-				return nil, fmt.Errorf("%s output %s element %d is %g, in-process %g", m.mode, o.Name, j, a, b)
+				return fmt.Errorf("%s output %s element %d is %g, in-process %g", mode, o.Name, j, a, b)
 			}
 		}
 	}
-	return resp.Outputs, nil
+	return nil
 }
 
 // serveConfig is the config.yaml a benchmarked model is served with.
@@ -651,6 +676,7 @@ type server struct {
 	rest *rest.Client
 	conn *grpc.ClientConn
 	hc   *http.Client
+	shm  *shmSetup // the shared memory mode's object, once set up
 }
 
 func (s *server) svc(m Mode) oip.Service {
@@ -668,6 +694,8 @@ func (r *runner) serve(ctx context.Context, repo string, conns int) (*server, er
 		Manager:  agent.Config{Repository: repo, Backend: r.cfg.Backend, Logger: r.cfg.Logger, Registry: reg, ServerName: "accelpool-bench"},
 		HTTPAddr: "127.0.0.1:0",
 		GRPCAddr: "127.0.0.1:0",
+		// For the shared memory mode; the load generator is on this machine.
+		AllowClientSHM: true,
 	})
 	if err != nil {
 		return nil, err
@@ -699,6 +727,9 @@ func (r *runner) serve(ctx context.Context, repo string, conns int) (*server, er
 }
 
 func (s *server) close() {
+	if s.shm != nil && s.grpc != nil {
+		s.shm.close(s)
+	}
 	if s.grpc != nil {
 		_ = s.grpc.Close()
 	}

@@ -29,7 +29,10 @@ const benchOverheadHelp = `
 Measures what serving adds on top of calling ONNX Runtime directly. For each
 model it loads an in-process session and starts a real serving node on
 loopback in this process, then interleaves, round by round, Session.Run,
-gRPC (raw contents) and REST (binary tensor extension):
+gRPC (raw contents), REST (binary tensor extension) and gRPC with the
+tensors in system shared memory (grpc-shm: Triton's extension, for
+clients on the node's machine; the node copies inputs out of the region
+and outputs into it, and requests carry no tensor bytes):
 
   - concurrency 1: sequential requests, p50/p99 latency and throughput;
   - saturation: K goroutines on the session against K executors
