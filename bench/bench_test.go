@@ -298,8 +298,8 @@ func TestMain(m *testing.M) {
 	os.Exit(0)
 }
 
-// TestRunOverheadEndToEnd drives the whole benchmark, real node and both
-// transports included, over the pure-Go backend, with the load generator
+// TestRunOverheadEndToEnd drives the whole benchmark, real node and every
+// transport (shared memory in /dev/shm included), over the pure-Go backend, with the load generator
 // in this process and in processes of its own.
 func TestRunOverheadEndToEnd(t *testing.T) {
 	t.Run("in-process", func(t *testing.T) { runOverheadEndToEnd(t, nil) })
@@ -329,14 +329,14 @@ func runOverheadEndToEnd(t *testing.T, client []string) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
-	if len(rep.Models) != 1 || len(rep.Models[0].Modes) != 3 {
+	if len(rep.Models) != 1 || len(rep.Models[0].Modes) != 4 {
 		t.Fatalf("report %+v", rep)
 	}
 	mr := rep.Models[0]
 	if mr.K != 1 && mr.K != 2 {
 		t.Errorf("K = %d", mr.K)
 	}
-	for _, m := range []Mode{InProcess, GRPC, REST} {
+	for _, m := range []Mode{InProcess, GRPC, REST, GRPCSHM} {
 		s, ok := mr.Mode(m)
 		if !ok || s.SatThroughput <= 0 || s.P50 <= 0 || len(s.SatRounds) != 2 {
 			t.Errorf("%s: %+v", m, s)
@@ -352,6 +352,7 @@ func runOverheadEndToEnd(t *testing.T, client []string) {
 	for _, re := range []string{
 		`(?m)^overhead: tiny grpc saturation ratio \d+\.\d\d, added p50 -?\d+\.\d\dms$`,
 		`(?m)^overhead: tiny rest-binary saturation ratio \d+\.\d\d, added p50 -?\d+\.\d\dms$`,
+		`(?m)^overhead: tiny grpc-shm saturation ratio \d+\.\d\d, added p50 -?\d+\.\d\dms$`,
 		`(?m)^batching: tiny-batch gain \d+\.\d\dx \(mean batch \d+\.\d\)\n\z`,
 		`over loopback`,
 	} {

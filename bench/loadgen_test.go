@@ -32,3 +32,20 @@ func TestCheckGRPCAnswer(t *testing.T) {
 		}
 	}
 }
+
+func TestFrameRequests(t *testing.T) {
+	reqs := [][]byte{[]byte("first"), {}, make([]byte, 300)}
+	got, err := splitRequests(frameRequests(reqs))
+	if err != nil || len(got) != 3 || string(got[0]) != "first" || len(got[1]) != 0 || len(got[2]) != 300 {
+		t.Fatalf("round trip: %q, %v", got, err)
+	}
+	for name, b := range map[string][]byte{
+		"empty":      nil,
+		"truncated":  frameRequests(reqs)[:10],
+		"bad varint": {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
+	} {
+		if _, err := splitRequests(b); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}

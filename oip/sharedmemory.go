@@ -104,7 +104,7 @@ type SharedMemory interface {
 
 // ErrNoSharedMemory is the answer to a shared memory request at a server
 // that does not accept client shared memory.
-var ErrNoSharedMemory = errdefs.Invalid("this server does not accept client shared memory (start it with --allow-client-shm on the same machine as its clients)")
+var ErrNoSharedMemory = errdefs.Invalid("this server does not accept client shared memory (accelpool serve and up accept it with --allow-client-shm, for clients on their machine)")
 
 // UsesSharedMemory reports whether any input or requested output of req
 // has a shared memory parameter.

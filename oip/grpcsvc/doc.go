@@ -15,6 +15,14 @@
 // and the codec hands the output tensors to gRPC without copying them; the
 // Client sends its inputs the same way.
 //
+// Triton's system shared memory RPCs (SystemSharedMemoryRegister, -Status,
+// -Unregister) and inputs or requested outputs naming a region work when
+// the served oip.Service implements oip.SharedMemory (see oip/shm);
+// otherwise they answer InvalidArgument. raw_input_contents then holds an
+// entry per input (empty for those in shared memory) or one per input not
+// in shared memory; responses keep an empty raw entry for each output
+// written into a region.
+//
 // The gRPC deadline reaches oip.Service.Infer as its context, tightened by
 // a "timeout" request parameter in microseconds (Triton's convention).
 // Errors map to status codes through errdefs, and a panic in a handler

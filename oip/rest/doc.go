@@ -12,6 +12,13 @@
 //	POST /v2/models/{m}[/versions/{v}]/infer      inference
 //	POST /v2/repository/index                     [{name, version, state, reason}]
 //	POST /v2/repository/models/{m}/load|unload
+//	GET  /v2/systemsharedmemory[/region/{r}]/status   [{name, key, offset, byte_size}]
+//	POST /v2/systemsharedmemory/region/{r}/register   {key, offset, byte_size}
+//	POST /v2/systemsharedmemory[/region/{r}]/unregister
+//
+// The systemsharedmemory routes (Triton's system shared memory extension)
+// work when the served oip.Service implements oip.SharedMemory (see
+// oip/shm); otherwise they, and any inference naming a region, answer 400.
 //
 // Every error is {"error": "..."} with the status errdefs.HTTPStatus gives;
 // an unknown route is a 404, a known one with the wrong method a 405, and a
