@@ -78,7 +78,7 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	return nil
 }
 
-// grpcLoad sends one pre-encoded ModelInferRequest over conn.
+// grpcLoad sends pre-encoded ModelInferRequests over conn.
 type grpcLoad struct {
 	conn *grpc.ClientConn
 	// reqs are the encoded requests; each caller (worker) takes the next
