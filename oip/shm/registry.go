@@ -77,14 +77,10 @@ func (g *Registry) Register(_ context.Context, r oip.SharedMemoryRegion) error {
 		return errdefs.Invalid(fmt.Sprintf("shared memory region %q: byte_size is 0", r.Name))
 	}
 	g.mu.Lock()
-	_, taken := g.regions[r.Name]
-	full := len(g.regions) >= g.maxRegions
+	err := g.admitLocked(r.Name)
 	g.mu.Unlock()
-	switch {
-	case taken:
-		return errdefs.New(errdefs.ErrAlreadyExists, fmt.Sprintf("shared memory region %q is already registered; unregister it first", r.Name))
-	case full:
-		return errdefs.New(errdefs.ErrResourceExhausted, fmt.Sprintf("shared memory region %q: %d regions are registered, the most this server holds", r.Name, g.maxRegions))
+	if err != nil {
+		return err
 	}
 	mem, data, err := mapRegion(g.dir, r)
 	if err != nil {
@@ -92,11 +88,23 @@ func (g *Registry) Register(_ context.Context, r oip.SharedMemoryRegion) error {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if _, taken := g.regions[r.Name]; taken {
+	// Checked again: another registration may have come while mapping.
+	if err := g.admitLocked(r.Name); err != nil {
 		unmap(mem)
-		return errdefs.New(errdefs.ErrAlreadyExists, fmt.Sprintf("shared memory region %q is already registered; unregister it first", r.Name))
+		return err
 	}
 	g.regions[r.Name] = &region{info: r, mem: mem, data: data}
+	return nil
+}
+
+// admitLocked tells whether a region called name may be added now.
+func (g *Registry) admitLocked(name string) error {
+	if _, taken := g.regions[name]; taken {
+		return errdefs.New(errdefs.ErrAlreadyExists, fmt.Sprintf("shared memory region %q is already registered; unregister it first", name))
+	}
+	if len(g.regions) >= g.maxRegions {
+		return errdefs.New(errdefs.ErrResourceExhausted, fmt.Sprintf("shared memory region %q: %d regions are registered, the most this server holds", name, g.maxRegions))
+	}
 	return nil
 }
 

@@ -74,15 +74,22 @@ func withoutSHM(p oip.Parameters) oip.Parameters {
 // (the transport encodes the response from them); the wrapped service
 // gets a copy without them.
 func (s *Service) Infer(ctx context.Context, req *oip.InferRequest) (*oip.InferResponse, error) {
+	if !oip.UsesSharedMemory(req) {
+		return s.Service.Infer(ctx, req)
+	}
 	fwd := *req
 	var (
 		bufs            []*[]byte
 		spans           []span
 		ownIns, ownOuts bool // fwd's slices are copies
+		recycle         = true
 	)
 	defer func() {
 		for _, sp := range spans {
 			sp.release()
+		}
+		if recycle {
+			tensor.PutBuffers(bufs)
 		}
 	}()
 	for i := range req.Inputs {
@@ -100,7 +107,6 @@ func (s *Service) Infer(ctx context.Context, req *oip.InferRequest) (*oip.InferR
 		}
 		t, h, err := s.readInput(where, in.Tensor, ref)
 		if err != nil {
-			tensor.PutBuffers(bufs)
 			return nil, err
 		}
 		if h != nil {
@@ -114,7 +120,6 @@ func (s *Service) Infer(ctx context.Context, req *oip.InferRequest) (*oip.InferR
 		where := fmt.Sprintf("output %q", o.Name)
 		ref, ok, err := oip.SharedMemoryRefOf(where, o.Parameters)
 		if err != nil {
-			tensor.PutBuffers(bufs)
 			return nil, err
 		}
 		if !ok {
@@ -122,7 +127,6 @@ func (s *Service) Infer(ctx context.Context, req *oip.InferRequest) (*oip.InferR
 		}
 		sp, err := s.reg.acquire(where, ref)
 		if err != nil {
-			tensor.PutBuffers(bufs)
 			return nil, err
 		}
 		spans = append(spans, sp)
@@ -136,9 +140,9 @@ func (s *Service) Infer(ctx context.Context, req *oip.InferRequest) (*oip.InferR
 	if err != nil {
 		// The service may have left work behind that still reads the
 		// inputs: their buffers are not reused.
+		recycle = false
 		return nil, err
 	}
-	tensor.PutBuffers(bufs)
 	if resp == nil || len(outRefs) == 0 {
 		return resp, nil
 	}
