@@ -8,8 +8,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	pb "github.com/accelpool/accelpool/api/inference"
 	"github.com/accelpool/accelpool/oip"
+	"github.com/accelpool/accelpool/oip/grpcsvc"
 	"github.com/accelpool/accelpool/oip/shm"
 	"github.com/accelpool/accelpool/tensor"
 )
@@ -36,6 +36,7 @@ const (
 type shmSetup struct {
 	path     string
 	f        *os.File
+	outBase  int64       // where the output slots start in the object
 	outBytes int64       // one slot: every output, in order
 	outOffs  []int64     // each output's offset in a slot
 	reqs     [][]byte    // one ModelInferRequest per slot
@@ -67,6 +68,7 @@ func (s *server) setupSHM(ctx context.Context, model string, inputs, outs []tens
 			st.close(s)
 		}
 	}()
+	st.outBase = inBytes
 	if err := f.Truncate(inBytes + shmSlots*st.outBytes); err != nil {
 		return nil, fmt.Errorf("shared memory object: %w", err)
 	}
@@ -98,7 +100,11 @@ func (s *server) setupSHM(ctx context.Context, model string, inputs, outs []tens
 			req.Outputs = append(req.Outputs, oip.RequestedOutput{Name: o.Name,
 				Parameters: oip.Parameters{oip.ParamSharedMemoryRegion: shmOutRegion, oip.ParamSharedMemoryOffset: slot*st.outBytes + st.outOffs[i], oip.ParamSharedMemoryByteSize: int64(len(o.Data))}})
 		}
-		b, err := encodeRequest(req)
+		m, err := grpcsvc.EncodeInferRequest(req)
+		if err != nil {
+			return nil, err
+		}
+		b, err := proto.Marshal(m)
 		if err != nil {
 			return nil, err
 		}
@@ -111,33 +117,6 @@ func (s *server) setupSHM(ctx context.Context, model string, inputs, outs []tens
 	return st, nil
 }
 
-// encodeRequest is req as the wire carries it, without raw contents (its
-// inputs are in shared memory).
-func encodeRequest(req *oip.InferRequest) ([]byte, error) {
-	m := &pb.ModelInferRequest{ModelName: req.ModelName}
-	for _, in := range req.Inputs {
-		m.Inputs = append(m.Inputs, &pb.ModelInferRequest_InferInputTensor{Name: in.Name, Datatype: in.DataType.String(), Shape: in.Shape, Parameters: protoParams(in.Parameters)})
-	}
-	for _, o := range req.Outputs {
-		m.Outputs = append(m.Outputs, &pb.ModelInferRequest_InferRequestedOutputTensor{Name: o.Name, Parameters: protoParams(o.Parameters)})
-	}
-	return proto.Marshal(m)
-}
-
-// protoParams converts the shared memory parameters (strings and int64s).
-func protoParams(p oip.Parameters) map[string]*pb.InferParameter {
-	out := make(map[string]*pb.InferParameter, len(p))
-	for k, v := range p {
-		switch v := v.(type) {
-		case string:
-			out[k] = &pb.InferParameter{ParameterChoice: &pb.InferParameter_StringParam{StringParam: v}}
-		case int64:
-			out[k] = &pb.InferParameter{ParameterChoice: &pb.InferParameter_Int64Param{Int64Param: v}}
-		}
-	}
-	return out
-}
-
 // answer runs slot 0's request through the product's gRPC client and
 // returns its outputs as the node wrote them into the slot.
 func (st *shmSetup) answer(ctx context.Context, s *server) ([]tensor.Tensor, error) {
@@ -148,11 +127,6 @@ func (st *shmSetup) answer(ctx context.Context, s *server) ([]tensor.Tensor, err
 	if len(resp.Outputs) != len(st.outOffs) {
 		return nil, fmt.Errorf("answer has %d outputs, want %d", len(resp.Outputs), len(st.outOffs))
 	}
-	in, err := st.f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	base := in.Size() - shmSlots*st.outBytes
 	out := make([]tensor.Tensor, len(resp.Outputs))
 	for i, o := range resp.Outputs {
 		if o.Data != nil {
@@ -163,7 +137,7 @@ func (st *shmSetup) answer(ctx context.Context, s *server) ([]tensor.Tensor, err
 			return nil, fmt.Errorf("output %s: %s%v has no fixed size", o.Name, o.DataType, o.Shape)
 		}
 		o.Data = make([]byte, n)
-		if _, err := st.f.ReadAt(o.Data, base+st.outOffs[i]); err != nil {
+		if _, err := st.f.ReadAt(o.Data, st.outBase+st.outOffs[i]); err != nil {
 			return nil, err
 		}
 		out[i] = o

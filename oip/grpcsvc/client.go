@@ -158,7 +158,7 @@ var tensorCodec = grpc.ForceCodecV2(Codec{})
 
 // InferWith is Infer with call options (Compressed, for one).
 func (c *Client) InferWith(ctx context.Context, req *oip.InferRequest, opts ...grpc.CallOption) (*oip.InferResponse, error) {
-	preq, err := encodeInferRequest(req)
+	preq, err := EncodeInferRequest(req)
 	if err != nil {
 		return nil, err
 	}

@@ -444,9 +444,10 @@ func encodeInferResponse(resp *oip.InferResponse, req *oip.InferRequest) (*pb.Mo
 	return out, nil
 }
 
-// encodeInferRequest puts req on the wire for the client: every input's
-// bytes go in raw_input_contents as they are.
-func encodeInferRequest(req *oip.InferRequest) (*pb.ModelInferRequest, error) {
+// EncodeInferRequest puts req on the wire as Client sends it: every
+// input's bytes go in raw_input_contents as they are (an empty entry for
+// an input in client shared memory).
+func EncodeInferRequest(req *oip.InferRequest) (*pb.ModelInferRequest, error) {
 	params, err := paramsToProto(req.Parameters)
 	if err != nil {
 		return nil, fmt.Errorf("request: %w", err)
