@@ -10,7 +10,7 @@ import (
 // Runtime then takes its aligned kernels, as for tensors made in process.
 const Align = 64
 
-// AlignedBytes is a zeroed n-byte slice starting on a Align boundary.
+// AlignedBytes is a zeroed n-byte slice starting on an Align boundary.
 func AlignedBytes(n int) []byte {
 	if n == 0 {
 		return []byte{}
@@ -26,7 +26,7 @@ func AlignedBytes(n int) []byte {
 // byte a request uses is written by its decoding.
 const (
 	minPooledShift = 16 // 64 KiB
-	maxPooledShift = 26 // 64 MiB, DefaultMaxMsgSize
+	maxPooledShift = 26 // 64 MiB, the serving nodes' default message limit
 )
 
 var tensorPools [maxPooledShift - minPooledShift + 1]sync.Pool
