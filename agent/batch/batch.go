@@ -4,6 +4,10 @@
 // the first dimension up to a maximum batch size or until the oldest has
 // waited the maximum queue delay, executed once, and split back. A request
 // whose deadline passes while it waits is dropped, never executed.
+//
+// A request that would not be batched and finds nothing waiting and an
+// executor free runs at once on the caller's goroutine: no hand-off to an
+// executor and back, which costs a wake-up of another thread each way.
 package batch
 
 import (
@@ -11,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/accelpool/accelpool/errdefs"
@@ -67,6 +72,13 @@ type Scheduler struct {
 	cfg   Config
 	run   RunFunc
 	queue chan *job
+	// slots holds a token per execution in progress (at most
+	// Concurrency), whether an executor's or a caller's own.
+	slots chan struct{}
+	// waiting counts the requests accepted and neither executed nor
+	// dropped yet: those in the queue and those an executor has taken
+	// and holds until a slot frees. It is what QueueSize bounds.
+	waiting atomic.Int64
 
 	mu     sync.RWMutex // guards closed against concurrent Submit
 	closed bool
@@ -85,7 +97,7 @@ func New(cfg Config, run RunFunc) *Scheduler {
 	if cfg.Concurrency < 1 {
 		cfg.Concurrency = 1
 	}
-	s := &Scheduler{cfg: cfg, run: run, queue: make(chan *job, cfg.QueueSize), batchable: cfg.MaxBatchSize > 1}
+	s := &Scheduler{cfg: cfg, run: run, queue: make(chan *job, cfg.QueueSize), slots: make(chan struct{}, cfg.Concurrency), batchable: cfg.MaxBatchSize > 1}
 	s.wg.Add(cfg.Concurrency)
 	for range cfg.Concurrency {
 		go s.executor()
@@ -94,7 +106,7 @@ func New(cfg Config, run RunFunc) *Scheduler {
 }
 
 // QueueLen is the number of requests waiting.
-func (s *Scheduler) QueueLen() int { return len(s.queue) }
+func (s *Scheduler) QueueLen() int { return int(s.waiting.Load()) }
 
 // Submit queues a request and waits for its result. A full queue is refused
 // at once with errdefs.ErrResourceExhausted; a closed scheduler with
@@ -104,19 +116,34 @@ func (s *Scheduler) Submit(ctx context.Context, inputs []tensor.Tensor, outputs 
 	if err := ctx.Err(); err != nil {
 		return Result{}, ctxErr(s.cfg.Name, err, 0)
 	}
-	j := &job{ctx: ctx, inputs: inputs, outputs: outputs, rows: rowsOf(inputs), enqueued: time.Now(), done: make(chan jobResult, 1)}
+	j := &job{ctx: ctx, inputs: inputs, outputs: outputs, rows: rowsOf(inputs), enqueued: time.Now()}
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
 		return Result{}, errdefs.New(errdefs.ErrUnavailable, fmt.Sprintf("model %s is unloading", s.cfg.Name))
 	}
-	select {
-	case s.queue <- j:
+	if s.inline(j) {
+		s.wg.Add(1) // Close waits for this run as for the executors
 		s.mu.RUnlock()
-	default:
-		s.mu.RUnlock()
-		return Result{}, errdefs.New(errdefs.ErrResourceExhausted, fmt.Sprintf("model %s: queue full (%d requests waiting)", s.cfg.Name, cap(s.queue)))
+		defer func() {
+			<-s.slots
+			s.wg.Done()
+		}()
+		r := s.runOne(j)
+		if r.err != nil && ctx.Err() != nil {
+			// The run was stopped because the request's context ended.
+			return Result{}, ctxErr(s.cfg.Name, ctx.Err(), 0)
+		}
+		return r.res, r.err
 	}
+	if s.waiting.Add(1) > int64(s.cfg.QueueSize) {
+		s.waiting.Add(-1)
+		s.mu.RUnlock()
+		return Result{}, errdefs.New(errdefs.ErrResourceExhausted, fmt.Sprintf("model %s: queue full (%d requests waiting)", s.cfg.Name, s.cfg.QueueSize))
+	}
+	j.done = make(chan jobResult, 1)
+	s.queue <- j // never blocks: the queue holds at most waiting ≤ QueueSize jobs
+	s.mu.RUnlock()
 	select {
 	case r := <-j.done:
 		return r.res, r.err
@@ -139,11 +166,18 @@ func (s *Scheduler) Close() {
 	s.wg.Wait()
 }
 
+// ctxErr is the error of a request whose context ended after waiting
+// waited in the queue, or, with waited 0, while it ran or before it was
+// queued.
 func ctxErr(name string, err error, waited time.Duration) error {
-	if errors.Is(err, context.Canceled) {
-		return errdefs.New(errdefs.ErrCanceled, fmt.Sprintf("model %s: request canceled after %v", name, waited.Round(time.Microsecond)))
+	when := ""
+	if waited > 0 {
+		when = fmt.Sprintf(" after %v in queue", waited.Round(time.Microsecond))
 	}
-	return errdefs.New(errdefs.ErrDeadline, fmt.Sprintf("model %s: deadline exceeded after %v in queue", name, waited.Round(time.Microsecond)))
+	if errors.Is(err, context.Canceled) {
+		return errdefs.New(errdefs.ErrCanceled, fmt.Sprintf("model %s: request canceled%s", name, when))
+	}
+	return errdefs.New(errdefs.ErrDeadline, fmt.Sprintf("model %s: deadline exceeded%s", name, when))
 }
 
 // rowsOf is the shared first dimension of all inputs, or -1.
@@ -187,6 +221,21 @@ func compatible(a, b *job) bool {
 	return true
 }
 
+// inline reports whether j may run on its caller's goroutine now: it
+// would not be batched, nothing is waiting (so it overtakes no one), and
+// an execution slot was free; it then holds that slot.
+func (s *Scheduler) inline(j *job) bool {
+	if s.waiting.Load() != 0 || (j.rows >= 1 && j.rows < int64(s.cfg.MaxBatchSize) && s.canBatch()) {
+		return false
+	}
+	select {
+	case s.slots <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
 func (s *Scheduler) canBatch() bool {
 	s.batchMu.Lock()
 	defer s.batchMu.Unlock()
@@ -213,13 +262,27 @@ func (s *Scheduler) executor() {
 		if s.canBatch() && first.rows >= 1 && first.rows < int64(s.cfg.MaxBatchSize) {
 			batch, carry = s.collect(batch)
 		}
-		s.execute(batch)
+		s.slots <- struct{}{} // wait for a run on a caller's goroutine to end
+		// Jobs that expired while the slot was busy are answered, not run.
+		live := batch[:0]
+		for _, j := range batch {
+			if !s.expired(j) {
+				live = append(live, j)
+				s.waiting.Add(-1)
+			}
+		}
+		if len(live) > 0 {
+			s.execute(live)
+		}
+		<-s.slots
 	}
 }
 
-// expired answers a job whose context ended while it waited.
+// expired answers a waiting job whose context ended while it waited; it
+// then no longer counts as waiting.
 func (s *Scheduler) expired(j *job) bool {
 	if err := j.ctx.Err(); err != nil {
+		s.waiting.Add(-1)
 		j.done <- jobResult{err: ctxErr(s.cfg.Name, err, time.Since(j.enqueued))}
 		return true
 	}
@@ -270,15 +333,11 @@ func (s *Scheduler) collect(batch []*job) ([]*job, *job) {
 }
 
 func (s *Scheduler) execute(batch []*job) {
-	start := time.Now()
 	if len(batch) == 1 {
-		j := batch[0]
-		outs, err := s.run(j.ctx, j.inputs, j.outputs)
-		d := time.Since(start)
-		s.observe(int(max(j.rows, 1)), 1, d)
-		j.done <- jobResult{res: Result{Outputs: outs, QueueTime: start.Sub(j.enqueued), ComputeTime: d, BatchSize: int(max(j.rows, 1))}, err: err}
+		batch[0].done <- s.runOne(batch[0])
 		return
 	}
+	start := time.Now()
 	inputs, total := stack(batch)
 	ctx, cancel := batchContext(batch)
 	outs, err := s.run(ctx, inputs, unionOutputs(batch))
@@ -306,6 +365,16 @@ func (s *Scheduler) execute(batch []*job) {
 	for i, j := range batch {
 		j.done <- jobResult{res: Result{Outputs: filter(parts[i], j.outputs), QueueTime: start.Sub(j.enqueued), ComputeTime: d, BatchSize: int(total)}}
 	}
+}
+
+// runOne executes one job alone.
+func (s *Scheduler) runOne(j *job) jobResult {
+	start := time.Now()
+	outs, err := s.run(j.ctx, j.inputs, j.outputs)
+	d := time.Since(start)
+	rows := int(max(j.rows, 1))
+	s.observe(rows, 1, d)
+	return jobResult{res: Result{Outputs: outs, QueueTime: start.Sub(j.enqueued), ComputeTime: d, BatchSize: rows}, err: err}
 }
 
 func (s *Scheduler) observe(rows, requests int, d time.Duration) {

@@ -3,6 +3,7 @@ package batch
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -260,4 +261,93 @@ func TestBytesSplit(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+func TestConcurrencyBound(t *testing.T) {
+	var running, most atomic.Int64
+	run := func(ctx context.Context, in []tensor.Tensor, _ []string) ([]tensor.Tensor, error) {
+		n := running.Add(1)
+		for {
+			m := most.Load()
+			if n <= m || most.CompareAndSwap(m, n) {
+				break
+			}
+		}
+		time.Sleep(3 * time.Millisecond)
+		running.Add(-1)
+		return in, nil
+	}
+	s := New(Config{Name: "m", QueueSize: 64, Concurrency: 2}, run)
+	defer s.Close()
+	var wg sync.WaitGroup
+	for range 24 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.Submit(context.Background(), input(1, 1), nil); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if m := most.Load(); m != 2 {
+		t.Fatalf("at most %d runs at once, want exactly the 2 executors' worth", m)
+	}
+	if n := s.QueueLen(); n != 0 {
+		t.Fatalf("%d requests still counted as waiting after all were answered", n)
+	}
+}
+
+// A request that finds others waiting queues behind them rather than take
+// a slot that frees first: requests run in the order they arrived.
+func TestNoOvertaking(t *testing.T) {
+	var mu sync.Mutex
+	var order []float32
+	gate := make(chan struct{})
+	var started atomic.Int64
+	run := func(ctx context.Context, in []tensor.Tensor, _ []string) ([]tensor.Tensor, error) {
+		if started.Add(1) == 1 {
+			<-gate
+		}
+		mu.Lock()
+		order = append(order, in[0].Float32s()[0])
+		mu.Unlock()
+		return in, nil
+	}
+	s := New(Config{Name: "m", QueueSize: 8, Concurrency: 1}, run)
+	defer s.Close()
+	done := make(chan error, 4)
+	submit := func(v float32) {
+		go func() { _, err := s.Submit(context.Background(), input(1, v), nil); done <- err }()
+	}
+	submit(1)
+	waitFor(t, 30*time.Second, "the first request to start", func() bool { return started.Load() == 1 })
+	for i, v := range []float32{2, 3, 4} {
+		submit(v)
+		waitFor(t, 30*time.Second, "the request to be queued", func() bool { return s.QueueLen() == i+1 })
+	}
+	close(gate)
+	for range 4 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := []float32{1, 2, 3, 4}; !slices.Equal(order, want) {
+		t.Fatalf("ran in order %v, want %v", order, want)
+	}
+}
+
+func TestDeadlineWhileRunningInline(t *testing.T) {
+	run := func(ctx context.Context, in []tensor.Tensor, _ []string) ([]tensor.Tensor, error) {
+		<-ctx.Done()
+		return nil, ctx.Err() // a backend that reports the bare context error
+	}
+	s := New(Config{Name: "m", QueueSize: 1, Concurrency: 1}, run)
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	_, err := s.Submit(ctx, input(1, 1), nil)
+	if !errors.Is(err, errdefs.ErrDeadline) {
+		t.Fatalf("got %v, want ErrDeadline", err)
+	}
 }
