@@ -308,7 +308,7 @@ func (ch Checker) fastPS(c *scheduler.Candidate, bound float64, why bool) (ok bo
 		if obj <= 0 {
 			continue
 		}
-		q := psP99With(own, t.Profile.ServiceTimeMs, t.Profile.ServiceTimeCV, sh.rho, sh.lam, sh.meanS)
+		q := psP99Delay(own, t.Profile.ServiceTimeMs, t.Profile.ServiceTimeCV, t.Profile.DelayMs, t.Profile.DelayCV, sh.rho, sh.lam, sh.meanS)
 		if r := q / (obj * keep); r > ratio {
 			if !why {
 				return false, "", true

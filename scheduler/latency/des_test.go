@@ -111,6 +111,12 @@ func simPS(cs []simClass, n int, seed uint64) []simStats { return simPSc(cs, n, 
 // simPSc is simPS on c servers: each of k jobs present is served at rate
 // min(1, c/k).
 func simPSc(cs []simClass, n int, seed uint64, c float64) []simStats {
+	ks, resp := simPSRaw(cs, n, seed, c)
+	return summarise(len(cs), ks, resp)
+}
+
+// simPSRaw is simPSc's requests: each one's class and response time.
+func simPSRaw(cs []simClass, n int, seed uint64, c float64) ([]int, []float64) {
 	ts, ks := arrivals(cs, n, seed)
 	r := rand.New(rand.NewPCG(seed, 11))
 	resp := make([]float64, n)
@@ -140,7 +146,7 @@ func simPSc(cs []simClass, n int, seed uint64, c float64) []simStats {
 		t, v = tDep, d.at
 		resp[d.job] = t - ts[d.job]
 	}
-	return summarise(len(cs), ks, resp)
+	return ks, resp
 }
 
 type dep struct {

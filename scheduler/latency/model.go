@@ -23,6 +23,14 @@ type Profile struct {
 	// accelerator (Edge TPU) when the previous request there was of
 	// another model: reloading the weights into on-chip memory.
 	SwitchCostMs float64
+	// DelayMs is the mean of the part of a served request's latency that
+	// occupies no accelerator — the transport, hand-offs between threads,
+	// waking an idle core — measured by serving the model alone at the
+	// application's rate; DelayCV is its coefficient of variation.
+	// Co-located loads do not stretch it: the processor-sharing model adds
+	// it to the shared part. Zero (the profiler's default) leaves the
+	// predictions of ServiceTimeMs alone.
+	DelayMs, DelayCV float64
 	// MemoryBytes is the accelerator memory the loaded model takes.
 	MemoryBytes int64
 	// BatchServiceMs is the service time of a batch, by batch size
@@ -43,6 +51,10 @@ func (p Profile) Validate() error {
 		return errdefs.Invalid(fmt.Sprintf("profile: service time CV %v must be >= 0", p.ServiceTimeCV))
 	case !(p.SwitchCostMs >= 0) || math.IsInf(p.SwitchCostMs, 0):
 		return errdefs.Invalid(fmt.Sprintf("profile: switch cost %v ms must be >= 0", p.SwitchCostMs))
+	case !(p.DelayMs >= 0) || math.IsInf(p.DelayMs, 0):
+		return errdefs.Invalid(fmt.Sprintf("profile: delay %v ms must be >= 0", p.DelayMs))
+	case !(p.DelayCV >= 0) || math.IsInf(p.DelayCV, 0):
+		return errdefs.Invalid(fmt.Sprintf("profile: delay CV %v must be >= 0", p.DelayCV))
 	case p.MemoryBytes < 0:
 		return errdefs.Invalid(fmt.Sprintf("profile: memory %d must be >= 0", p.MemoryBytes))
 	}

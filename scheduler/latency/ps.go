@@ -48,11 +48,11 @@ func (ps PS) Predict(apps []Load) ([]Prediction, error) {
 		return unstable(apps, out, sh.util, share), nil
 	}
 	for i, a := range apps {
-		x := a.Profile.ServiceTimeMs
+		x, cv := a.Profile.ServiceTimeMs, a.Profile.ServiceTimeCV
 		out[i] = Prediction{
 			Name:        a.Name,
-			MeanMs:      sh.mean(x),
-			P99Ms:       psP99(x, a.Profile.ServiceTimeCV, sh.rho, sh.lam, sh.meanS),
+			MeanMs:      a.Profile.DelayMs + sh.mean(x),
+			P99Ms:       psP99Delay(psOwn(x, cv), x, cv, a.Profile.DelayMs, a.Profile.DelayCV, sh.rho, sh.lam, sh.meanS),
 			Utilisation: sh.util,
 			Share:       share(i),
 			Stable:      true,
@@ -173,14 +173,25 @@ func psOwn(x, cv float64) float64 {
 // psP99With is psP99 given own = psOwn(x, cv), which depends on the job
 // alone: the latency checker computes it once per tenant.
 func psP99With(own, x, cv, rho, lam, meanS float64) float64 {
-	if rho <= 0 || lam <= 0 {
+	busy, m1, vc := psExcess(x, cv, rho, lam, meanS)
+	if busy <= 0.01 {
 		return own
+	}
+	q := x + whQuantile(m1, vc, 1-0.01/busy)
+	return math.Max(q, own)
+}
+
+// psExcess describes the excess E of a job of mean size x (see psP99): it
+// is positive with probability busy, and then has mean m1 and variance vc.
+func psExcess(x, cv, rho, lam, meanS float64) (busy, m1, vc float64) {
+	if rho <= 0 || lam <= 0 {
+		return 0, 0, 0
 	}
 	t := x / (1 - rho)
 	pi0 := (1 - rho) * math.Exp(-lam*x)
-	busy := 1 - pi0
-	if busy <= 0.01 {
-		return own
+	busy = 1 - pi0
+	if busy <= 0 {
+		return 0, 0, 0
 	}
 	mu := 1 / meanS
 	a := mu * (1 - rho) * x
@@ -188,11 +199,69 @@ func psP99With(own, x, cv, rho, lam, meanS float64) float64 {
 	v := 2 * rho * (math.Expm1(-a) + a) / (mu * mu * omr * omr * omr * omr)
 	v += cv * cv * x * x / (omr * omr)
 	ex := t - x
-	m1 := ex / busy
+	m1 = ex / busy
 	m2 := (v + ex*ex) / busy
-	vc := m2 - m1*m1
-	q := x + whQuantile(m1, vc, 1-0.01/busy)
-	return math.Max(q, own)
+	return busy, m1, m2 - m1*m1
+}
+
+// psP99Delay is the p99 of D + V: V the processor-sharing response of
+// psP99With and D an independent delay of mean dm and coefficient of
+// variation dcv that occupies no accelerator (Profile.DelayMs). With
+// dm = 0 it is psP99With. Otherwise V − x = E is 0 with probability
+// 1 − busy and else gamma (psExcess), D is gamma, the job's own size
+// varies about x as psOwn assumes, and D + E given E > 0 is taken to be
+// gamma with the summed moments; the tail
+//
+//	P(D + E > y) = (1−busy)·P(D' > y) + busy·P(D' + E' > y)
+//
+// (D' = D plus the own size's variation, where E does not carry it) is
+// solved for 0.01 by bisection on the Wilson–Hilferty tails.
+func psP99Delay(own, x, cv, dm, dcv, rho, lam, meanS float64) float64 {
+	if dm <= 0 {
+		return psP99With(own, x, cv, rho, lam, meanS)
+	}
+	busy, m1, vc := psExcess(x, cv, rho, lam, meanS)
+	dv := dcv * dcv * dm * dm
+	idle := dv + cv*cv*x*x // D' with the own size's variation
+	tail := func(y float64) float64 {
+		p := (1 - busy) * whTail(dm, idle, y)
+		if busy > 0 {
+			p += busy * whTail(dm+m1, dv+vc, y)
+		}
+		return p
+	}
+	lo, hi := 0.0, dm+m1+1
+	for tail(hi) > 0.01 {
+		hi *= 2
+	}
+	for range 60 {
+		mid := (lo + hi) / 2
+		if tail(mid) > 0.01 {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return math.Max(x+hi, own+dm)
+}
+
+// whTail is P(G > y) for G gamma with the given mean and variance, by the
+// Wilson–Hilferty approximation whQuantile inverts; a variance of 0 is a
+// constant.
+func whTail(mean, variance, y float64) float64 {
+	if variance <= 0 || mean <= 0 {
+		if y < mean {
+			return 1
+		}
+		return 0
+	}
+	if y <= 0 {
+		return 1
+	}
+	k := mean * mean / variance
+	s := math.Sqrt(1 / (9 * k))
+	z := (math.Cbrt(y/mean) - (1 - 1/(9*k))) / s
+	return 0.5 * math.Erfc(z/math.Sqrt2)
 }
 
 // whQuantile is the p-quantile of a gamma distribution with the given
