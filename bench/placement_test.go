@@ -254,9 +254,13 @@ func TestValidateSimEndToEnd(t *testing.T) {
 			if !(a.ModelMeanMs > 0.3 && a.ModelP99Ms > a.ModelMeanMs) || math.IsNaN(a.ErrP99Model) {
 				t.Errorf("level %.2f %s: analytic mean %.3f ms, p99 %.3f ms (error %v)", lv.Level, a.Model, a.ModelMeanMs, a.ModelP99Ms, a.ErrP99Model)
 			}
+			// With the delays: at least the mean served alone at the rate.
+			if !(a.DelayModelMeanMs >= 0.99*a.AloneMeanMs && a.DelayModelP99Ms > a.DelayModelMeanMs) {
+				t.Errorf("level %.2f %s: analytic with delays mean %.3f ms (alone %.3f), p99 %.3f ms", lv.Level, a.Model, a.DelayModelMeanMs, a.AloneMeanMs, a.DelayModelP99Ms)
+			}
 		}
 	}
-	if !regexp.MustCompile(`(?m)^analytic model \(latency\.PS, \d+\.\d\d servers\) on this machine's measurements: mean error mean \d+\.\d %, max \d+\.\d %; p99 error mean \d+\.\d %, max \d+\.\d %; target 10 %$`).MatchString(out.String()) {
+	if !regexp.MustCompile(`(?m)^analytic model \(latency\.PS, \d+\.\d\d servers\) on this machine's measurements: mean error mean \d+\.\d %, max \d+\.\d %; p99 error mean \d+\.\d %, max \d+\.\d %; target 10 % \(given the ALONE latencies split into work and delay instead: mean error mean \d+\.\d %, p99 error mean \d+\.\d %\)$`).MatchString(out.String()) {
 		t.Errorf("analytic model's line missing:\n%s", out.String())
 	}
 }

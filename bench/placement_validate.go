@@ -138,13 +138,18 @@ type ValidateApp struct {
 	// ModelMeanMs and ModelP99Ms are the placement's own analytic latency
 	// model (latency.PS with the cores' effective parallelism as its
 	// servers) given the calibrated demands: what the latency checker
-	// would predict for this node with served profiles.
-	ModelMeanMs, ModelP99Ms   float64
-	GeneratorLagP99Ms         float64
-	ErrP99, ErrP99RPC         float64 // relative: (sim - measured) / measured
-	ErrMean, ErrMeanRPC       float64
-	ErrP99Emp, ErrMeanEmp     float64
-	ErrP99Model, ErrMeanModel float64
+	// would predict for this node with served profiles. DelayModelMeanMs
+	// and DelayModelP99Ms are the same model given each model's profile
+	// served alone at this rate instead: the ALONE latencies split into
+	// work and a delay (Profile.DelayMs) as the empirical simulation
+	// splits them.
+	ModelMeanMs, ModelP99Ms           float64
+	DelayModelMeanMs, DelayModelP99Ms float64
+	GeneratorLagP99Ms                 float64
+	ErrP99, ErrP99RPC                 float64 // relative: (sim - measured) / measured
+	ErrMean, ErrMeanRPC               float64
+	ErrP99Emp, ErrMeanEmp             float64
+	ErrP99Model, ErrMeanModel         float64
 }
 
 // ValidateLevel is one load level.
@@ -180,6 +185,9 @@ type ValidateReport struct {
 	// error on this machine's own measurements.
 	MeanAbsErrP99Model, MaxAbsErrP99Model   float64
 	MeanAbsErrMeanModel, MaxAbsErrMeanModel float64
+	// The same for the model given the profiles served alone at the rate
+	// (with delays).
+	MeanAbsErrP99DelayModel, MeanAbsErrMeanDelayModel float64
 }
 
 // RunValidateSim checks the simulator against real serving on this
@@ -328,7 +336,7 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 	analytic := latency.PS{Servers: rep.Parallelism * float64(cfg.Threads)}
 	fmt.Fprintf(out, "calibrated: %d cores give %.2f requests' worth of full speed at once (median slowdown %.2fx with %d at once); demand = a request served alone (the larger of its latency and its CPU time)\n\n",
 		rep.CPUs, rep.Parallelism, median(slow), rep.CPUs)
-	var errs, errsRPC, errsEmp, errsModel, errsModelMean []float64
+	var errs, errsRPC, errsEmp, errsModel, errsModelMean, errsDelay, errsDelayMean []float64
 	for li, level := range cfg.Levels {
 		rate := level * float64(rep.CPUs) / sumWork
 		lv := ValidateLevel{Level: level, Rate: rate}
@@ -345,41 +353,22 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 		// under these arrivals (idle gaps, the serving path's jitter) is
 		// the empirical simulation's demand.
 		empProfiles := sim.Profiles{}
+		delayLoads := make([]latency.Load, len(targets))
 		alone := make([]loadResult, len(targets))
 		for i, t := range targets {
-			cpuA, cpuOK := processCPU()
-			alone[i] = openLoop(ctx, srv.client, []loadTarget{t}, cfg.Warmup, cfg.Duration, 30*time.Second, cfg.Seed+uint64(li))[0]
-			if err := ctx.Err(); err != nil {
-				return rep, err
+			var samples, delays []float64
+			var err error
+			alone[i], samples, delays, err = servedAtRate(ctx, srv.client, t, cfg.Warmup, cfg.Duration, cfg.Seed+uint64(li), cpuDemand[t.served])
+			if err != nil {
+				return rep, fmt.Errorf("validate-sim: %w", err)
 			}
-			cpuB, _ := processCPU()
-			a := alone[i]
-			if len(a.latMs) == 0 || a.failed > 0 {
-				return rep, fmt.Errorf("validate-sim: %s alone at %.1f req/s: %d of %d requests failed", t.served, rate, a.failed, a.sent)
-			}
-			// The CPU this process spent per request (client, server,
-			// collector) competes for the cores too: where it exceeds
-			// the latency, the samples are scaled up to it.
-			// (The CPU covers the warm-up's requests too: about
-			// sent·(warm-up+duration)/duration in all.)
-			scale := 1.0
-			if cpuOK {
-				all := float64(a.sent) * float64(cfg.Warmup+cfg.Duration) / float64(cfg.Duration)
-				scale = max(1, float64(cpuB-cpuA)/1e6/all/a.meanMs)
-			}
-			// Each latency alone is split into what the cores did — at
-			// most the CPU one request costs served (cpu) — shared with
-			// the other models' requests, and the rest (waiting for the
-			// transport, for an idle core to wake), which no co-runner
-			// stretches.
-			cpu := cpuDemand[t.served]
-			samples, delays := make([]float64, len(a.latMs)), make([]float64, len(a.latMs))
-			for k, x := range a.latMs {
-				x *= scale
-				samples[k] = min(x, cpu)
-				delays[k] = x - samples[k]
-			}
-			empProfiles.Set(t.served, "cpu", sim.Service{MeanMs: a.meanMs * scale, SamplesMs: samples, SampleDelaysMs: delays})
+			// The empirical simulation draws the pairs; the analytic
+			// model takes their moments.
+			wm, wcv := meanCV(samples)
+			dm, dcv := meanCV(delays)
+			empProfiles.Set(t.served, "cpu", sim.Service{MeanMs: wm + dm, SamplesMs: samples, SampleDelaysMs: delays})
+			delayLoads[i] = latency.Load{Name: t.served, Model: t.served, Rate: rate,
+				Profile: latency.Profile{ServiceTimeMs: wm, ServiceTimeCV: wcv, DelayMs: dm, DelayCV: dcv}}
 		}
 		cpu0, _ := processCPU()
 		sys0, sysOK := machineCPU()
@@ -420,6 +409,10 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 		if err != nil {
 			return rep, err
 		}
+		delayPreds, err := analytic.Predict(delayLoads)
+		if err != nil {
+			return rep, err
+		}
 		for i, m := range cfg.Models {
 			ms, rs, es := simRes.Apps[i], rpcRes.Apps[i], empRes.Apps[i]
 			meas := measured[i]
@@ -427,9 +420,12 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 				MeasuredMeanMs: meas.meanMs, MeasuredP99Ms: meas.p99Ms, GeneratorLagP99Ms: meas.lagP99Ms,
 				SimMeanMs: ms.MeanMs, SimP99Ms: ms.P99Ms, RPCMeanMs: rs.MeanMs, RPCP99Ms: rs.P99Ms,
 				AloneMeanMs: alone[i].meanMs, AloneP99Ms: alone[i].p99Ms, EmpMeanMs: es.MeanMs, EmpP99Ms: es.P99Ms,
-				ModelMeanMs: preds[i].MeanMs, ModelP99Ms: preds[i].P99Ms}
+				ModelMeanMs: preds[i].MeanMs, ModelP99Ms: preds[i].P99Ms,
+				DelayModelMeanMs: delayPreds[i].MeanMs, DelayModelP99Ms: delayPreds[i].P99Ms}
 			a.ErrP99Model, a.ErrMeanModel = relErr(a.ModelP99Ms, a.MeasuredP99Ms), relErr(a.ModelMeanMs, a.MeasuredMeanMs)
 			errsModel, errsModelMean = append(errsModel, math.Abs(a.ErrP99Model)), append(errsModelMean, math.Abs(a.ErrMeanModel))
+			errsDelay = append(errsDelay, math.Abs(relErr(a.DelayModelP99Ms, a.MeasuredP99Ms)))
+			errsDelayMean = append(errsDelayMean, math.Abs(relErr(a.DelayModelMeanMs, a.MeasuredMeanMs)))
 			a.ErrP99, a.ErrP99RPC, a.ErrP99Emp = relErr(a.SimP99Ms, a.MeasuredP99Ms), relErr(a.RPCP99Ms, a.MeasuredP99Ms), relErr(a.EmpP99Ms, a.MeasuredP99Ms)
 			a.ErrMean, a.ErrMeanRPC, a.ErrMeanEmp = relErr(a.SimMeanMs, a.MeasuredMeanMs), relErr(a.RPCMeanMs, a.MeasuredMeanMs), relErr(a.EmpMeanMs, a.MeasuredMeanMs)
 			errs, errsRPC, errsEmp = append(errs, math.Abs(a.ErrP99)), append(errsRPC, math.Abs(a.ErrP99RPC)), append(errsEmp, math.Abs(a.ErrP99Emp))
@@ -454,9 +450,12 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 	rep.MeanAbsErrP99Emp, rep.MaxAbsErrP99Emp = meanMax(errsEmp)
 	rep.MeanAbsErrP99Model, rep.MaxAbsErrP99Model = meanMax(errsModel)
 	rep.MeanAbsErrMeanModel, rep.MaxAbsErrMeanModel = meanMax(errsModelMean)
+	rep.MeanAbsErrP99DelayModel, _ = meanMax(errsDelay)
+	rep.MeanAbsErrMeanDelayModel, _ = meanMax(errsDelayMean)
 	fmt.Fprintf(out, "ALONE: the model served by itself at the same rate, just before. NAIVE SIM: the nominal cores, the profiles' mean and CV. CALIBRATED SIM: the cores' effective parallelism, and the mean of sequential requests served alone as the demand. EMPIRICAL SIM: the effective parallelism, and the ALONE latencies themselves: each up to the calibrated demand is work on the cores, the rest a delay that occupies none. ANALYTIC: the placement's latency model (latency.PS, the effective parallelism as its servers) with the calibrated demands.\n")
-	fmt.Fprintf(out, "analytic model (latency.PS, %.2f servers) on this machine's measurements: mean error mean %.1f %%, max %.1f %%; p99 error mean %.1f %%, max %.1f %%; target %.0f %%\n",
-		analytic.Servers, 100*rep.MeanAbsErrMeanModel, 100*rep.MaxAbsErrMeanModel, 100*rep.MeanAbsErrP99Model, 100*rep.MaxAbsErrP99Model, 100*TargetModelError)
+	fmt.Fprintf(out, "analytic model (latency.PS, %.2f servers) on this machine's measurements: mean error mean %.1f %%, max %.1f %%; p99 error mean %.1f %%, max %.1f %%; target %.0f %% (given the ALONE latencies split into work and delay instead: mean error mean %.1f %%, p99 error mean %.1f %%)\n",
+		analytic.Servers, 100*rep.MeanAbsErrMeanModel, 100*rep.MaxAbsErrMeanModel, 100*rep.MeanAbsErrP99Model, 100*rep.MaxAbsErrP99Model, 100*TargetModelError,
+		100*rep.MeanAbsErrMeanDelayModel, 100*rep.MeanAbsErrP99DelayModel)
 	fmt.Fprintf(out, "validate-sim: empirical p99 error mean %.1f %%, max %.1f %% (calibrated: mean %.1f %%, max %.1f %%; naive: mean %.1f %%, max %.1f %%) over %d (model, level) pairs; target %.0f %%\n",
 		100*rep.MeanAbsErrP99Emp, 100*rep.MaxAbsErrP99Emp, 100*rep.MeanAbsErrP99RPC, 100*rep.MaxAbsErrP99RPC, 100*rep.MeanAbsErrP99, 100*rep.MaxAbsErrP99, len(errs), 100*TargetSimP99Error)
 	return rep, nil

@@ -81,3 +81,22 @@ func bestK(tput map[int]float64) int {
 	}
 	return best
 }
+
+// meanCV is the mean and coefficient of variation of v (0, 0 when empty).
+func meanCV(v []float64) (mean, cv float64) {
+	if len(v) == 0 {
+		return 0, 0
+	}
+	for _, x := range v {
+		mean += x
+	}
+	mean /= float64(len(v))
+	if mean <= 0 {
+		return mean, 0
+	}
+	ss := 0.0
+	for _, x := range v {
+		ss += (x - mean) * (x - mean)
+	}
+	return mean, math.Sqrt(ss/float64(len(v))) / mean
+}
