@@ -26,7 +26,10 @@
 // M/M/1-PS result, 2ρ(e^{−a} − 1 + a)/(μ²(1−ρ)⁴) with a = μ(1−ρ)x and 1/μ
 // the mean size over all loads, plus (cv·x)²/(1−ρ)². Given E > 0, E is
 // gamma with those moments; p99 = x + its quantile at 1 − 0.01/(1−π0)
-// (Wilson–Hilferty). The exponential-tail shortcut T·ln 100 is 14–77 %
+// (Wilson–Hilferty). A profile's DelayMs (time that occupies no
+// accelerator: transport, hand-offs) is added to the mean, and to the
+// p99 by summing its gamma moments into the excess's and solving the
+// mixed tail by bisection. The exponential-tail shortcut T·ln 100 is 14–77 %
 // high at ρ = 0.3…0.7 (4.6 times the service time on an idle
 // accelerator) and not used.
 //
