@@ -11,7 +11,7 @@ import (
 // queue. With Poisson arrivals λ_i (per ms), mean service times s_i
 // alone, and ρ = Σ λ_i·s_i < 1, the mean response of class i is
 // T_i = s_i/(1−ρ), whatever the service-time distributions. The p99 is an
-// approximation; see doc.go and psP99.
+// approximation; see doc.go and psP99With.
 //
 // Servers > 1 models an accelerator that runs that many requests at full
 // speed at once and shares itself beyond (a CPU of C cores whose requests
@@ -63,7 +63,7 @@ func (ps PS) Predict(apps []Load) ([]Prediction, error) {
 
 // shape is what the processor-sharing formulas need of an accelerator's
 // load: its utilisation per server, and the single-server utilisation
-// rho, arrival rate lam (per ms) and mean size meanS that psP99 is given.
+// rho, arrival rate lam (per ms) and mean size meanS that psP99With is given.
 type shape struct {
 	servers, util  float64
 	rho, lam       float64
@@ -137,7 +137,16 @@ func erlangCInt(c int, a float64) float64 {
 	return b / (1 - a/float64(c)*(1-b))
 }
 
-// psP99 approximates the 99th percentile of the response time V of a
+// psOwn is the p99 of a job's own size alone: x when deterministic, else
+// the gamma quantile of mean x and coefficient of variation cv.
+func psOwn(x, cv float64) float64 {
+	if cv > 0 {
+		return whQuantile(x, cv*cv*x*x, 0.99)
+	}
+	return x
+}
+
+// psP99With approximates the 99th percentile of the response time V of a
 // job of mean size x (coefficient of variation cv) in an M/G/1-PS queue
 // at utilisation rho, total arrival rate lam (per ms) and mean job size
 // meanS over all classes.
@@ -156,22 +165,8 @@ func erlangCInt(c int, a float64) float64 {
 // x plus the gamma's quantile at 1 − 0.01/(1−π0), computed with the
 // Wilson–Hilferty approximation. Against a discrete-event simulation of
 // deterministic-size mixes (latency tests) it is within ±6 % at
-// ρ = 0.3…0.9.
-func psP99(x, cv, rho, lam, meanS float64) float64 {
-	return psP99With(psOwn(x, cv), x, cv, rho, lam, meanS)
-}
-
-// psOwn is the p99 of a job's own size alone: x when deterministic, else
-// the gamma quantile of mean x and coefficient of variation cv.
-func psOwn(x, cv float64) float64 {
-	if cv > 0 {
-		return whQuantile(x, cv*cv*x*x, 0.99)
-	}
-	return x
-}
-
-// psP99With is psP99 given own = psOwn(x, cv), which depends on the job
-// alone: the latency checker computes it once per tenant.
+// ρ = 0.3…0.9. own is psOwn(x, cv), which depends on the job alone: the
+// latency checker computes it once per tenant.
 func psP99With(own, x, cv, rho, lam, meanS float64) float64 {
 	busy, m1, vc := psExcess(x, cv, rho, lam, meanS)
 	if busy <= 0.01 {
@@ -181,7 +176,7 @@ func psP99With(own, x, cv, rho, lam, meanS float64) float64 {
 	return math.Max(q, own)
 }
 
-// psExcess describes the excess E of a job of mean size x (see psP99): it
+// psExcess describes the excess E of a job of mean size x (see psP99With): it
 // is positive with probability busy, and then has mean m1 and variance vc.
 func psExcess(x, cv, rho, lam, meanS float64) (busy, m1, vc float64) {
 	if rho <= 0 || lam <= 0 {
