@@ -201,23 +201,23 @@ func (w *Workload) Cluster(n int, seed uint64) []cluster.Node {
 	return nodes
 }
 
-// localNode is this machine as --mode real places on it: one accelerator
-// of the workload's kind with this machine's cores and the memory given.
+// localNode is this machine as --mode real places on it: one CPU
+// accelerator with this machine's cores and the memory given.
 func (w *Workload) localNode(memory int64) (cluster.Node, error) {
+	if k := w.Kinds(); len(k) != 1 || k[0] != "cpu" {
+		return cluster.Node{}, errdefs.Invalid(fmt.Sprintf("--mode real serves on this machine's CPU, but the workload's profiles are for %s (run it with --mode sim)", strings.Join(k, " and ")))
+	}
 	if memory <= 0 {
 		for _, s := range w.Nodes {
 			for _, a := range s.Accelerators {
-				if a.Kind == w.Kind && memory <= 0 {
+				if a.Kind == "cpu" && memory <= 0 {
 					memory = a.MemoryMiB << 20
 				}
 			}
 		}
 	}
 	if memory <= 0 {
-		return cluster.Node{}, errdefs.Invalid(fmt.Sprintf("no node shape has a %s accelerator to size this machine's memory; give --node-memory", w.Kind))
-	}
-	if w.Kind != "cpu" {
-		return cluster.Node{}, errdefs.Invalid(fmt.Sprintf("--mode real serves on this machine's CPU, but the workload's profiles are for %s (run it with --mode sim)", w.Kind))
+		return cluster.Node{}, errdefs.Invalid("no node shape has a cpu accelerator to size this machine's memory; give --node-memory")
 	}
 	return cluster.Node{Name: "local", Tier: cluster.TierEdge, Site: "here",
 		Accelerators: []cluster.Accelerator{{ID: "cpu0", Kind: "cpu", Model: "this machine", MemoryBytes: memory, Compute: float64(goruntime.NumCPU())}}}, nil
@@ -291,12 +291,13 @@ func RunPlacement(ctx context.Context, cfg PlacementConfig, out io.Writer) (Plac
 }
 
 // capacityBound is how many applications could fit in the cluster's
-// memory of the workload's kind, plus one: no policy can place more.
+// memory of the workload's kinds, plus one: no policy can place more.
 func capacityBound(w *Workload, nodes []cluster.Node) int {
+	kinds := w.Kinds()
 	var mem int64
 	for _, n := range nodes {
 		for _, a := range n.Accelerators {
-			if a.Kind == w.Kind {
+			if slices.Contains(kinds, a.Kind) {
 				mem += a.MemoryBytes
 			}
 		}

@@ -14,8 +14,9 @@ import (
 // them.
 func (w *Workload) LatencyProfiles() latency.StaticProfiles {
 	p := latency.StaticProfiles{}
-	for _, m := range w.Models {
-		p[latency.ProfileKey{Model: m.Name, Kind: w.Kind}] = latency.Profile{
+	for i := range w.Models {
+		m := &w.Models[i]
+		p[latency.ProfileKey{Model: m.Name, Kind: w.kindOf(m)}] = latency.Profile{
 			ServiceTimeMs: m.ServiceMs, ServiceTimeCV: m.CV, SwitchCostMs: m.SwitchMs,
 			MemoryBytes: int64(m.MemoryMiB * (1 << 20)),
 		}

@@ -83,6 +83,7 @@ func TestWorkloadBadInput(t *testing.T) {
 		{"objective below service", "rate: 10, objectiveMs: 100}", "rate: 10, objectiveMs: 5}", "apps[0] (a): objectiveMs 5 is below m1's own service time 10 ms: no placement can meet it"},
 		{"bad model", "serviceMs: 10,", "serviceMs: -1,", "models[0] (m1): serviceMs -1 must be > 0"},
 		{"unknown field", "cv: 0.1,", "speed: 2,", "field speed not found"},
+		{"bad model kind", "{name: m2,", "{name: m2, kind: fpga,", `models[1] (m2): kind "fpga" is not one of cpu, gpu, tpu`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -25,8 +26,9 @@ import (
 type Workload struct {
 	// Source says where the figures come from; printed with the results.
 	Source string `yaml:"source"`
-	// Kind is the accelerator kind the profiles were measured on; every
-	// application is constrained to it.
+	// Kind is the accelerator kind the profiles were measured on, for the
+	// models that do not name their own; every application is constrained
+	// to its model's kind.
 	Kind string `yaml:"kind"`
 	// Threads is the runtime intra-op threads one request uses on a CPU
 	// (the simulator's JobThreads and the served config.yaml); 0: all cores.
@@ -63,9 +65,13 @@ type AcceleratorShape struct {
 	Compute   float64 `yaml:"compute"`
 }
 
-// WorkloadModel is a model's profile on the workload's accelerator kind.
+// WorkloadModel is a model's profile on one accelerator kind.
 type WorkloadModel struct {
 	Name string `yaml:"name"`
+	// Kind is the accelerator kind of this profile; empty: the
+	// workload's. A heterogeneous workload gives GPU models and TPU
+	// models, each application running on its model's kind.
+	Kind string `yaml:"kind"`
 	// ServiceMs and CV are the batch-1 service time alone and its
 	// coefficient of variation; SwitchMs the model-switch cost on a TPU.
 	ServiceMs float64 `yaml:"serviceMs"`
@@ -150,6 +156,8 @@ func (w *Workload) validate() error {
 			return entryErr("models", i, m.Name, "%q is not a valid model name", m.Name)
 		case w.byName[m.Name] != nil:
 			return entryErr("models", i, m.Name, "declared twice")
+		case m.Kind != "" && m.Kind != "cpu" && m.Kind != "gpu" && m.Kind != "tpu":
+			return entryErr("models", i, m.Name, "kind %q is not one of cpu, gpu, tpu", m.Kind)
 		case !(m.ServiceMs > 0) || !finite(m.ServiceMs):
 			return entryErr("models", i, m.Name, "serviceMs %v must be > 0", m.ServiceMs)
 		case !(m.CV >= 0) || m.CV > 10:
@@ -216,6 +224,28 @@ func (w *Workload) modelNames() string {
 	return strings.Join(names, ", ")
 }
 
+// kindOf is the accelerator kind m's profile is for.
+func (w *Workload) kindOf(m *WorkloadModel) string {
+	if m.Kind != "" {
+		return m.Kind
+	}
+	return w.Kind
+}
+
+// Kinds are the accelerator kinds of the workload's models, sorted.
+func (w *Workload) Kinds() []string {
+	seen := map[string]bool{}
+	var out []string
+	for i := range w.Models {
+		if k := w.kindOf(&w.Models[i]); !seen[k] {
+			seen[k] = true
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Model returns the named model's entry.
 func (w *Workload) Model(name string) (*WorkloadModel, bool) {
 	m, ok := w.byName[name]
@@ -237,8 +267,9 @@ func (w *Workload) CheckRepository(repo string) error {
 // Profiles are the workload's models as the simulator reads them.
 func (w *Workload) Profiles() sim.Profiles {
 	p := sim.Profiles{}
-	for _, m := range w.Models {
-		p.Set(m.Name, w.Kind, sim.Service{MeanMs: m.ServiceMs, CV: m.CV, SwitchMs: m.SwitchMs})
+	for i := range w.Models {
+		m := &w.Models[i]
+		p.Set(m.Name, w.kindOf(m), sim.Service{MeanMs: m.ServiceMs, CV: m.CV, SwitchMs: m.SwitchMs})
 	}
 	return p
 }
@@ -247,9 +278,10 @@ func (w *Workload) Profiles() sim.Profiles {
 // what the scheduler's latency models read.
 func (w *Workload) ModelProfiles() []cluster.ModelProfile {
 	var out []cluster.ModelProfile
-	for _, m := range w.Models {
+	for i := range w.Models {
+		m := &w.Models[i]
 		out = append(out, cluster.ModelProfile{
-			Model: m.Name, AcceleratorKind: w.Kind, MemoryBytes: int64(m.MemoryMiB * (1 << 20)),
+			Model: m.Name, AcceleratorKind: w.kindOf(m), MemoryBytes: int64(m.MemoryMiB * (1 << 20)),
 			ServiceMs: map[int]float64{1: m.ServiceMs}, ServiceCV: m.CV,
 		})
 	}
@@ -258,7 +290,7 @@ func (w *Workload) ModelProfiles() []cluster.ModelProfile {
 
 // Expand returns n applications: the workload's apps cycled through,
 // round after round, the k-th round's copies named "<name>-<k>", each
-// constrained to the workload's accelerator kind.
+// constrained to its model's accelerator kind.
 func (w *Workload) Expand(n int) []cluster.Application {
 	out := make([]cluster.Application, 0, n)
 	for i := 0; i < n; i++ {
@@ -274,7 +306,7 @@ func (w *Workload) Expand(n int) []cluster.Application {
 			Spec: cluster.AppSpec{
 				Model: e.Model, Rate: e.Rate, Objective: cluster.Objective{P99Ms: e.ObjectiveMs},
 				Replicas:    cluster.Replicas{Min: 1, Max: 1},
-				Constraints: cluster.Constraints{AcceleratorKind: w.Kind},
+				Constraints: cluster.Constraints{AcceleratorKind: w.kindOf(m)},
 				MemoryBytes: int64(mem * (1 << 20)),
 			},
 		})
