@@ -296,3 +296,24 @@ func TestServedDemand(t *testing.T) {
 		t.Fatalf("a model missing from the repository: %v", err)
 	}
 }
+
+// TestRealModeNeedsCPUProfiles: --mode real serves on this machine's CPU,
+// so a workload with GPU or TPU profiles is refused, naming its kinds.
+func TestRealModeNeedsCPUProfiles(t *testing.T) {
+	w, err := ReadWorkload("workloads/ibis-heter.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = w.localNode(1 << 30)
+	if err == nil || !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), "profiles are for gpu and tpu (run it with --mode sim)") {
+		t.Fatalf("err = %v", err)
+	}
+	cpu, err := ReadWorkload("workloads/demo-cpu.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := cpu.localNode(0)
+	if err != nil || len(n.Accelerators) != 1 || n.Accelerators[0].Kind != "cpu" || n.Accelerators[0].MemoryBytes <= 0 {
+		t.Fatalf("demo-cpu local node %+v, %v", n, err)
+	}
+}
