@@ -190,13 +190,13 @@ func PlacementCeiling(w *Workload, nodes []cluster.Node) (Ceiling, bool) {
 	c.N, c.Weights = -1, make([]float64, len(entries))
 	for _, kind := range kinds {
 		v := make([]float64, len(entries))
-		any := false
+		has := false
 		for i, e := range entries {
 			if e.kind == kind {
-				v[i], any = weight[i], true
+				v[i], has = weight[i], true
 			}
 		}
-		if !any {
+		if !has {
 			continue
 		}
 		n, capacity := ceilingFor(v, all, kind)
@@ -271,12 +271,12 @@ func ceilingFor(v []float64, all []shapeSets, kind string) (int, float64) {
 			}
 		}
 	}
-	c := capacity(v)
+	total := capacity(v)
 	sum := 0.0
 	for n := 0; ; n++ {
 		sum += v[n%len(v)]
-		if sum > c*(1+1e-9) {
-			return n, c
+		if sum > total*(1+1e-9) {
+			return n, total
 		}
 	}
 }
