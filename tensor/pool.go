@@ -56,9 +56,13 @@ func GetBuffer(n int) (*[]byte, []byte) {
 	return h, b[off : off+n : off+n]
 }
 
-// PutBuffers gives buffers from GetBuffer back to the pool.
+// PutBuffers gives buffers from GetBuffer back to the pool; nil entries
+// (GetBuffer's unpooled sizes) are skipped.
 func PutBuffers(hs []*[]byte) {
 	for _, h := range hs {
+		if h == nil {
+			continue
+		}
 		if c := poolClass(cap(*h)); c >= 0 && cap(*h) == 1<<(c+minPooledShift) {
 			tensorPools[c].Put(h)
 		}

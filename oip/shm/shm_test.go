@@ -270,6 +270,16 @@ func TestBadReferences(t *testing.T) {
 			t.Errorf("%s: got %v, want %v with %q", tc.name, err, tc.kind, tc.message)
 		}
 	}
+	// Bytes in the region that fail validation (a small, unpooled copy):
+	// an invalid-argument error, not a panic.
+	if err := os.WriteFile(filepath.Join(dir, "obj"), append([]byte{2}, make([]byte, 4095)...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := tensor.Tensor{Name: "x", DataType: tensor.Bool, Shape: []int64{1}}
+	_, err := svc.Infer(ctx, &oip.InferRequest{ModelName: "double", Inputs: []oip.InferInput{{Tensor: b, Parameters: shmParams("in", 0, 1)}}})
+	if !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), "not 0 or 1") {
+		t.Errorf("a BOOL of 2 in shared memory: got %v", err)
+	}
 }
 
 // TestTruncatedObject: a client that shrinks its object under a registered
