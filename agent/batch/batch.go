@@ -34,7 +34,9 @@ type Config struct {
 	MaxBatchSize int
 	// MaxDelay is how long the first request of a batch waits for more.
 	MaxDelay time.Duration
-	// QueueSize bounds waiting requests (≥ 1).
+	// QueueSize bounds the requests waiting to run (≥ 1); a batch an
+	// executor is gathering does not count, so batches fill whatever the
+	// queue's size.
 	QueueSize int
 	// Concurrency is the number of executors (≥ 1).
 	Concurrency int
@@ -60,6 +62,10 @@ type job struct {
 	rows     int64 // first dimension, or -1 when the job cannot be batched
 	enqueued time.Time
 	done     chan jobResult // buffered: the executor never blocks on it
+	// queued: the job counts against QueueSize (until it runs, joins a
+	// batch being gathered, or is dropped). Set before the job is sent
+	// on the queue; then only the executor holding it touches it.
+	queued bool
 }
 
 type jobResult struct {
@@ -77,8 +83,11 @@ type Scheduler struct {
 	slots chan struct{}
 	// waiting counts the requests accepted and neither executed nor
 	// dropped yet: those in the queue and those an executor has taken
-	// and holds until a slot frees. It is what QueueSize bounds.
+	// and holds (gathering a batch, or until a slot frees). While any
+	// wait, no request runs inline.
 	waiting atomic.Int64
+	// queued counts the jobs marked queued: what QueueSize bounds.
+	queued atomic.Int64
 
 	mu     sync.RWMutex // guards closed against concurrent Submit
 	closed bool
@@ -136,13 +145,15 @@ func (s *Scheduler) Submit(ctx context.Context, inputs []tensor.Tensor, outputs 
 		}
 		return r.res, r.err
 	}
-	if s.waiting.Add(1) > int64(s.cfg.QueueSize) {
-		s.waiting.Add(-1)
+	if s.queued.Add(1) > int64(s.cfg.QueueSize) {
+		s.queued.Add(-1)
 		s.mu.RUnlock()
 		return Result{}, errdefs.New(errdefs.ErrResourceExhausted, fmt.Sprintf("model %s: queue full (%d requests waiting)", s.cfg.Name, s.cfg.QueueSize))
 	}
+	s.waiting.Add(1)
+	j.queued = true
 	j.done = make(chan jobResult, 1)
-	s.queue <- j // never blocks: the queue holds at most waiting ≤ QueueSize jobs
+	s.queue <- j // never blocks: it holds at most queued ≤ QueueSize jobs
 	s.mu.RUnlock()
 	select {
 	case r := <-j.done:
@@ -260,6 +271,7 @@ func (s *Scheduler) executor() {
 		}
 		batch := []*job{first}
 		if s.canBatch() && first.rows >= 1 && first.rows < int64(s.cfg.MaxBatchSize) {
+			s.unqueue(first) // a batch being gathered leaves the queue's room to fill it
 			batch, carry = s.collect(batch)
 		}
 		s.slots <- struct{}{} // wait for a run on a caller's goroutine to end
@@ -269,6 +281,7 @@ func (s *Scheduler) executor() {
 			if !s.expired(j) {
 				live = append(live, j)
 				s.waiting.Add(-1)
+				s.unqueue(j)
 			}
 		}
 		if len(live) > 0 {
@@ -278,11 +291,20 @@ func (s *Scheduler) executor() {
 	}
 }
 
+// unqueue stops j counting against QueueSize.
+func (s *Scheduler) unqueue(j *job) {
+	if j.queued {
+		j.queued = false
+		s.queued.Add(-1)
+	}
+}
+
 // expired answers a waiting job whose context ended while it waited; it
 // then no longer counts as waiting.
 func (s *Scheduler) expired(j *job) bool {
 	if err := j.ctx.Err(); err != nil {
 		s.waiting.Add(-1)
+		s.unqueue(j)
 		j.done <- jobResult{err: ctxErr(s.cfg.Name, err, time.Since(j.enqueued))}
 		return true
 	}
@@ -320,6 +342,7 @@ func (s *Scheduler) collect(batch []*job) ([]*job, *job) {
 		if !ok {
 			return batch, nil
 		}
+		s.unqueue(j) // gathered into the batch (or carried as the next first)
 		if s.expired(j) {
 			continue
 		}

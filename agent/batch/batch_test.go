@@ -99,6 +99,28 @@ func TestBatchesAndSplits(t *testing.T) {
 	}
 }
 
+// TestBatchFillsPastQueueSize: a batch being gathered does not count
+// against QueueSize, so a queue smaller than the batch still lets it fill.
+func TestBatchFillsPastQueueSize(t *testing.T) {
+	r := &recorder{}
+	s := New(Config{Name: "m", MaxBatchSize: 4, MaxDelay: time.Minute, QueueSize: 1, Concurrency: 1}, r.run)
+	defer s.Close()
+	errs := make(chan error, 4)
+	for i := range 4 {
+		go func() { _, err := s.Submit(context.Background(), input(1, 1), nil); errs <- err }()
+		// One at a time: each is taken into the batch before the next.
+		waitFor(t, 30*time.Second, "the request gathered", func() bool { return s.queued.Load() == 0 && s.QueueLen() >= i+1 || r.runs.Load() > 0 })
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := slices.Clone(r.batches); len(got) != 1 || got[0] != 4 {
+		t.Fatalf("batches %v, want one of 4 rows", got)
+	}
+}
+
 func TestQueueFull(t *testing.T) {
 	r := &recorder{gate: make(chan struct{})}
 	s := New(Config{Name: "m", QueueSize: 2, Concurrency: 1}, r.run)
