@@ -333,7 +333,7 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 		modelLoads = append(modelLoads, latency.Load{Name: p.Model, Model: p.Model,
 			Profile: latency.Profile{ServiceTimeMs: svc.MeanMs, ServiceTimeCV: svc.CV}})
 	}
-	analytic := latency.PS{Servers: rep.Parallelism * float64(cfg.Threads)}
+	analytic := latency.PS{Servers: rep.Parallelism} // requests at full speed at once, as the simulator derives from Compute
 	fmt.Fprintf(out, "calibrated: %d cores give %.2f requests' worth of full speed at once (median slowdown %.2fx with %d at once); demand = a request served alone (the larger of its latency and its CPU time)\n\n",
 		rep.CPUs, rep.Parallelism, median(slow), rep.CPUs)
 	var errs, errsRPC, errsEmp, errsModel, errsModelMean, errsDelay, errsDelayMean []float64
