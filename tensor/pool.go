@@ -68,3 +68,26 @@ func PutBuffers(hs []*[]byte) {
 		}
 	}
 }
+
+// Overlaps reports whether any of bs shares memory with any of hs (nil
+// entries of hs are skipped): a caller about to give hs back to the pool
+// checks that nothing it hands on still points into them.
+func Overlaps(bs [][]byte, hs []*[]byte) bool {
+	for _, b := range bs {
+		if cap(b) == 0 {
+			continue
+		}
+		lo := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+		hi := lo + uintptr(cap(b))
+		for _, h := range hs {
+			if h == nil {
+				continue
+			}
+			plo := uintptr(unsafe.Pointer(unsafe.SliceData(*h)))
+			if lo < plo+uintptr(cap(*h)) && plo < hi {
+				return true
+			}
+		}
+	}
+	return false
+}

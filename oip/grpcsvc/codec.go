@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"unsafe"
 
 	"google.golang.org/grpc/encoding"
 	grpcproto "google.golang.org/grpc/encoding/proto"
@@ -207,24 +206,6 @@ func unmarshalRaw(data mem.BufferSlice, m proto.Message, field protowire.Number,
 	}
 	*raws = got
 	return nil
-}
-
-// overlaps reports whether any of bs shares memory with any of hs.
-func overlaps(bs [][]byte, hs []*[]byte) bool {
-	for _, b := range bs {
-		if cap(b) == 0 {
-			continue
-		}
-		lo := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
-		hi := lo + uintptr(cap(b))
-		for _, h := range hs {
-			plo := uintptr(unsafe.Pointer(unsafe.SliceData(*h)))
-			if lo < plo+uintptr(cap(*h)) && plo < hi {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // inferRequest is a ModelInferRequest decoded into pooled buffers (by the

@@ -198,7 +198,7 @@ func FuzzCodecUnmarshal(f *testing.F) {
 
 func TestOverlaps(t *testing.T) {
 	a, b := make([]byte, 10), make([]byte, 10)
-	if overlaps([][]byte{a}, []*[]byte{&b}) || !overlaps([][]byte{a[3:5]}, []*[]byte{&a}) {
+	if tensor.Overlaps([][]byte{a}, []*[]byte{&b}) || !tensor.Overlaps([][]byte{a[3:5]}, []*[]byte{&a}) {
 		t.Error("overlaps is wrong")
 	}
 }

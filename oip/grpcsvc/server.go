@@ -11,6 +11,7 @@ import (
 	pb "github.com/accelpool/accelpool/api/inference"
 	"github.com/accelpool/accelpool/errdefs"
 	"github.com/accelpool/accelpool/oip"
+	"github.com/accelpool/accelpool/tensor"
 )
 
 // Server serves an oip.Service as inference.GRPCInferenceService.
@@ -64,7 +65,7 @@ func modelInferHandler(srv any, ctx context.Context, dec func(any) error, interc
 			return nil, errdefs.ToGRPC(fmt.Errorf("ModelInfer got a %T: %w", req, errdefs.ErrInternal))
 		}
 		out, settled, err := s.modelInfer(ctx, r)
-		reuse = settled && r == in.msg && (out == nil || !overlaps(out.RawOutputContents, in.bufs))
+		reuse = settled && r == in.msg && (out == nil || !tensor.Overlaps(out.RawOutputContents, in.bufs))
 		return out, err
 	}
 	var (

@@ -42,7 +42,7 @@ func mapRegion(dir string, r oip.SharedMemoryRegion) (mem, data []byte, err erro
 	page := uint64(os.Getpagesize())
 	start := r.Offset / page * page
 	length := r.Offset + r.ByteSize - start
-	if length > math.MaxInt32*uint64(page) || start > math.MaxInt64 {
+	if length > math.MaxInt || start > math.MaxInt64 {
 		return nil, nil, errdefs.Invalid(fmt.Sprintf("shared memory region of %d bytes at offset %d is too large to map", r.ByteSize, r.Offset))
 	}
 	mem, err = syscall.Mmap(int(f.Fd()), int64(start), int(length), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)

@@ -143,6 +143,16 @@ func (s *Service) Infer(ctx context.Context, req *oip.InferRequest) (*oip.InferR
 		recycle = false
 		return nil, err
 	}
+	if resp != nil && len(bufs) > 0 {
+		// An output that shares memory with an input (a service that
+		// passes an input through) is sent after this returns: the
+		// input's buffer is then not reused.
+		datas := make([][]byte, len(resp.Outputs))
+		for i := range resp.Outputs {
+			datas[i] = resp.Outputs[i].Data
+		}
+		recycle = !tensor.Overlaps(datas, bufs)
+	}
 	if resp == nil || len(outRefs) == 0 {
 		return resp, nil
 	}
