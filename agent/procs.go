@@ -34,21 +34,26 @@ func GoProcs(base, executors int) int {
 var procs struct {
 	once    sync.Once
 	mu      sync.Mutex
-	base    int
+	base    int // the runtime's default when the first executor came
 	userSet bool
 	by      map[*Manager]int
 }
 
 // setExecutors records m's executors and resizes GOMAXPROCS for all.
-// It returns the GOMAXPROCS now in force.
+// It returns the GOMAXPROCS now in force. While no executor runs, the
+// runtime's own default is left in force, so Go keeps following the
+// process's CPU limit (a cgroup quota that changes, say); base is read
+// from it each time the first executor arrives.
 func setExecutors(m *Manager, n int) int {
 	procs.once.Do(func() {
-		procs.base = goruntime.GOMAXPROCS(0)
 		_, procs.userSet = os.LookupEnv("GOMAXPROCS")
 		procs.by = map[*Manager]int{}
 	})
 	procs.mu.Lock()
 	defer procs.mu.Unlock()
+	if len(procs.by) == 0 {
+		procs.base = goruntime.GOMAXPROCS(0)
+	}
 	if n > 0 {
 		procs.by[m] = n
 	} else {
@@ -62,9 +67,10 @@ func setExecutors(m *Manager, n int) int {
 		total += k
 	}
 	if total == 0 {
-		// Back to what was in force before any executor.
-		goruntime.GOMAXPROCS(procs.base)
-		return procs.base
+		// Back to the runtime's default and its automatic updates (a
+		// call to GOMAXPROCS turns them off).
+		goruntime.SetDefaultGOMAXPROCS()
+		return goruntime.GOMAXPROCS(0)
 	}
 	want := GoProcs(procs.base, total)
 	if goruntime.GOMAXPROCS(0) != want {
