@@ -94,8 +94,7 @@ type Scheduler struct {
 
 	wg sync.WaitGroup
 
-	batchMu   sync.Mutex
-	batchable bool // turns false if an output cannot be split by rows
+	batchable atomic.Bool // turns false if an output cannot be split by rows
 }
 
 // New starts a scheduler with cfg.Concurrency executors.
@@ -106,7 +105,8 @@ func New(cfg Config, run RunFunc) *Scheduler {
 	if cfg.Concurrency < 1 {
 		cfg.Concurrency = 1
 	}
-	s := &Scheduler{cfg: cfg, run: run, queue: make(chan *job, cfg.QueueSize), slots: make(chan struct{}, cfg.Concurrency), batchable: cfg.MaxBatchSize > 1}
+	s := &Scheduler{cfg: cfg, run: run, queue: make(chan *job, cfg.QueueSize), slots: make(chan struct{}, cfg.Concurrency)}
+	s.batchable.Store(cfg.MaxBatchSize > 1)
 	s.wg.Add(cfg.Concurrency)
 	for range cfg.Concurrency {
 		go s.executor()
@@ -247,11 +247,7 @@ func (s *Scheduler) inline(j *job) bool {
 	}
 }
 
-func (s *Scheduler) canBatch() bool {
-	s.batchMu.Lock()
-	defer s.batchMu.Unlock()
-	return s.batchable
-}
+func (s *Scheduler) canBatch() bool { return s.batchable.Load() }
 
 func (s *Scheduler) executor() {
 	defer s.wg.Done()
@@ -377,9 +373,7 @@ func (s *Scheduler) execute(batch []*job) {
 	if serr != nil {
 		// The model's outputs do not follow its batch dimension: stop
 		// batching it and run these requests one by one.
-		s.batchMu.Lock()
-		s.batchable = false
-		s.batchMu.Unlock()
+		s.batchable.Store(false)
 		for _, j := range batch {
 			s.execute([]*job{j})
 		}
