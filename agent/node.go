@@ -124,7 +124,7 @@ func StartNode(ctx context.Context, cfg NodeConfig) (n *Node, err error) {
 	var front oip.Service = mgr
 	if cfg.AllowClientSHM {
 		n.shm = shm.NewRegistry("", 0)
-		front = shm.Wrap(mgr, n.shm)
+		front = shm.Wrap(mgr, n.shm, cfg.MaxBodyBytes)
 	}
 	if n.httpLn != nil {
 		h := rest.NewHandler(front, rest.Options{MaxBodyBytes: cfg.MaxBodyBytes, Logger: log})

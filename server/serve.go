@@ -123,7 +123,7 @@ func Start(ctx context.Context, cfg ServeConfig) (r *Replica, err error) {
 	var front oip.Service = r.Gateway
 	if cfg.AllowClientSHM {
 		r.shm = shm.NewRegistry("", 0)
-		front = shm.Wrap(r.Gateway, r.shm)
+		front = shm.Wrap(r.Gateway, r.shm, cfg.MaxBodyBytes)
 	}
 	oipREST := rest.NewHandler(front, rest.Options{MaxBodyBytes: cfg.MaxBodyBytes, Logger: cfg.Logger})
 	mux.Handle("/v2/", auth.HTTP(oipREST, inferToken, "/v2/health/"))

@@ -21,6 +21,7 @@ import (
 type Service struct {
 	oip.Service
 	reg *Registry
+	max int64 // bytes of inputs one request may read from shared memory
 }
 
 var (
@@ -28,8 +29,22 @@ var (
 	_ oip.SharedMemory = (*Service)(nil)
 )
 
-// Wrap returns svc with the system shared memory extension over reg.
-func Wrap(svc oip.Service, reg *Registry) *Service { return &Service{Service: svc, reg: reg} }
+// DefaultMaxInputBytes bounds what one request's inputs may read from
+// shared memory unless Wrap is told otherwise: the transports' default
+// bound on a request body.
+const DefaultMaxInputBytes = 64 << 20
+
+// Wrap returns svc with the system shared memory extension over reg. One
+// request's inputs may read at most maxInputBytes from shared memory in
+// all (0: DefaultMaxInputBytes), as a request body is bounded on the wire:
+// each is copied into this process's memory, and a region can be as large
+// as the client's object.
+func Wrap(svc oip.Service, reg *Registry, maxInputBytes int64) *Service {
+	if maxInputBytes <= 0 {
+		maxInputBytes = DefaultMaxInputBytes
+	}
+	return &Service{Service: svc, reg: reg, max: maxInputBytes}
+}
 
 // ServerMetadata adds the extension to the wrapped service's.
 func (s *Service) ServerMetadata() oip.ServerMetadata {
@@ -83,6 +98,7 @@ func (s *Service) Infer(ctx context.Context, req *oip.InferRequest) (*oip.InferR
 		spans           []span
 		ownIns, ownOuts bool // fwd's slices are copies
 		recycle         = true
+		read            int64 // input bytes taken from shared memory
 	)
 	defer func() {
 		for _, sp := range spans {
@@ -102,6 +118,10 @@ func (s *Service) Infer(ctx context.Context, req *oip.InferRequest) (*oip.InferR
 		if !ok {
 			continue
 		}
+		if ref.ByteSize > s.max-read {
+			return nil, errdefs.New(errdefs.ErrTooLarge, fmt.Sprintf("%s: %d bytes from shared memory, after %d for the inputs before it, is over this server's limit of %d per request", where, ref.ByteSize, read, s.max))
+		}
+		read += ref.ByteSize
 		if !ownIns {
 			fwd.Inputs, ownIns = slices.Clone(req.Inputs), true
 		}

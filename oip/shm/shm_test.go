@@ -177,7 +177,7 @@ func TestInferThroughRegions(t *testing.T) {
 	g := shm.NewRegistry(dir, 0)
 	defer g.Close()
 	e := &echo{}
-	svc := shm.Wrap(e, g)
+	svc := shm.Wrap(e, g, 0)
 	ctx := context.Background()
 	if err := svc.RegisterSystemSharedMemory(ctx, oip.SharedMemoryRegion{Name: "in", Key: "/obj", Offset: 4100, ByteSize: 100}); err != nil {
 		t.Fatal(err)
@@ -232,7 +232,7 @@ func TestBadReferences(t *testing.T) {
 	object(t, dir, "/obj", 4096)
 	g := shm.NewRegistry(dir, 0)
 	defer g.Close()
-	svc := shm.Wrap(&echo{}, g)
+	svc := shm.Wrap(&echo{}, g, 0)
 	ctx := context.Background()
 	for _, r := range []oip.SharedMemoryRegion{{Name: "in", Key: "/obj", ByteSize: 64}, {Name: "small", Key: "/obj", Offset: 64, ByteSize: 8}} {
 		if err := g.Register(ctx, r); err != nil {
@@ -289,7 +289,7 @@ func TestTruncatedObject(t *testing.T) {
 	path := object(t, dir, "/obj", 3*4096)
 	g := shm.NewRegistry(dir, 0)
 	defer g.Close()
-	svc := shm.Wrap(&echo{}, g)
+	svc := shm.Wrap(&echo{}, g, 0)
 	ctx := context.Background()
 	for _, r := range []oip.SharedMemoryRegion{{Name: "in", Key: "/obj", Offset: 8192, ByteSize: 4096}, {Name: "ok", Key: "/obj", ByteSize: 4096}} {
 		if err := g.Register(ctx, r); err != nil {
@@ -320,7 +320,7 @@ func TestUnregisterInUse(t *testing.T) {
 	g := shm.NewRegistry(dir, 0)
 	defer g.Close()
 	e := &echo{hold: make(chan struct{}), in: make(chan struct{})}
-	svc := shm.Wrap(e, g)
+	svc := shm.Wrap(e, g, 0)
 	ctx := context.Background()
 	if err := g.Register(ctx, oip.SharedMemoryRegion{Name: "r", Key: "/obj", ByteSize: 4096}); err != nil {
 		t.Fatal(err)
@@ -349,5 +349,34 @@ func TestUnregisterInUse(t *testing.T) {
 	}
 	if !bytes.Equal(b[16:24], f32s(10, 12)) {
 		t.Errorf("the region holds %v, want 10 12", b[16:24])
+	}
+}
+
+// TestInputBytesBounded: the inputs one request reads from shared memory
+// are bounded in all, as a body is on the wire, before anything is copied.
+func TestInputBytesBounded(t *testing.T) {
+	dir := t.TempDir()
+	object(t, dir, "/obj", 4096)
+	g := shm.NewRegistry(dir, 0)
+	defer g.Close()
+	e := &echo{}
+	svc := shm.Wrap(e, g, 16)
+	ctx := context.Background()
+	if err := g.Register(ctx, oip.SharedMemoryRegion{Name: "r", Key: "/obj", ByteSize: 4096}); err != nil {
+		t.Fatal(err)
+	}
+	in := func(name string, off, n int64) oip.InferInput {
+		return oip.InferInput{Tensor: tensor.Tensor{Name: name, DataType: tensor.FP32, Shape: []int64{n / 4}}, Parameters: shmParams("r", off, n)}
+	}
+	if _, err := svc.Infer(ctx, &oip.InferRequest{ModelName: "double", Inputs: []oip.InferInput{in("x", 0, 16)}}); err != nil {
+		t.Fatalf("16 bytes at a limit of 16: %v", err)
+	}
+	e.got = nil
+	_, err := svc.Infer(ctx, &oip.InferRequest{ModelName: "double", Inputs: []oip.InferInput{in("x", 0, 8), in("z", 8, 12)}})
+	if !errors.Is(err, errdefs.ErrTooLarge) || !strings.Contains(err.Error(), `input "z"`) || !strings.Contains(err.Error(), "limit of 16") {
+		t.Errorf("20 bytes over two inputs at a limit of 16: %v", err)
+	}
+	if e.got != nil {
+		t.Error("the service ran a request over the limit")
 	}
 }

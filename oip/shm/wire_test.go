@@ -64,7 +64,7 @@ func TestOverTheWire(t *testing.T) {
 	defer g.Close()
 	e := &echo{}
 	ctx := context.Background()
-	for proto, c := range serve(t, shm.Wrap(e, g)) {
+	for proto, c := range serve(t, shm.Wrap(e, g, 0)) {
 		t.Run(proto, func(t *testing.T) {
 			if !slices.Contains(c.ServerMetadata().Extensions, oip.ExtensionSystemSharedMemory) {
 				t.Errorf("server metadata lacks %s", oip.ExtensionSystemSharedMemory)
