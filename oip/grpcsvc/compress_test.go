@@ -1,6 +1,7 @@
 package grpcsvc
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"sync"
@@ -69,4 +70,36 @@ func TestZeroRunCompression(t *testing.T) {
 	if errdefs.GRPCCode(err) != codes.ResourceExhausted || !errors.Is(err, errdefs.ErrResourceExhausted) {
 		t.Errorf("compressed request decompressing past the limit: %v", err)
 	}
+}
+
+// TestZeroRunPooledBuffers: the codec's buffers are pooled between
+// messages; concurrent compressed calls of different sizes and contents
+// each get their own tensors back, whole.
+func TestZeroRunPooledBuffers(t *testing.T) {
+	addr := startServer(t, newFake(), Options{})
+	c := dial(t, addr)
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 12 {
+				n := int64(1+g) * int64(3000+i*7919) // across the buffer size, and not a multiple of it
+				in := tensor.Tensor{Name: "x", DataType: tensor.Uint8, Shape: []int64{n}, Data: make([]byte, n)}
+				for j := range in.Data {
+					if (j/40)%3 == 0 { // zero runs between literals
+						in.Data[j] = byte(g*31 + i*7 + j%251 + 1)
+					}
+				}
+				resp, err := c.InferWith(t.Context(), &oip.InferRequest{ModelName: "echo", Inputs: []oip.InferInput{{Tensor: in}}}, Compressed())
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if !bytes.Equal(resp.Outputs[0].Data, in.Data) {
+					t.Errorf("caller %d, call %d: %d bytes came back different", g, i, n)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
