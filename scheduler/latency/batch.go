@@ -68,13 +68,13 @@ func (m Batch) Predict(apps []Load) ([]Prediction, error) {
 	}
 	if lam == 0 { // a lone request waits out the delay
 		r := m.MaxDelayMs + s[1]
-		out[0] = Prediction{Name: a.Name, MeanMs: r, P99Ms: r, Stable: true}
+		out[0] = addDelay(Prediction{Name: a.Name, MeanMs: r, P99Ms: r, Stable: true}, a.Profile)
 		return out, nil
 	}
 	c := batchChain{lam: lam, B: B, D: m.MaxDelayMs, s: s}
 	c.solve()
 	mean, p99, rho := c.response()
-	out[0] = Prediction{Name: a.Name, MeanMs: mean, P99Ms: p99, Utilisation: rho, Share: rho, Stable: true}
+	out[0] = addDelay(Prediction{Name: a.Name, MeanMs: mean, P99Ms: p99, Utilisation: rho, Share: rho, Stable: true}, a.Profile)
 	return out, nil
 }
 

@@ -171,6 +171,12 @@ func (h *depHeap) Pop() any {
 // switch cost when the previous request served was of another model (the
 // weights stay loaded while the server idles).
 func simFCFS(cs []simClass, n int, seed uint64) []simStats {
+	ks, resp := simFCFSRaw(cs, n, seed)
+	return summarise(len(cs), ks, resp)
+}
+
+// simFCFSRaw is simFCFS's class and response time of every request.
+func simFCFSRaw(cs []simClass, n int, seed uint64) ([]int, []float64) {
 	ts, ks := arrivals(cs, n, seed)
 	r := rand.New(rand.NewPCG(seed, 13))
 	resp := make([]float64, n)
@@ -187,7 +193,7 @@ func simFCFS(cs []simClass, n int, seed uint64) []simStats {
 		free = start + s
 		resp[i] = free - ts[i]
 	}
-	return summarise(len(cs), ks, resp)
+	return ks, resp
 }
 
 // simBatch simulates one dynamic batcher on a dedicated server, as

@@ -19,6 +19,9 @@ import (
 //	ρ = Σ λ_i·E[S_i],  W = Σ λ_i·E[S_i²] / (2(1−ρ))   (Pollaczek–Khinchine)
 //	mean_i = W + E[S_i]
 //
+// A profile's DelayMs, spent away from the accelerator, is added to both
+// (addDelay).
+//
 // The p99 uses the Cramér–Lundberg tail of the M/G/1 wait; see fcfsTail.
 type FCFS struct{}
 
@@ -56,14 +59,14 @@ func (FCFS) Predict(apps []Load) ([]Prediction, error) {
 	w := s2 / (2 * (1 - rho))
 	tail := fcfsTail(lam, svc, rho)
 	for i, a := range apps {
-		out[i] = Prediction{
+		out[i] = addDelay(Prediction{
 			Name:        a.Name,
 			MeanMs:      w + svc[i].mean(),
 			P99Ms:       tail.p99(svc[i], w+svc[i].mean()),
 			Utilisation: rho,
 			Share:       share(i),
 			Stable:      true,
-		}
+		}, a.Profile)
 	}
 	return out, nil
 }

@@ -476,6 +476,76 @@ func TestFCFSAgainstSimulation(t *testing.T) {
 	}
 }
 
+// TestFCFSDelayAgainstSimulation checks the serial model with a delay per
+// request that occupies no accelerator (Profile.DelayMs: a USB transfer
+// to an Edge TPU, the serving path) against the simulated queue with an
+// independent gamma delay added to each request. It prints, for
+// comparison, the p99 as the plain sum of the two p99s.
+func TestFCFSDelayAgainstSimulation(t *testing.T) {
+	type cls struct {
+		s, c, d, dcv float64
+		model        int
+	}
+	mixes := []struct {
+		name string
+		cls  []cls
+	}{
+		// edgetpu-workload1.yaml's mix with a transfer of 2-3 ms each way.
+		{"ibis edgetpu mix", []cls{{10.16, 17.31, 3, 0.5, 0}, {7.0, 10.43, 2, 0.5, 1}, {7.0, 10.43, 2, 0.5, 1}}},
+		// A delay as long as the service and as variable as an exponential.
+		{"delay-heavy", []cls{{7, 10, 8, 1, 0}, {20, 15, 1, 0.3, 1}}},
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-17s %4s %6s %6s %9s %9s %7s %9s %9s %7s %9s %7s\n", "mix", "ρ", "s ms", "delay", "sim mean", "model", "error", "sim p99", "model", "error", "sum p99s", "error")
+	worstMean, lowP99, highP99 := 0.0, 0.0, 0.0
+	for _, mx := range mixes {
+		for _, target := range []float64{0.3, 0.6, 0.85} {
+			var loads, bare []Load
+			for i, c := range mx.cls {
+				pr := Profile{ServiceTimeMs: c.s, SwitchCostMs: c.c}
+				bare = append(bare, Load{Name: fmt.Sprint(i), Model: fmt.Sprint(c.model), Rate: 1, Profile: pr})
+				pr.DelayMs, pr.DelayCV = c.d, c.dcv
+				loads = append(loads, Load{Name: fmt.Sprint(i), Model: fmt.Sprint(c.model), Rate: 1, Profile: pr})
+			}
+			p1, err := FCFS{}.Predict(bare)
+			if err != nil {
+				t.Fatal(err)
+			}
+			scale := target / p1[0].Utilisation
+			var cs []simClass
+			for i, c := range mx.cls {
+				loads[i].Rate, bare[i].Rate = scale, scale
+				cs = append(cs, simClass{rate: scale / 1000, mean: c.s, model: c.model, switchMs: c.c})
+			}
+			ks, resp := simFCFSRaw(cs, simJobs(target), 2)
+			r := rand.New(rand.NewPCG(7, 11))
+			for j, k := range ks {
+				c := mx.cls[k]
+				resp[j] += simClass{mean: c.d, cv: c.dcv}.draw(r)
+			}
+			sim := summarise(len(cs), ks, resp)
+			pred, err := FCFS{}.Predict(loads)
+			if err != nil {
+				t.Fatal(err)
+			}
+			without, _ := FCFS{}.Predict(bare)
+			for i, p := range pred {
+				c := mx.cls[i]
+				sum := without[i].P99Ms + whQuantile(c.d, c.dcv*c.dcv*c.d*c.d, 0.99)
+				em, ep := pct(p.MeanMs, sim[i].mean), pct(p.P99Ms, sim[i].p99)
+				worstMean = math.Max(worstMean, math.Abs(em))
+				lowP99, highP99 = math.Min(lowP99, ep), math.Max(highP99, ep)
+				fmt.Fprintf(&b, "%-17s %4.2f %6.2f %6.1f %9.2f %9.2f %+6.1f%% %9.2f %9.2f %+6.1f%% %9.2f %+6.1f%%\n", mx.name, p.Utilisation, c.s, c.d, sim[i].mean, p.MeanMs, em, sim[i].p99, p.P99Ms, ep, sum, pct(sum, sim[i].p99))
+			}
+		}
+	}
+	fmt.Fprintf(&b, "worst |error| of the mean %.1f%%; p99 error from %+.1f%% to %+.1f%%\n", worstMean, lowP99, highP99)
+	t.Log("FCFS with a delay per request against simulation\n" + b.String())
+	if worstMean > 3 || lowP99 < -6 || highP99 > 10 {
+		t.Errorf("FCFS with delay off the simulation: mean error up to %.1f%%, p99 error %+.1f%%…%+.1f%%", worstMean, lowP99, highP99)
+	}
+}
+
 func pct(pred, meas float64) float64 { return 100 * (pred - meas) / meas }
 
 // simJobs is the number of requests to simulate at utilisation rho: more

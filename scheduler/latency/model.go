@@ -27,8 +27,8 @@ type Profile struct {
 	// occupies no accelerator — the transport, hand-offs between threads,
 	// waking an idle core — measured by serving the model alone at the
 	// application's rate; DelayCV is its coefficient of variation.
-	// Co-located loads do not stretch it: the processor-sharing model adds
-	// it to the shared part. Zero (the profiler's default) leaves the
+	// Co-located loads do not stretch it: every model adds it to the time
+	// at the accelerator (addDelay; processor sharing in its tail). Zero (the profiler's default) leaves the
 	// predictions of ServiceTimeMs alone.
 	DelayMs, DelayCV float64
 	// MemoryBytes is the accelerator memory the loaded model takes.
@@ -175,4 +175,24 @@ func unstable(apps []Load, out []Prediction, rho float64, share func(i int) floa
 		out[i] = Prediction{Name: a.Name, MeanMs: inf, P99Ms: inf, Utilisation: rho, Share: share(i)}
 	}
 	return out
+}
+
+// addDelay adds p's DelayMs, the part of a request's latency that
+// occupies no accelerator, to a prediction made from its service time
+// alone (the serial and batching models; processor sharing folds it into
+// its own tail). Delay and accelerator time are independent: the means
+// add, and so do the variances, so the p99 adds the two p99s' excesses
+// over their means in quadrature, as for normal times — for these
+// right-skewed ones it lands between that and the sum of the two p99s
+// (TestFCFSDelayAgainstSimulation).
+func addDelay(pr Prediction, p Profile) Prediction {
+	if p.DelayMs <= 0 || !pr.Stable {
+		return pr
+	}
+	dv := p.DelayCV * p.DelayCV * p.DelayMs * p.DelayMs
+	ex := math.Max(pr.P99Ms-pr.MeanMs, 0)
+	dex := whQuantile(p.DelayMs, dv, 0.99) - p.DelayMs
+	pr.MeanMs += p.DelayMs
+	pr.P99Ms = pr.MeanMs + math.Hypot(ex, dex)
+	return pr
 }
