@@ -39,3 +39,17 @@ func BenchmarkBatch8(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPS5Delay is BenchmarkPS5 with profiles that carry a delay (as
+// the profiler's CPU profiles do): each p99 is then found by bisection.
+func BenchmarkPS5Delay(b *testing.B) {
+	loads := benchLoads(5)
+	for i := range loads {
+		loads[i].Profile.DelayMs, loads[i].Profile.DelayCV = 1.5, 0.8
+	}
+	for b.Loop() {
+		if _, err := (PS{}).Predict(loads); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
