@@ -121,6 +121,26 @@ func runBenchPlacement(ctx context.Context, args []string, stdout, stderr io.Wri
 			return err
 		}
 	}
+	// Everything the flags can get wrong is checked before the served
+	// demands are measured (minutes of serving).
+	if _, err := bench.Policies(*policies, w); err != nil {
+		return err
+	}
+	var arrivals sim.Arrivals
+	if *trace != "" {
+		f, err := os.Open(*trace)
+		if err != nil {
+			return err
+		}
+		ts, err := sim.ReadTimestamps(f, *traceColumn)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("--trace %s: %w", *trace, err)
+		}
+		if arrivals, err = sim.NewTrace(ts); err != nil {
+			return fmt.Errorf("--trace %s: %w", *trace, err)
+		}
+	}
 	if *servedDemand {
 		dc := bench.PlacementConfig{Backend: backend, Repository: *repo, Logger: log, QuietWait: *quietWait}
 		if err := bench.ServedDemand(ctx, w, dc, stdout); err != nil {
@@ -133,21 +153,7 @@ func runBenchPlacement(ctx context.Context, args []string, stdout, stderr io.Wri
 	}
 	cfg := bench.PlacementConfig{Workload: w, Mode: *mode, Nodes: *nodes, Policies: pols, MaxApps: *maxApps, Seed: *seed,
 		SimDuration: *simDuration, Repository: *repo, Warmup: *warmup, Duration: *duration, NodeMemory: *nodeMemory << 20, Logger: log,
-		QuietWait: *quietWait}
-	if *trace != "" {
-		f, err := os.Open(*trace)
-		if err != nil {
-			return err
-		}
-		ts, err := sim.ReadTimestamps(f, *traceColumn)
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("--trace %s: %w", *trace, err)
-		}
-		if cfg.Arrivals, err = sim.NewTrace(ts); err != nil {
-			return fmt.Errorf("--trace %s: %w", *trace, err)
-		}
-	}
+		QuietWait: *quietWait, Arrivals: arrivals}
 	if backend != nil {
 		cfg.Backend = backend
 	}
