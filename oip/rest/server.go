@@ -18,6 +18,7 @@ import (
 
 	"github.com/accelpool/accelpool/errdefs"
 	"github.com/accelpool/accelpool/oip"
+	"github.com/accelpool/accelpool/tensor"
 )
 
 // DefaultMaxBodyBytes bounds a request body unless Options says otherwise.
@@ -387,9 +388,6 @@ func bodyError(err error, limit int64) error {
 	return invalidf("reading request body: %v", err)
 }
 
-// tensorAlign is the alignment of binary input data in request buffers.
-const tensorAlign = 64
-
 // Request bodies and response headers are pooled apart, so a small header
 // never takes the place of a body buffer (which would then be allocated
 // again, and on a machine where fresh pages fault, that is most of its
@@ -419,17 +417,17 @@ func (h *handler) readBody(w http.ResponseWriter, r *http.Request, bp *[]byte, h
 	if r.ContentLength >= 0 {
 		n := int(r.ContentLength)
 		// Place the body so that the binary section (after the JSON
-		// header) starts on a tensorAlign boundary: ONNX Runtime's kernels
+		// header) starts on a tensor.Align boundary: ONNX Runtime's kernels
 		// take their aligned paths, and the results match in-process runs
 		// bit for bit.
-		if cap(buf) < n+tensorAlign {
-			buf = make([]byte, n+tensorAlign)
+		if cap(buf) < n+tensor.Align {
+			buf = make([]byte, n+tensor.Align)
 		}
 		buf = buf[:cap(buf)]
 		pad := 0
 		if headerLen > 0 && headerLen < n {
 			addr := uintptr(unsafe.Pointer(unsafe.SliceData(buf))) + uintptr(headerLen)
-			pad = int((tensorAlign - addr%tensorAlign) % tensorAlign)
+			pad = int((tensor.Align - addr%tensor.Align) % tensor.Align)
 		}
 		buf = buf[pad : pad+n]
 		if _, err := io.ReadFull(body, buf); err != nil {
