@@ -674,9 +674,12 @@ func (d *device) describe(model string) string {
 		if !t.Up {
 			state = fmt.Sprintf(" DOWN (%s)", t.LastError)
 		}
+		if t.CompressionRefused {
+			state += " (refused compression)"
+		}
 		parts = append(parts, fmt.Sprintf("%s%s rtt %.2fms up/down %.0f/%.0f Mbit/s (%d probes, %d overlapped) server %.1fms transfer %.1fms device overhead %.1fms out %dB",
 			t.Name, state, t.RTTMs, t.UpMbps, t.DownMbps, t.BandwidthSamples, t.Overlapped, m.ServerMs, m.TransferMs, m.OverheadMs, m.OutBytes))
-		if z, ok := t.Models[model+"+zrun"]; ok {
+		if z, ok := t.Models[model+proxy.CompressedSuffix]; ok {
 			parts = append(parts, fmt.Sprintf("compressed: server %.1fms transfer %.1fms device overhead %.1fms (%d samples)", z.ServerMs, z.TransferMs, z.OverheadMs, z.Samples))
 		}
 	}

@@ -28,7 +28,9 @@
 // 256 KiB (bandwidth both ways), when no request is in the proxy: on a
 // slow device a probe and a request slow each other down. A bandwidth
 // probe that a request overlapped anyway (one arrived while it ran) is
-// discarded and retried at the next tick. A bandwidth is
+// discarded and retried after 1, 2, 4, ... ticks as discards follow each
+// other, at most BandwidthEvery (under steady traffic a retry at every
+// tick would spend a probe's bytes each ProbeInterval). A bandwidth is
 // the median of the last five probes; a transfer shorter than 5 ms is
 // too short to time from a device that stalls for milliseconds, so a
 // largest probe that short records "at least 419 Mbit/s" (the same every
@@ -57,21 +59,33 @@
 // there (unavailable, overloaded, not found, a model failure, the
 // attempt's own time budget spent), goes to the next option, if its
 // deadline leaves time (not the same target sent the other way: it would
-// fail alike). Requests that are invalid fail at once: they
+// fail alike; but see Compression for a refused compressed attempt).
+// Requests that are invalid fail at once: they
 // would fail everywhere. When the request can also run locally, a remote
 // attempt's budget leaves room to run it locally afterwards.
 //
 // # Compression
 //
-// With Config.Compress auto (the default) each target is two options: the
-// request and its answer sent as they are, or compressed with zero-run
-// encoding (internal/zrun: runs of zero bytes removed, a gRPC compressor
-// every accelpool server answers in kind). Each is explored once per model
-// and then predicted from its own measurements, so compression is chosen
-// where it makes answers arrive sooner: a detection map that is mostly
-// zeros crosses a 100 Mbit/s link five times faster, while a dense answer,
-// which does not shrink, ties and goes uncompressed (ties go to the plain
-// option).
+// A request and its answer may cross a link as they are, or compressed
+// with zero-run encoding (internal/zrun: runs of zero bytes removed, a
+// gRPC compressor every accelpool server answers in kind). With
+// Config.Compress auto (the default) each target is first offered plain;
+// a sampled plain answer (the first of a model, then one in 64) is
+// measured for how much it would shrink, and once it shrinks to under
+// 0.8 of its size the target is offered compressed as well. Each of the
+// two options is explored once and then predicted from its own
+// measurements, so compression is chosen where it makes answers arrive
+// sooner: a detection map that is mostly zeros crosses a 100 Mbit/s link
+// five times faster, while a dense answer, which does not shrink, is
+// never sent compressed.
+//
+// A target without the zero-run decompressor (a Triton server, an older
+// accelpool) answers a compressed request with gRPC status Unimplemented.
+// That attempt does not count as the target failing: the request may
+// still go to it plain (in its ranked place; under Compress always, which
+// offered no plain option, next), the target is offered plain only from
+// then on, a warning names it once, and its status says
+// compressionRefused.
 //
 // Every response says where it ran and what was predicted (parameters
 // accelpool_target, accelpool_predicted_us, accelpool_attempts, and

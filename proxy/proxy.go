@@ -13,6 +13,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/accelpool/accelpool/errdefs"
 	"github.com/accelpool/accelpool/offload"
@@ -40,10 +42,16 @@ const (
 // several times for a decoding cost of a memclr; dense tensors do not
 // shrink and pay a copy.
 const (
-	// CompressAuto offers each target both ways, as two options: each is
-	// explored once per model and then predicted from what it measured,
-	// so compression is used where it makes answers arrive sooner.
-	CompressAuto   = "auto"
+	// CompressAuto offers each target plain, and compressed too once a
+	// sampled plain answer of the model there (the first, then one every
+	// shrinkEvery; see learnAnswer) shrinks below worthShrink. The two
+	// options are then each explored once and predicted from what they
+	// measured, so compression is used where it makes answers arrive
+	// sooner.
+	CompressAuto = "auto"
+	// CompressAlways offers each target compressed only, CompressNever
+	// plain only. Whatever the mode, a target that refused a compressed
+	// request (see compressionRefused) is offered plain only from then on.
 	CompressAlways = "always"
 	CompressNever  = "never"
 )
@@ -471,8 +479,21 @@ type plan struct {
 	byName map[string]*target
 	errs   []string
 	// failedTargets are the targets an attempt failed on: their other
-	// option (compressed or not) is skipped, it would fail alike.
+	// option (compressed or not) is skipped, it would fail alike. A
+	// compressed attempt the target refused for its compression is not
+	// counted: the plain one may well succeed.
 	failedTargets map[string]bool
+}
+
+// offerPlain makes sure pl tries t's plain option after the i'th: when
+// t's compression was refused in a plan that offered it compressed only
+// (CompressAlways), the plain option takes the refused one's place.
+func (pl *plan) offerPlain(i int, t *target) {
+	if slices.ContainsFunc(pl.ranked, func(o offload.Predicted) bool { return !o.Local && !o.Compressed && o.Name == t.spec.Name }) {
+		return
+	}
+	plain := offload.Rank([]offload.Option{t.option(pl.model, pl.in, false)}, pl.in, 0)[0]
+	pl.ranked = slices.Insert(pl.ranked, i+1, plain)
 }
 
 // nextAfter is the option to try after option i: the next one whose target
@@ -503,10 +524,11 @@ func (p *Proxy) plan(ctx context.Context, model, version string, in int64) (*pla
 		opts = append(opts, pl.ls.option())
 	}
 	for _, t := range targets {
-		if p.cfg.Compress != CompressAlways {
+		takes := t.takesCompression()
+		if p.cfg.Compress != CompressAlways || !takes {
 			opts = append(opts, t.option(model, in, false))
 		}
-		if p.cfg.Compress == CompressAlways || p.cfg.Compress == CompressAuto && t.compressible(model) {
+		if takes && (p.cfg.Compress == CompressAlways || p.cfg.Compress == CompressAuto && t.compressible(model)) {
 			opts = append(opts, t.option(model, in, true))
 		}
 	}
@@ -577,7 +599,15 @@ func (p *Proxy) failed(pl *plan, i int, err error) error {
 	opt := pl.ranked[i]
 	p.metrics.request(pl.model, opt.Name, errdefs.Outcome(err))
 	pl.errs = append(pl.errs, fmt.Sprintf("%s: %v", opt.Name, err))
-	if !opt.Local {
+	switch {
+	case opt.Local:
+	case opt.Compressed && isCompressionRefused(err):
+		t := pl.byName[opt.Name]
+		if t.refuseCompression() {
+			p.log.Warn("target refused a compressed request; its requests go plain from now on", "target", opt.Name, "err", err)
+		}
+		pl.offerPlain(i, t)
+	default:
 		if pl.failedTargets == nil {
 			pl.failedTargets = map[string]bool{}
 		}
@@ -594,6 +624,28 @@ func (p *Proxy) failed(pl *plan, i int, err error) error {
 	p.log.Debug("falling back", "model", pl.model, "from", opt.Name, "to", pl.ranked[next].Name, "err", err)
 	return nil
 }
+
+// compressionRefused is the error of a compressed attempt that the target
+// answered with gRPC status Unimplemented: most likely it has no zero-run
+// decompressor (a Triton server, an older accelpool; grpc-go says
+// "Decompressor is not installed for grpc-encoding"), and the same
+// request sent plain may well succeed there. errdefs.FromGRPC reads
+// Unimplemented as an internal error, so the attempt notes the code
+// before it is lost (see refusedByCode).
+type compressionRefused struct{ err error }
+
+func (e *compressionRefused) Error() string { return e.err.Error() }
+func (e *compressionRefused) Unwrap() error { return e.err }
+
+// isCompressionRefused reports whether err is a compressionRefused.
+func isCompressionRefused(err error) bool {
+	var r *compressionRefused
+	return errors.As(err, &r)
+}
+
+// refusedByCode reports whether a compressed call ended with the status
+// a server without the call's decompressor answers.
+func refusedByCode(err error) bool { return status.Code(err) == codes.Unimplemented }
 
 // expired is the error of a request whose context ended between attempts.
 func (p *Proxy) expired(ctx context.Context, pl *plan) error {
@@ -691,14 +743,19 @@ func (p *Proxy) runRemote(ctx context.Context, budget time.Duration, t *target, 
 	defer t.endFlight(t.beginFlight(predicted))
 	start := time.Now()
 	var opts []grpc.CallOption
+	// refused is set when the call ends with the status of a refused
+	// compression, which InferWith's error no longer carries.
+	var refused atomic.Bool
 	if compressed {
-		opts = append(opts, grpcsvc.Compressed())
+		opts = append(opts, grpcsvc.Compressed(), grpc.OnFinish(func(err error) { refused.Store(refusedByCode(err)) }))
 	}
 	resp, err := t.client.InferWith(actx, &fwd, opts...)
 	took := time.Since(start)
 	if err != nil {
 		if ctx.Err() == nil && actx.Err() != nil {
 			err = budgetSpent(t, budget)
+		} else if refused.Load() {
+			err = &compressionRefused{err}
 		}
 		return nil, err
 	}

@@ -190,6 +190,9 @@ func (p *Proxy) relay(ctx context.Context, budget time.Duration, t *target, mode
 		if ctx.Err() == nil && actx.Err() != nil {
 			return nil, budgetSpent(t, budget)
 		}
+		if compressed && refusedByCode(err) {
+			return nil, &compressionRefused{errdefs.FromGRPC(err)}
+		}
 		return nil, errdefs.FromGRPC(err)
 	}
 	info, err := parseResponse(resp.data)

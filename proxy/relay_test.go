@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -32,7 +33,25 @@ type recorder struct {
 	resp *pb.ModelInferResponse
 	// garbage, when set, is sent instead of resp.
 	garbage []byte
-	addr    string
+	// refuse, when set, is a grpc-encoding whose requests the target
+	// answers with Unimplemented, as a grpc-go server does when it has no
+	// such decompressor; encodings are the grpc-encoding of every
+	// request, refused or not ("" for none).
+	refuse    string
+	encodings []string
+	addr      string
+}
+
+func (r *recorder) setRefuse(encoding string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.refuse = encoding
+}
+
+func (r *recorder) requestEncodings() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.encodings)
 }
 
 func (r *recorder) requests() [][]byte {
@@ -59,7 +78,15 @@ func startRecorder(t testing.TB) *recorder {
 		Outputs:           []*pb.ModelInferResponse_InferOutputTensor{{Name: "y", Datatype: "FP32", Shape: []int64{1, 4}}},
 		RawOutputContents: [][]byte{tensor.FromFloat32("y", []int64{1, 4}, []float32{5, 6, 7, 8}).Data},
 	}}
-	handler := func(_ any, _ context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+	handler := func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+		enc := encodingOf(ctx)
+		rec.mu.Lock()
+		rec.encodings = append(rec.encodings, enc)
+		refuse := enc != "" && enc == rec.refuse
+		rec.mu.Unlock()
+		if refuse {
+			return nil, status.Errorf(codes.Unimplemented, "grpc: Decompressor is not installed for grpc-encoding %q", enc)
+		}
 		in := new(frame)
 		if err := dec(in); err != nil {
 			return nil, err
@@ -81,7 +108,7 @@ func startRecorder(t testing.TB) *recorder {
 		HandlerType: (*any)(nil),
 		Methods:     []grpc.MethodDesc{{MethodName: "ModelInfer", Handler: handler}},
 	}
-	gs := grpc.NewServer(grpc.ForceServerCodecV2(relayCodec{}))
+	gs := grpc.NewServer(grpc.ForceServerCodecV2(relayCodec{}), grpc.StatsHandler(encodingStats{}))
 	gs.RegisterService(&desc, struct{}{})
 	linkprobe.Register(gs)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

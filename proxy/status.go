@@ -39,10 +39,15 @@ type TargetStatus struct {
 	DownMbps  float64   `json:"downMbps"`
 	// BandwidthSamples is the bandwidth probes recorded; Overlapped those
 	// discarded because a request overlapped them.
-	BandwidthSamples int                       `json:"bandwidthSamples"`
-	Overlapped       int                       `json:"overlappedProbes"`
-	InFlight         int64                     `json:"inFlight"`
-	Models           map[string]RemoteEstimate `json:"models,omitempty"`
+	BandwidthSamples int   `json:"bandwidthSamples"`
+	Overlapped       int   `json:"overlappedProbes"`
+	InFlight         int64 `json:"inFlight"`
+	// CompressionRefused is true once the target refused a compressed
+	// request (it has no zero-run decompressor): it is sent plain only.
+	CompressionRefused bool `json:"compressionRefused,omitempty"`
+	// Models is what is known of each model there; the statistics of its
+	// compressed requests are under the model's name and CompressedSuffix.
+	Models map[string]RemoteEstimate `json:"models,omitempty"`
 }
 
 // RemoteEstimate is what is known about a model on a target.
@@ -77,7 +82,7 @@ func (p *Proxy) Status() Status {
 			Up: !t.link.failed && !t.link.probed.IsZero(), LastError: t.link.lastErr, Probed: t.link.probed,
 			RTTMs: ms(t.link.rtt.Value()), UpMbps: t.link.up.Value() / 1e6, DownMbps: t.link.down.Value() / 1e6,
 			BandwidthSamples: t.link.down.N(), Overlapped: t.link.overlapped,
-			InFlight: t.inflight.Load(), Models: map[string]RemoteEstimate{}}
+			InFlight: t.inflight.Load(), CompressionRefused: t.noCompress, Models: map[string]RemoteEstimate{}}
 		for m, rs := range t.models {
 			ts.Models[m] = RemoteEstimate{ServerMs: ms(rs.server.Value()), TransferMs: ms(rs.transfer.Value()), OverheadMs: ms(rs.overhead.Value()),
 				OutBytes: int64(rs.outBytes.Value()), Samples: rs.server.N(), Shrink: rs.shrink}

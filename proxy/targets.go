@@ -36,6 +36,10 @@ type target struct {
 	// prediction: when each started and what was predicted.
 	flights    map[uint64]flight
 	nextFlight uint64
+	// noCompress is set once the target refused a compressed request
+	// (compressionRefused): it has no zero-run decompressor, and is
+	// offered plain only for as long as it is known.
+	noCompress bool
 
 	// refreshAfter is Config.RefreshAfter; now, when set, replaces
 	// time.Now for it (tests).
@@ -154,7 +158,8 @@ type remoteStats struct {
 	bwRef    offload.Mean // the probed bandwidth when transfer was learned
 	outliers int          // answers in a row much slower than predicted
 	// shrink is the zero-run compressed size of a plain answer over its
-	// size, sampled (see sampleShrink); 0 before any sample.
+	// size, sampled every shrinkEvery answers (see learnAnswer); 0 before
+	// any sample.
 	shrink  float64
 	answers int
 	// overhead is the device's own time around the attempts that
@@ -258,7 +263,7 @@ func (t *target) servedName(model string) (name string, renamed bool) {
 // have their own transfer times).
 func statsKey(model string, compressed bool) string {
 	if compressed {
-		return model + compressedSuffix
+		return model + CompressedSuffix
 	}
 	return model
 }
@@ -279,6 +284,24 @@ func (t *target) setShrink(model string, ratio float64) {
 	if ms := t.models[model]; ms != nil {
 		ms.shrink = ratio
 	}
+}
+
+// refuseCompression records that t refused a compressed request; it
+// reports whether that was news.
+func (t *target) refuseCompression() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	was := t.noCompress
+	t.noCompress = true
+	return !was
+}
+
+// takesCompression reports whether t may be sent compressed requests: it
+// has not refused one.
+func (t *target) takesCompression() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return !t.noCompress
 }
 
 // compressible reports whether model's answers from t are known to shrink
@@ -303,9 +326,10 @@ func shrinkOf(bufs ...[]byte) float64 {
 	return float64(zrun.Size(bufs...)) / float64(n)
 }
 
-// compressedSuffix marks the statistics (and the status entries) of a
-// model's compressed requests.
-const compressedSuffix = "+zrun"
+// CompressedSuffix marks the statistics of a model's compressed requests
+// to a target: TargetStatus.Models holds them under the model's name and
+// this suffix, beside the plain ones under the name alone.
+const CompressedSuffix = "+zrun"
 
 // option is t as an option for a request of in bytes for model, sent
 // compressed or not.
@@ -458,23 +482,59 @@ func (p *Proxy) setTargets(fixed, discovered []Target) error {
 	return nil
 }
 
+// bandwidthSchedule says at which of a link's probes (ticks, counted from
+// 0) its bandwidth is measured too: the first, then one each `every`
+// ticks (Config.BandwidthEvery). A bandwidth probe discarded because a
+// request overlapped it is owed, and tried again after 1, 2, 4, ... ticks
+// (at most every) as discards follow each other: under steady traffic,
+// retrying at every tick would send a probe's worth of bytes each
+// ProbeInterval only to throw it away. A probe kept (or failed) resets
+// that. A due probe waits while requests are in the proxy.
+type bandwidthSchedule struct {
+	every    int
+	next     int // the tick at which the next bandwidth probe is due
+	discards int // bandwidth probes discarded in a row
+}
+
+// due reports whether a bandwidth probe is to be sent at tick i; busy
+// is true when requests are in the proxy.
+func (s *bandwidthSchedule) due(i int, busy bool) bool { return i >= s.next && !busy }
+
+// sent records a bandwidth probe sent at tick i, discarded or not.
+func (s *bandwidthSchedule) sent(i int, discarded bool) {
+	if !discarded {
+		s.discards = 0
+		s.next = i + s.every
+		return
+	}
+	s.discards++
+	s.next = i + probeBackoff(s.discards, s.every)
+}
+
+// probeBackoff is how many ticks after its discards'th discard in a row
+// (from 1) an owed bandwidth probe is tried again: 1, 2, 4, ... ticks,
+// at most every.
+func probeBackoff(discards, every int) int {
+	d := 1
+	for k := 1; k < discards && d < every; k++ {
+		d *= 2
+	}
+	return max(min(d, every), 1)
+}
+
 // probeLoop measures t's link until ctx ends: the round trip every
-// ProbeInterval, bandwidth too every BandwidthEvery probes (and on the
-// first), with transfers sized to take probeWindow at the last estimate.
-// A bandwidth probe due while requests are in the proxy waits until none
-// is.
+// ProbeInterval, bandwidth too as bandwidthSchedule says (every
+// BandwidthEvery probes, from the first), with transfers sized to take
+// probeWindow at the last estimate.
 func (p *Proxy) probeLoop(ctx context.Context, t *target) {
 	defer close(t.done)
 	tick := time.NewTicker(p.cfg.ProbeInterval)
 	defer tick.Stop()
-	owed := false
+	bw := bandwidthSchedule{every: p.cfg.BandwidthEvery}
 	for i := 0; ; i++ {
 		n := 0
-		if i%p.cfg.BandwidthEvery == 0 || owed {
-			owed = p.busy.Load() > 0
-			if !owed {
-				n = t.probeBytes()
-			}
+		if bw.due(i, p.busy.Load() > 0) {
+			n = t.probeBytes()
 		}
 		arrived := p.arrived.Load()
 		pctx, cancel := context.WithTimeout(ctx, DefaultProbeTimeout)
@@ -483,16 +543,21 @@ func (p *Proxy) probeLoop(ctx context.Context, t *target) {
 		if ctx.Err() != nil {
 			return
 		}
-		if n > 0 && err == nil && (p.busy.Load() > 0 || p.arrived.Load() != arrived) {
-			// A request overlapped the transfers: they shared the link and,
-			// on a slow device, its CPU (a local inference stalls them for
-			// hundreds of ms). Such a reading once made the proxy predict a
-			// link several times slower than it was and keep requests on
-			// the device, whose work then spoiled the next probes too.
-			n, owed = 0, true
-			t.mu.Lock()
-			t.link.overlapped++
-			t.mu.Unlock()
+		if n > 0 {
+			// A request that overlapped the transfers shared the link and,
+			// on a slow device, its CPU with them (a local inference stalls
+			// them for hundreds of ms). Such a reading once made the proxy
+			// predict a link several times slower than it was and keep
+			// requests on the device, whose work then spoiled the next
+			// probes too.
+			overlapped := err == nil && (p.busy.Load() > 0 || p.arrived.Load() != arrived)
+			bw.sent(i, overlapped)
+			if overlapped {
+				n = 0
+				t.mu.Lock()
+				t.link.overlapped++
+				t.mu.Unlock()
+			}
 		}
 		t.mu.Lock()
 		was := t.link.failed
