@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/stats"
+	"google.golang.org/grpc/status"
 
 	"github.com/accelpool/accelpool/oip"
 	"github.com/accelpool/accelpool/oip/grpcsvc"
@@ -74,10 +76,6 @@ func (b *syncBuffer) String() string {
 // or offered because its answers shrink, through the decoding transport
 // and through the relay.
 func TestRefusedCompressionGoesPlain(t *testing.T) {
-	type answer struct {
-		target   string
-		attempts int64
-	}
 	for _, mode := range []struct {
 		compress string
 		// zeros makes the target's answers shrink, so that CompressAuto
@@ -143,6 +141,52 @@ func TestRefusedCompressionGoesPlain(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestUnimplementedPlainToo: a target that answers Unimplemented sent
+// plain as well lacks something else than the decompressor: the request
+// falls back to the device and the target is not marked as refusing
+// compression.
+func TestUnimplementedPlainToo(t *testing.T) {
+	rec := startRecorder(t)
+	rec.setRefuse(grpcsvc.ZeroRun)
+	rec.setFail(status.Error(codes.Unimplemented, "no such service"))
+	var logs syncBuffer
+	p := newProxy(t, Config{
+		Local:    localManager(t, map[string]int{"m": 20}),
+		Targets:  []Target{{Name: "edge", Addr: rec.addr, Tier: "edge"}},
+		Compress: CompressAlways,
+		Logger:   slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	waitProbed(t, p)
+	// The first request explores the device, the second the target:
+	// compressed, then plain, then back to the device.
+	for i, want := range []answer{{LocalName, 1}, {LocalName, 3}} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		r, err := p.Infer(ctx, request("m"))
+		cancel()
+		if err != nil {
+			t.Fatalf("request %d: %v", i+1, err)
+		}
+		if got := (answer{targetOf(r), attempt(r)}); got != want {
+			t.Fatalf("request %d answered by %q after %d attempts, want %q after %d; the target saw encodings %q", i+1, got.target, got.attempts, want.target, want.attempts, rec.requestEncodings())
+		}
+	}
+	if got, want := rec.requestEncodings(), []string{grpcsvc.ZeroRun, ""}; !slices.Equal(got, want) {
+		t.Errorf("the target saw requests with encodings %q, want %q", got, want)
+	}
+	if st := p.Status().Targets[0]; st.CompressionRefused {
+		t.Errorf("status says the target refused compression: %+v", st)
+	}
+	if strings.Contains(logs.String(), "refused a compressed request") {
+		t.Errorf("warned of a refused compression:\n%s", logs.String())
+	}
+}
+
+// answer is who answered a request and after how many attempts.
+type answer struct {
+	target   string
+	attempts int64
 }
 
 // attempt is an answer's ParamAttempts (0 when missing).

@@ -83,9 +83,10 @@
 // accelpool) answers a compressed request with gRPC status Unimplemented.
 // That attempt does not count as the target failing: the request may
 // still go to it plain (in its ranked place; under Compress always, which
-// offered no plain option, next), the target is offered plain only from
-// then on, a warning names it once, and its status says
-// compressionRefused.
+// offered no plain option, next). If the plain attempt answers, the
+// target is offered plain only from then on, a warning names it once, and
+// its status says compressionRefused; if it fails too, Unimplemented was
+// about something else and nothing is remembered.
 //
 // Every response says where it ran and what was predicted (parameters
 // accelpool_target, accelpool_predicted_us, accelpool_attempts, and

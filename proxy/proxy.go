@@ -51,7 +51,8 @@ const (
 	CompressAuto = "auto"
 	// CompressAlways offers each target compressed only, CompressNever
 	// plain only. Whatever the mode, a target that refused a compressed
-	// request (see compressionRefused) is offered plain only from then on.
+	// request (see compressionRefused) and then answered it plain is
+	// offered plain only from then on.
 	CompressAlways = "always"
 	CompressNever  = "never"
 )
@@ -483,6 +484,10 @@ type plan struct {
 	// compressed attempt the target refused for its compression is not
 	// counted: the plain one may well succeed.
 	failedTargets map[string]bool
+	// refused are the targets that answered a compressed attempt
+	// Unimplemented, with that error: if their plain attempt answers,
+	// they are taken to have no zero-run decompressor.
+	refused map[string]error
 }
 
 // offerPlain makes sure pl tries t's plain option after the i'th: when
@@ -580,6 +585,9 @@ func (p *Proxy) run(ctx context.Context, pl *plan, from int, req *oip.InferReque
 // parameters the proxy adds to the response.
 func (p *Proxy) answered(pl *plan, i int) oip.Parameters {
 	opt := pl.ranked[i]
+	if err, ok := pl.refused[opt.Name]; ok && !opt.Compressed && pl.byName[opt.Name].refuseCompression() {
+		p.log.Warn("target refused a compressed request and took it plain; its requests go plain from now on", "target", opt.Name, "err", err)
+	}
 	p.metrics.observe(pl.model, opt, time.Since(pl.start), i == 0)
 	p.metrics.request(pl.model, opt.Name, "success")
 	// Every attempt before this one failed and left its error.
@@ -602,11 +610,14 @@ func (p *Proxy) failed(pl *plan, i int, err error) error {
 	switch {
 	case opt.Local:
 	case opt.Compressed && isCompressionRefused(err):
-		t := pl.byName[opt.Name]
-		if t.refuseCompression() {
-			p.log.Warn("target refused a compressed request; its requests go plain from now on", "target", opt.Name, "err", err)
+		// Unimplemented may also mean the target lacks what the request
+		// needs whatever its encoding: the target is taken to refuse
+		// compression only once the plain attempt succeeds (answered).
+		if pl.refused == nil {
+			pl.refused = map[string]error{}
 		}
-		pl.offerPlain(i, t)
+		pl.refused[opt.Name] = err
+		pl.offerPlain(i, pl.byName[opt.Name])
 	default:
 		if pl.failedTargets == nil {
 			pl.failedTargets = map[string]bool{}
