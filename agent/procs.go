@@ -34,16 +34,18 @@ func GoProcs(base, executors int) int {
 var procs struct {
 	once    sync.Once
 	mu      sync.Mutex
-	base    int // the runtime's default when the first executor came
+	base    int  // GOMAXPROCS in force when the first executor came
+	custom  bool // base was set by the program, not the runtime's default
 	userSet bool
 	by      map[*Manager]int
 }
 
 // setExecutors records m's executors and resizes GOMAXPROCS for all.
-// It returns the GOMAXPROCS now in force. While no executor runs, the
-// runtime's own default is left in force, so Go keeps following the
-// process's CPU limit (a cgroup quota that changes, say); base is read
-// from it each time the first executor arrives.
+// It returns the GOMAXPROCS now in force. When the last executor goes,
+// what was in force before the first comes back: a value the program set
+// itself, or else the runtime's default with its automatic updates (Go
+// then keeps following the process's CPU limit, a cgroup quota that
+// changes, say; any call to GOMAXPROCS turns that off).
 func setExecutors(m *Manager, n int) int {
 	procs.once.Do(func() {
 		_, procs.userSet = os.LookupEnv("GOMAXPROCS")
@@ -51,9 +53,14 @@ func setExecutors(m *Manager, n int) int {
 	})
 	procs.mu.Lock()
 	defer procs.mu.Unlock()
-	if len(procs.by) == 0 {
+	if len(procs.by) == 0 && n > 0 && !procs.userSet {
+		// Is the value in force the runtime's default? Asking resets it
+		// to the default; it is resized (or put back) just below.
 		procs.base = goruntime.GOMAXPROCS(0)
+		goruntime.SetDefaultGOMAXPROCS()
+		procs.custom = goruntime.GOMAXPROCS(0) != procs.base
 	}
+	had := len(procs.by) > 0
 	if n > 0 {
 		procs.by[m] = n
 	} else {
@@ -67,9 +74,14 @@ func setExecutors(m *Manager, n int) int {
 		total += k
 	}
 	if total == 0 {
-		// Back to the runtime's default and its automatic updates (a
-		// call to GOMAXPROCS turns them off).
-		goruntime.SetDefaultGOMAXPROCS()
+		if !had { // nothing of ours to undo
+			return goruntime.GOMAXPROCS(0)
+		}
+		if procs.custom {
+			goruntime.GOMAXPROCS(procs.base)
+		} else {
+			goruntime.SetDefaultGOMAXPROCS()
+		}
 		return goruntime.GOMAXPROCS(0)
 	}
 	want := GoProcs(procs.base, total)

@@ -21,7 +21,8 @@ func TestGoProcs(t *testing.T) {
 }
 
 // TestManagerSizesGOMAXPROCS: loading models adds their executors to
-// GOMAXPROCS, closing the manager gives the runtime's default back.
+// GOMAXPROCS, closing the manager gives back what was in force (under
+// go test -cpu N, a value the program set).
 func TestManagerSizesGOMAXPROCS(t *testing.T) {
 	before := goruntime.GOMAXPROCS(0)
 	m, _, _ := newManager(t, writeRepo(t, map[string]repoModel{"a": {vec, "concurrency: 3\n"}, "b": {vec, "concurrency: 2\n"}}))
@@ -38,8 +39,34 @@ func TestManagerSizesGOMAXPROCS(t *testing.T) {
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if got := goruntime.GOMAXPROCS(0); !userSet && got != procs.base {
-		t.Fatalf("after Close: GOMAXPROCS %d, want the default %d", got, procs.base)
+	if got := goruntime.GOMAXPROCS(0); got != before {
+		t.Fatalf("after Close: GOMAXPROCS %d, want %d as before", got, before)
+	}
+}
+
+// TestProgramGOMAXPROCSKept: a GOMAXPROCS the program set itself is the
+// base executors add to, and comes back when they go.
+func TestProgramGOMAXPROCSKept(t *testing.T) {
+	prev := goruntime.GOMAXPROCS(0)
+	defer goruntime.GOMAXPROCS(prev)
+	set := goruntime.NumCPU() + 3 // not the runtime's default
+	goruntime.GOMAXPROCS(set)
+	m, _, _ := newManager(t, writeRepo(t, map[string]repoModel{"a": {vec, "concurrency: 2\n"}}))
+	procs.mu.Lock()
+	userSet := procs.userSet
+	procs.mu.Unlock()
+	want := GoProcs(set, 2)
+	if userSet { // GOMAXPROCS in the environment: executors leave it alone
+		want = set
+	}
+	if got := goruntime.GOMAXPROCS(0); got != want {
+		t.Errorf("with 2 executors over a set %d: GOMAXPROCS %d, want %d", set, got, want)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := goruntime.GOMAXPROCS(0); got != set {
+		t.Errorf("after Close: GOMAXPROCS %d, want the %d the program set", got, set)
 	}
 }
 
