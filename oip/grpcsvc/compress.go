@@ -61,8 +61,8 @@ func (e *bufferedEncoder) Close() error {
 
 // Decompress returns a lazy reader: gRPC reads at most its receive limit
 // from it, so a stream claiming a huge run costs nothing. Its buffer goes
-// back to the pool when the stream ends (or fails); one gRPC stops
-// reading early is left to the garbage collector.
+// back to the pool when the stream ends or fails, or when gRPC closes the
+// reader (it does once done with it, early or not).
 func (zeroRun) Decompress(r io.Reader) (io.Reader, error) {
 	br := zrunReaders.Get().(*bufio.Reader)
 	br.Reset(r)
@@ -81,12 +81,26 @@ func (p *pooledDecoder) Read(b []byte) (int, error) {
 	}
 	n, err := p.d.Read(b)
 	if err != nil {
-		p.err = err
-		p.br.Reset(nil)
-		zrunReaders.Put(p.br)
-		p.br = nil
+		p.release(err)
 	}
 	return n, err
+}
+
+// Close implements io.Closer: the buffer goes back to the pool.
+func (p *pooledDecoder) Close() error {
+	if p.err == nil {
+		p.release(io.ErrClosedPipe)
+	}
+	return nil
+}
+
+// release ends the stream with err and pools the buffer; the decoder,
+// which holds it, is dropped.
+func (p *pooledDecoder) release(err error) {
+	p.err = err
+	p.br.Reset(nil)
+	zrunReaders.Put(p.br)
+	p.br, p.d = nil, nil
 }
 
 // Compressed is the call option that sends a request, and has its answer
