@@ -121,8 +121,8 @@ func runBenchPlacement(ctx context.Context, args []string, stdout, stderr io.Wri
 			return err
 		}
 	}
-	// Everything the flags can get wrong is checked before the served
-	// demands are measured (minutes of serving).
+	// The policies and the trace are checked before the served demands
+	// are measured (minutes of serving).
 	if _, err := bench.Policies(*policies, w); err != nil {
 		return err
 	}

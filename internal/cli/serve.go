@@ -34,7 +34,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	tlsCert := fs.String("tls-cert", "", "TLS certificate `file`")
 	tlsKey := fs.String("tls-key", "", "TLS key `file`")
 	insecure := fs.Bool("insecure", false, "allow binding beyond loopback without a token")
-	allowSHM := fs.Bool("allow-client-shm", false, "accept tensors in clients' system shared memory (Triton's extension, for clients on this machine; the inputs one request reads from it count against --max-body-bytes)")
+	allowSHM := fs.Bool("allow-client-shm", false, "accept tensors in clients' system shared memory (Triton's extension, for clients on this machine; the inputs one request reads from it are bounded in all by --max-body-bytes, as a body is)")
 	maxBody := fs.Int64("max-body-bytes", 64<<20, "largest request body or gRPC message in `bytes`")
 	logLevel := fs.String("log-level", "info", "log `level`")
 	logFormat := fs.String("log-format", "text", "log `format`: text or json")

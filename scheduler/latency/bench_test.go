@@ -41,7 +41,8 @@ func BenchmarkBatch8(b *testing.B) {
 }
 
 // BenchmarkPS5Delay is BenchmarkPS5 with profiles that carry a delay (as
-// the profiler's CPU profiles do): each p99 is then found by bisection.
+// validate-sim's served-alone profiles do): each p99 is then the root of
+// a mixed tail.
 func BenchmarkPS5Delay(b *testing.B) {
 	loads := benchLoads(5)
 	for i := range loads {

@@ -28,8 +28,9 @@ type Profile struct {
 	// waking an idle core — measured by serving the model alone at the
 	// application's rate; DelayCV is its coefficient of variation.
 	// Co-located loads do not stretch it: every model adds it to the time
-	// at the accelerator (addDelay; processor sharing in its tail). Zero (the profiler's default) leaves the
-	// predictions of ServiceTimeMs alone.
+	// at the accelerator (addDelay; processor sharing in its tail). Zero
+	// (the profiler's default) leaves the predictions of ServiceTimeMs
+	// alone.
 	DelayMs, DelayCV float64
 	// MemoryBytes is the accelerator memory the loaded model takes.
 	MemoryBytes int64
@@ -191,7 +192,10 @@ func addDelay(pr Prediction, p Profile) Prediction {
 	}
 	dv := p.DelayCV * p.DelayCV * p.DelayMs * p.DelayMs
 	ex := math.Max(pr.P99Ms-pr.MeanMs, 0)
-	dex := whQuantile(p.DelayMs, dv, 0.99) - p.DelayMs
+	// Wilson–Hilferty gives 0 for a delay far more variable than any
+	// measured (a CV above ~8): its excess is then taken as none rather
+	// than negative.
+	dex := math.Max(whQuantile(p.DelayMs, dv, 0.99)-p.DelayMs, 0)
 	pr.MeanMs += p.DelayMs
 	pr.P99Ms = pr.MeanMs + math.Hypot(ex, dex)
 	return pr

@@ -229,7 +229,7 @@ func psP99Delay(own, x, cv, dm, dcv, rho, lam, meanS float64) float64 {
 	// the model's own error), by regula falsi with the Illinois rule on
 	// the tail's logarithm, which is near linear in y. It starts from the
 	// two parts' own p99s, which bracket the mixture's: a few evaluations
-	// of the tail where bisection from 0 took 20. The bracket is kept
+	// of the tail where 60 bisections from 0 were taken before. The bracket is kept
 	// throughout, and hi is always a y the tail is at or under 0.01 at.
 	f := func(y float64) float64 { return math.Log(max(tail(y), 1e-300)) - math.Log(0.01) }
 	qIdle, qBusy := whQuantile(dm, idle, 0.99), whQuantile(dm+m1, dv+vc, 0.99)
