@@ -325,11 +325,7 @@ func TestPSDelayAgainstSimulation(t *testing.T) {
 					Profile: Profile{ServiceTimeMs: c.work, ServiceTimeCV: c.cv, DelayMs: c.delay, DelayCV: c.dcv}})
 			}
 			ks, resp := simPSRaw(cs, simJobs(rho), 1, 1)
-			r := rand.New(rand.NewPCG(3, 5))
-			for j, k := range ks {
-				c := mx.classes[k]
-				resp[j] += simClass{mean: c.delay, cv: c.dcv}.draw(r)
-			}
+			addDelays(ks, resp, rand.New(rand.NewPCG(3, 5)), func(k int) simClass { return simClass{mean: mx.classes[k].delay, cv: mx.classes[k].dcv} })
 			sim := summarise(len(cs), ks, resp)
 			pred, err := PS{}.Predict(loads)
 			if err != nil {
@@ -518,11 +514,7 @@ func TestFCFSDelayAgainstSimulation(t *testing.T) {
 				cs = append(cs, simClass{rate: scale / 1000, mean: c.s, model: c.model, switchMs: c.c})
 			}
 			ks, resp := simFCFSRaw(cs, simJobs(target), 2)
-			r := rand.New(rand.NewPCG(7, 11))
-			for j, k := range ks {
-				c := mx.cls[k]
-				resp[j] += simClass{mean: c.d, cv: c.dcv}.draw(r)
-			}
+			addDelays(ks, resp, rand.New(rand.NewPCG(7, 11)), func(k int) simClass { return simClass{mean: mx.cls[k].d, cv: mx.cls[k].dcv} })
 			sim := summarise(len(cs), ks, resp)
 			pred, err := FCFS{}.Predict(loads)
 			if err != nil {
@@ -543,6 +535,14 @@ func TestFCFSDelayAgainstSimulation(t *testing.T) {
 	t.Log("FCFS with a delay per request against simulation\n" + b.String())
 	if worstMean > 3 || lowP99 < -6 || highP99 > 10 {
 		t.Errorf("FCFS with delay off the simulation: mean error up to %.1f%%, p99 error %+.1f%%…%+.1f%%", worstMean, lowP99, highP99)
+	}
+}
+
+// addDelays adds to each simulated response a delay drawn from its
+// class's distribution (delay(k)), independent of the queue.
+func addDelays(ks []int, resp []float64, r *rand.Rand, delay func(k int) simClass) {
+	for j, k := range ks {
+		resp[j] += delay(k).draw(r)
 	}
 }
 
