@@ -256,7 +256,7 @@ func TestPSAgainstSimulation(t *testing.T) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%-20s %4s %7s %9s %9s %7s %9s %9s %7s\n", "mix", "ρ", "s ms", "sim mean", "model", "error", "sim p99", "model", "error")
-	worstMean, lowP99, highP99 := 0.0, 0.0, 0.0
+	var errs simErrors
 	for _, mx := range mixes {
 		for _, rho := range []float64{0.3, 0.5, 0.7, 0.9} {
 			sum := 0.0
@@ -276,19 +276,17 @@ func TestPSAgainstSimulation(t *testing.T) {
 				t.Fatal(err)
 			}
 			for i, p := range pred {
-				em, ep := pct(p.MeanMs, sim[i].mean), pct(p.P99Ms, sim[i].p99)
-				worstMean = math.Max(worstMean, math.Abs(em))
-				lowP99, highP99 = math.Min(lowP99, ep), math.Max(highP99, ep)
+				em, ep := errs.add(p, sim[i])
 				fmt.Fprintf(&b, "%-20s %4.1f %7.2f %9.2f %9.2f %+6.1f%% %9.2f %9.2f %+6.1f%%\n", mx.name, rho, mx.sizes[i], sim[i].mean, p.MeanMs, em, sim[i].p99, p.P99Ms, ep)
 			}
 		}
 	}
-	fmt.Fprintf(&b, "worst |error| of the mean %.1f%%; p99 error from %+.1f%% to %+.1f%% (%d simulated requests per mix at ρ < 0.8, %d at 0.9)\n", worstMean, lowP99, highP99, simJobs(0), simJobs(1))
+	fmt.Fprintf(&b, "worst |error| of the mean %.1f%%; p99 error from %+.1f%% to %+.1f%% (%d simulated requests per mix at ρ < 0.8, %d at 0.9)\n", errs.worstMean, errs.lowP99, errs.highP99, simJobs(0), simJobs(1))
 	t.Log("PS (M/G/1-PS) against simulation\n" + b.String())
 	// The mean is exact (the simulation's own noise is about 1 %); the
 	// p99 is an approximation, allowed to err more on the safe side.
-	if worstMean > 3 || lowP99 < -8 || highP99 > 12 {
-		t.Errorf("PS model off the simulation: mean error up to %.1f%%, p99 error %+.1f%%…%+.1f%%", worstMean, lowP99, highP99)
+	if errs.worstMean > 3 || errs.lowP99 < -8 || errs.highP99 > 12 {
+		t.Errorf("PS model off the simulation: mean error up to %.1f%%, p99 error %+.1f%%…%+.1f%%", errs.worstMean, errs.lowP99, errs.highP99)
 	}
 }
 
@@ -309,7 +307,7 @@ func TestPSDelayAgainstSimulation(t *testing.T) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%-18s %4s %6s %6s %9s %9s %7s %9s %9s %7s\n", "mix", "ρ", "work", "delay", "sim mean", "model", "error", "sim p99", "model", "error")
-	worstMean, lowP99, highP99 := 0.0, 0.0, 0.0
+	var errs simErrors
 	for _, mx := range mixes {
 		for _, rho := range []float64{0.3, 0.5, 0.7} {
 			sum := 0.0
@@ -332,21 +330,19 @@ func TestPSDelayAgainstSimulation(t *testing.T) {
 				t.Fatal(err)
 			}
 			for i, p := range pred {
-				em, ep := pct(p.MeanMs, sim[i].mean), pct(p.P99Ms, sim[i].p99)
-				worstMean = math.Max(worstMean, math.Abs(em))
-				lowP99, highP99 = math.Min(lowP99, ep), math.Max(highP99, ep)
+				em, ep := errs.add(p, sim[i])
 				c := mx.classes[i]
 				fmt.Fprintf(&b, "%-18s %4.1f %6.1f %6.1f %9.2f %9.2f %+6.1f%% %9.2f %9.2f %+6.1f%%\n", mx.name, rho, c.work, c.delay, sim[i].mean, p.MeanMs, em, sim[i].p99, p.P99Ms, ep)
 			}
 		}
 	}
-	fmt.Fprintf(&b, "worst |error| of the mean %.1f%%; p99 error from %+.1f%% to %+.1f%%\n", worstMean, lowP99, highP99)
+	fmt.Fprintf(&b, "worst |error| of the mean %.1f%%; p99 error from %+.1f%% to %+.1f%%\n", errs.worstMean, errs.lowP99, errs.highP99)
 	t.Log("PS with a delay per request against simulation\n" + b.String())
 	// The base model's p99 for a short request beside long ones is up to
 	// 8 % low at ρ 0.7 (the no-delay rows); summing the delay's moments
 	// into the excess adds up to 3 points.
-	if worstMean > 3 || lowP99 < -12 || highP99 > 12 {
-		t.Errorf("PS with delay off the simulation: mean error up to %.1f%%, p99 error %+.1f%%…%+.1f%%", worstMean, lowP99, highP99)
+	if errs.worstMean > 3 || errs.lowP99 < -12 || errs.highP99 > 12 {
+		t.Errorf("PS with delay off the simulation: mean error up to %.1f%%, p99 error %+.1f%%…%+.1f%%", errs.worstMean, errs.lowP99, errs.highP99)
 	}
 }
 
@@ -366,7 +362,7 @@ func TestPSServersAgainstSimulation(t *testing.T) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%-31s %2s %4s %7s %9s %9s %7s %9s %9s %7s\n", "mix", "c", "u", "s ms", "sim mean", "model", "error", "sim p99", "model", "error")
-	worstMean, lowP99, highP99 := 0.0, 0.0, 0.0
+	var errs simErrors
 	for _, mx := range mixes {
 		for _, c := range []float64{2, 4} {
 			for _, u := range []float64{0.3, 0.5, 0.7, 0.85} {
@@ -390,20 +386,18 @@ func TestPSServersAgainstSimulation(t *testing.T) {
 					if !near(p.Utilisation, u, 1e-9) {
 						t.Fatalf("utilisation %v, want %v", p.Utilisation, u)
 					}
-					em, ep := pct(p.MeanMs, sim[i].mean), pct(p.P99Ms, sim[i].p99)
-					worstMean = math.Max(worstMean, math.Abs(em))
-					lowP99, highP99 = math.Min(lowP99, ep), math.Max(highP99, ep)
+					em, ep := errs.add(p, sim[i])
 					fmt.Fprintf(&b, "%-31s %2.0f %4.2f %7.2f %9.2f %9.2f %+6.1f%% %9.2f %9.2f %+6.1f%%\n", mx.name, c, u, mx.sizes[i], sim[i].mean, p.MeanMs, em, sim[i].p99, p.P99Ms, ep)
 				}
 			}
 		}
 	}
-	fmt.Fprintf(&b, "worst |error| of the mean %.1f%%; p99 error from %+.1f%% to %+.1f%%\n", worstMean, lowP99, highP99)
+	fmt.Fprintf(&b, "worst |error| of the mean %.1f%%; p99 error from %+.1f%% to %+.1f%%\n", errs.worstMean, errs.lowP99, errs.highP99)
 	t.Log("PS on c servers (M/G/c-PS) against simulation\n" + b.String())
 	// The mean is within the simulation's noise; the p99 errs on the safe side
 	// at low loads, where a request rarely waits for a server.
-	if worstMean > 3 || lowP99 < -8 || highP99 > 30 {
-		t.Errorf("multi-server PS model off the simulation: mean error up to %.1f%%, p99 error %+.1f%%…%+.1f%%", worstMean, lowP99, highP99)
+	if errs.worstMean > 3 || errs.lowP99 < -8 || errs.highP99 > 30 {
+		t.Errorf("multi-server PS model off the simulation: mean error up to %.1f%%, p99 error %+.1f%%…%+.1f%%", errs.worstMean, errs.lowP99, errs.highP99)
 	}
 	// One server is the single-server model exactly.
 	loads := []Load{{Name: "a", Rate: 30, Profile: Profile{ServiceTimeMs: 10, ServiceTimeCV: 0.1}}, {Name: "b", Rate: 5, Profile: Profile{ServiceTimeMs: 40}}}
@@ -434,7 +428,7 @@ func TestFCFSAgainstSimulation(t *testing.T) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%-20s %4s %7s %9s %9s %7s %9s %9s %7s\n", "mix", "ρ", "s ms", "sim mean", "model", "error", "sim p99", "model", "error")
-	worstMean, lowP99, highP99 := 0.0, 0.0, 0.0
+	var errs simErrors
 	for _, mx := range mixes {
 		for _, target := range []float64{0.3, 0.5, 0.7, 0.9} {
 			// Equal rates λ; scale λ so that the model's ρ is target.
@@ -458,17 +452,15 @@ func TestFCFSAgainstSimulation(t *testing.T) {
 				t.Fatal(err)
 			}
 			for i, p := range pred {
-				em, ep := pct(p.MeanMs, sim[i].mean), pct(p.P99Ms, sim[i].p99)
-				worstMean = math.Max(worstMean, math.Abs(em))
-				lowP99, highP99 = math.Min(lowP99, ep), math.Max(highP99, ep)
+				em, ep := errs.add(p, sim[i])
 				fmt.Fprintf(&b, "%-20s %4.1f %7.2f %9.2f %9.2f %+6.1f%% %9.2f %9.2f %+6.1f%%\n", mx.name, p.Utilisation, mx.cls[i].s, sim[i].mean, p.MeanMs, em, sim[i].p99, p.P99Ms, ep)
 			}
 		}
 	}
-	fmt.Fprintf(&b, "worst |error| of the mean %.1f%%; p99 error from %+.1f%% to %+.1f%% (%d simulated requests per mix at ρ < 0.8, %d at 0.9)\n", worstMean, lowP99, highP99, simJobs(0), simJobs(1))
+	fmt.Fprintf(&b, "worst |error| of the mean %.1f%%; p99 error from %+.1f%% to %+.1f%% (%d simulated requests per mix at ρ < 0.8, %d at 0.9)\n", errs.worstMean, errs.lowP99, errs.highP99, simJobs(0), simJobs(1))
 	t.Log("FCFS with switches (M/G/1, Pollaczek–Khinchine, Cramér–Lundberg tail) against simulation\n" + b.String())
-	if worstMean > 3 || lowP99 < -5 || highP99 > 8 {
-		t.Errorf("FCFS model off the simulation: mean error up to %.1f%%, p99 error %+.1f%%…%+.1f%%", worstMean, lowP99, highP99)
+	if errs.worstMean > 3 || errs.lowP99 < -5 || errs.highP99 > 8 {
+		t.Errorf("FCFS model off the simulation: mean error up to %.1f%%, p99 error %+.1f%%…%+.1f%%", errs.worstMean, errs.lowP99, errs.highP99)
 	}
 }
 
@@ -493,7 +485,7 @@ func TestFCFSDelayAgainstSimulation(t *testing.T) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%-17s %4s %6s %6s %9s %9s %7s %9s %9s %7s %9s %7s\n", "mix", "ρ", "s ms", "delay", "sim mean", "model", "error", "sim p99", "model", "error", "sum p99s", "error")
-	worstMean, lowP99, highP99 := 0.0, 0.0, 0.0
+	var errs simErrors
 	for _, mx := range mixes {
 		for _, target := range []float64{0.3, 0.6, 0.85} {
 			var loads, bare []Load
@@ -524,17 +516,15 @@ func TestFCFSDelayAgainstSimulation(t *testing.T) {
 			for i, p := range pred {
 				c := mx.cls[i]
 				sum := without[i].P99Ms + whQuantile(c.d, c.dcv*c.dcv*c.d*c.d, 0.99)
-				em, ep := pct(p.MeanMs, sim[i].mean), pct(p.P99Ms, sim[i].p99)
-				worstMean = math.Max(worstMean, math.Abs(em))
-				lowP99, highP99 = math.Min(lowP99, ep), math.Max(highP99, ep)
+				em, ep := errs.add(p, sim[i])
 				fmt.Fprintf(&b, "%-17s %4.2f %6.2f %6.1f %9.2f %9.2f %+6.1f%% %9.2f %9.2f %+6.1f%% %9.2f %+6.1f%%\n", mx.name, p.Utilisation, c.s, c.d, sim[i].mean, p.MeanMs, em, sim[i].p99, p.P99Ms, ep, sum, pct(sum, sim[i].p99))
 			}
 		}
 	}
-	fmt.Fprintf(&b, "worst |error| of the mean %.1f%%; p99 error from %+.1f%% to %+.1f%%\n", worstMean, lowP99, highP99)
+	fmt.Fprintf(&b, "worst |error| of the mean %.1f%%; p99 error from %+.1f%% to %+.1f%%\n", errs.worstMean, errs.lowP99, errs.highP99)
 	t.Log("FCFS with a delay per request against simulation\n" + b.String())
-	if worstMean > 3 || lowP99 < -6 || highP99 > 10 {
-		t.Errorf("FCFS with delay off the simulation: mean error up to %.1f%%, p99 error %+.1f%%…%+.1f%%", worstMean, lowP99, highP99)
+	if errs.worstMean > 3 || errs.lowP99 < -6 || errs.highP99 > 10 {
+		t.Errorf("FCFS with delay off the simulation: mean error up to %.1f%%, p99 error %+.1f%%…%+.1f%%", errs.worstMean, errs.lowP99, errs.highP99)
 	}
 }
 
@@ -544,6 +534,19 @@ func addDelays(ks []int, resp []float64, r *rand.Rand, delay func(k int) simClas
 	for j, k := range ks {
 		resp[j] += delay(k).draw(r)
 	}
+}
+
+// simErrors tracks a model's errors against simulation: the worst
+// |error| of the mean and the range of the p99's (percent).
+type simErrors struct{ worstMean, lowP99, highP99 float64 }
+
+// add records a prediction against its simulated figures and returns the
+// two errors.
+func (e *simErrors) add(p Prediction, sim simStats) (em, ep float64) {
+	em, ep = pct(p.MeanMs, sim.mean), pct(p.P99Ms, sim.p99)
+	e.worstMean = math.Max(e.worstMean, math.Abs(em))
+	e.lowP99, e.highP99 = math.Min(e.lowP99, ep), math.Max(e.highP99, ep)
+	return em, ep
 }
 
 func pct(pred, meas float64) float64 { return 100 * (pred - meas) / meas }
@@ -566,7 +569,7 @@ func TestBatchAgainstSimulation(t *testing.T) {
 	p := Profile{ServiceTimeMs: 10, BatchServiceMs: map[int]float64{2: 12, 4: 16, 8: 24}}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%5s %6s %7s %6s %9s %9s %7s %9s %9s %7s\n", "batch", "delay", "req/s", "λS(B)/B", "sim mean", "model", "error", "sim p99", "model", "error")
-	worstMean, lowP99, highP99 := 0.0, 0.0, 0.0
+	var errs simErrors
 	for _, B := range []int{4, 8} {
 		for _, D := range []float64{0, 5} {
 			for _, load := range []float64{0.2, 0.5, 0.8, 0.9} {
@@ -577,17 +580,15 @@ func TestBatchAgainstSimulation(t *testing.T) {
 					t.Fatal(err)
 				}
 				q := pred[0]
-				em, ep := pct(q.MeanMs, sim.mean), pct(q.P99Ms, sim.p99)
-				worstMean = math.Max(worstMean, math.Abs(em))
-				lowP99, highP99 = math.Min(lowP99, ep), math.Max(highP99, ep)
+				em, ep := errs.add(q, sim)
 				fmt.Fprintf(&b, "%5d %6.0f %7.0f %6.1f %9.2f %9.2f %+6.1f%% %9.2f %9.2f %+6.1f%%\n", B, D, rate, load, sim.mean, q.MeanMs, em, sim.p99, q.P99Ms, ep)
 			}
 		}
 	}
-	fmt.Fprintf(&b, "worst |error| of the mean %.1f%%; p99 error from %+.1f%% to %+.1f%%\n", worstMean, lowP99, highP99)
+	fmt.Fprintf(&b, "worst |error| of the mean %.1f%%; p99 error from %+.1f%% to %+.1f%%\n", errs.worstMean, errs.lowP99, errs.highP99)
 	t.Log("Batch (dynamic batching on a dedicated slice) against simulation\n" + b.String())
-	if worstMean > 3 || lowP99 < -8 || highP99 > 8 {
-		t.Errorf("batch model off the simulation: mean error up to %.1f%%, p99 error %+.1f%%…%+.1f%%", worstMean, lowP99, highP99)
+	if errs.worstMean > 3 || errs.lowP99 < -8 || errs.highP99 > 8 {
+		t.Errorf("batch model off the simulation: mean error up to %.1f%%, p99 error %+.1f%%…%+.1f%%", errs.worstMean, errs.lowP99, errs.highP99)
 	}
 	// Batching off is FCFS with the batch-1 time.
 	got, _ := Batch{MaxBatch: 1}.Predict([]Load{{Name: "a", Rate: 50, Profile: p}})
