@@ -258,36 +258,41 @@ func servedAlone(ctx context.Context, call callFunc, serviceMs float64) (latency
 	return latencyMs, cpuMs, cpuOK, nil
 }
 
-// servedAtRate serves one target alone, open-loop at its rate, and splits
-// each request's latency into what the cores did — at most cpuMs, the CPU
-// one request costs served (servedAlone) — and the rest (waiting for the
-// transport, for an idle core to wake), which co-located work does not
-// stretch. Where this process spent more CPU per request than the mean
-// latency (client, server and collector count too), the latencies are
-// scaled up to it first. A failed request is an error: the profile would
-// leave it out.
-func servedAtRate(ctx context.Context, svc oip.Service, t loadTarget, warmup, measure time.Duration, seed uint64, cpuMs float64) (res loadResult, work, delay []float64, err error) {
+// servedAtRate serves one target alone, open-loop at its rate. scale is
+// how much more CPU this process spent per request than the mean latency
+// (client, server and collector count too), at least 1: splitAlone
+// stretches the latencies by it. A failed request is an error: the
+// profile would leave it out.
+func servedAtRate(ctx context.Context, svc oip.Service, t loadTarget, warmup, measure time.Duration, seed uint64) (res loadResult, scale float64, err error) {
 	cpuA, cpuOK := processCPU()
 	res = openLoop(ctx, svc, []loadTarget{t}, warmup, measure, 30*time.Second, seed)[0]
 	if err := ctx.Err(); err != nil {
-		return res, nil, nil, err
+		return res, 0, err
 	}
 	cpuB, _ := processCPU()
 	if len(res.latMs) == 0 || res.failed > 0 {
-		return res, nil, nil, fmt.Errorf("%s alone at %.1f req/s: %d of %d requests failed", t.served, t.rate, res.failed, res.sent)
+		return res, 0, fmt.Errorf("%s alone at %.1f req/s: %d of %d requests failed", t.served, t.rate, res.failed, res.sent)
 	}
-	scale := 1.0
+	scale = 1.0
 	if cpuOK && res.meanMs > 0 {
 		// The CPU covers the warm-up's requests too: about
 		// sent·(warm-up+measure)/measure in all.
 		all := float64(res.sent) * float64(warmup+measure) / float64(measure)
 		scale = max(1, float64(cpuB-cpuA)/1e6/all/res.meanMs)
 	}
-	work, delay = make([]float64, len(res.latMs)), make([]float64, len(res.latMs))
-	for k, x := range res.latMs {
+	return res, scale, nil
+}
+
+// splitAlone splits each latency of a model served alone, stretched by
+// scale, into what the cores did — at most cpuMs, the CPU one request
+// costs served (servedAlone) — and the rest (waiting for the transport,
+// for an idle core to wake), which co-located work does not stretch.
+func splitAlone(latMs []float64, scale, cpuMs float64) (work, delay []float64) {
+	work, delay = make([]float64, len(latMs)), make([]float64, len(latMs))
+	for k, x := range latMs {
 		x *= scale
 		work[k] = min(x, cpuMs)
 		delay[k] = x - work[k]
 	}
-	return res, work, delay, nil
+	return work, delay
 }

@@ -261,7 +261,7 @@ func TestValidateSimEndToEnd(t *testing.T) {
 			}
 		}
 	}
-	if !regexp.MustCompile(`(?m)^analytic model \(latency\.PS, \d+\.\d\d servers\) on this machine's measurements: mean error mean \d+\.\d %, max \d+\.\d %; p99 error mean \d+\.\d %, max \d+\.\d %; target 10 % \(given the ALONE latencies split into work and delay instead: mean error mean \d+\.\d %, p99 error mean \d+\.\d %\)$`).MatchString(out.String()) {
+	if !regexp.MustCompile(`(?m)^analytic model \(latency\.PS, \d+ servers, demand served alone at \d+\.\d req/s\) on this machine's measurements: mean error mean \d+\.\d %, max \d+\.\d %; p99 error mean \d+\.\d %, max \d+\.\d %; target 10 % \(with the calibrated demands and \d+\.\d\d servers instead: mean error mean \d+\.\d %, p99 error mean \d+\.\d %; given each level's ALONE latencies split into work and delay: mean error mean \d+\.\d %, p99 error mean \d+\.\d %\)$`).MatchString(out.String()) {
 		t.Errorf("analytic model's line missing:\n%s", out.String())
 	}
 }

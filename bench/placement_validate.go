@@ -11,13 +11,10 @@ import (
 	goruntime "runtime"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/accelpool/accelpool/agent/profile"
 	"github.com/accelpool/accelpool/agent/runtime"
-	"github.com/accelpool/accelpool/cluster"
-	"github.com/accelpool/accelpool/scheduler/latency"
 	"github.com/accelpool/accelpool/sim"
 	"github.com/accelpool/accelpool/tensor"
 )
@@ -64,7 +61,10 @@ type ValidateConfig struct {
 	Seed        uint64
 	// WorkDir holds the scratch repository; empty uses a temporary one.
 	WorkDir string
-	Logger  *slog.Logger
+	// Record, if set, is a file the measurements are written to as JSON
+	// (a ValidateRecord), after each level.
+	Record string
+	Logger *slog.Logger
 	// QuietWait, when positive, is how long to wait before profiling and
 	// before each level for the rest of the machine to use less than
 	// 10 % of its CPUs (on a shared machine other work slows the models
@@ -136,14 +136,19 @@ type ValidateApp struct {
 	AloneMeanMs, AloneP99Ms float64
 	EmpMeanMs, EmpP99Ms     float64
 	// ModelMeanMs and ModelP99Ms are the placement's own analytic latency
-	// model (latency.PS with the cores' effective parallelism as its
-	// servers) given the calibrated demands: what the latency checker
-	// would predict for this node with served profiles. DelayModelMeanMs
+	// model (latency.PS, a server per core and intra-op thread) given as
+	// each model's demand its latencies served alone at the lightest
+	// level's rate: what the latency checker would predict for this node
+	// with profiles of the models served. CalModelMeanMs and
+	// CalModelP99Ms are the same model with the cores' effective
+	// parallelism as its servers and the calibrated demands (sequential
+	// requests served alone) instead. DelayModelMeanMs
 	// and DelayModelP99Ms are the same model given each model's profile
 	// served alone at this rate instead: the ALONE latencies split into
 	// work and a delay (Profile.DelayMs) as the empirical simulation
 	// splits them.
 	ModelMeanMs, ModelP99Ms           float64
+	CalModelMeanMs, CalModelP99Ms     float64
 	DelayModelMeanMs, DelayModelP99Ms float64
 	GeneratorLagP99Ms                 float64
 	ErrP99, ErrP99RPC                 float64 // relative: (sim - measured) / measured
@@ -185,8 +190,9 @@ type ValidateReport struct {
 	// error on this machine's own measurements.
 	MeanAbsErrP99Model, MaxAbsErrP99Model   float64
 	MeanAbsErrMeanModel, MaxAbsErrMeanModel float64
-	// The same for the model given the profiles served alone at the rate
-	// (with delays).
+	// The same for the model with the calibrated demands, and given the
+	// profiles served alone at each level's rate (with delays).
+	MeanAbsErrP99CalModel, MeanAbsErrMeanCalModel     float64
 	MeanAbsErrP99DelayModel, MeanAbsErrMeanDelayModel float64
 }
 
@@ -240,7 +246,7 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 	// Profile each model alone, as the profiler does for the registry.
 	inputs := map[string][]tensor.Tensor{}
 	var entries []repoEntry
-	profiles := sim.Profiles{}
+	var vprofs []ValidateProfile
 	for _, m := range cfg.Models {
 		path, err := modelFile(cfg.Repository, m)
 		if err != nil {
@@ -266,12 +272,11 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 		if err != nil {
 			return rep, err
 		}
-		profiles.Set(m, "cpu", svc)
 		vp := ValidateProfile{Model: m, Input: desc, ServiceMs: svc.MeanMs, CV: svc.CV, P99Ms: p.ServiceP99Ms[1], Slowdown: 1}
 		if c1, cn := p.ConcurrentMs[1], p.ConcurrentMs[rep.CPUs]; c1 > 0 && cn > 0 {
 			vp.Slowdown = cn / c1
 		}
-		rep.Profiles = append(rep.Profiles, vp)
+		vprofs = append(vprofs, vp)
 		entries = append(entries, repoEntry{name: m, file: path, config: serveConfig{concurrency: cfg.Concurrency, queue: maxInFlight, intra: cfg.Threads}})
 	}
 
@@ -283,92 +288,41 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 	defer srv.close()
 	fmt.Fprintf(out, "serving node up: GOMAXPROCS %d (the cores and a P per executor: agent.GoProcs)\n", goruntime.GOMAXPROCS(0))
 	// Served alone: sequential requests, the serving path's cost.
-	for i := range rep.Profiles {
-		p := &rep.Profiles[i]
+	for i := range vprofs {
+		p := &vprofs[i]
 		var err error
 		p.ServedMs, p.ServedCPUMs, _, err = servedAlone(ctx, servedCall(srv.client, p.Model, inputs[p.Model])(), p.ServiceMs)
 		if err != nil {
 			return rep, fmt.Errorf("%s served: %w", p.Model, err)
 		}
 	}
-	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "MODEL\tINPUT\tPROFILE MEAN ms\tCV\tP99 ms\t%d AT ONCE (x alone)\tSERVED ALONE ms (gRPC)\tCPU ms/REQUEST\n", rep.CPUs)
-	var slow []float64
-	for _, p := range rep.Profiles {
-		fmt.Fprintf(tw, "%s\t%s\t%.3f\t%.2f\t%.2f\t%.2f\t%.3f\t%.3f\n", p.Model, p.Input, p.ServiceMs, p.CV, p.P99Ms, p.Slowdown, p.ServedMs, p.ServedCPUMs)
-		slow = append(slow, p.Slowdown)
-	}
-	tw.Flush()
-	fmt.Fprintln(out)
-
+	rec := ValidateRecord{Host: hostDesc(), Taken: time.Now().UTC().Truncate(time.Second), CPUs: rep.CPUs,
+		Threads: cfg.Threads, Concurrency: cfg.Concurrency, WarmupS: cfg.Warmup.Seconds(), DurationS: cfg.Duration.Seconds(),
+		Seed: cfg.Seed, Profiles: vprofs}
 	sumWork := 0.0
-	for _, p := range rep.Profiles {
+	for _, p := range vprofs {
 		sumWork += p.ServiceMs / 1e3
 	}
-	// The scenario as the simulator sees it: this machine as one node,
-	// naively (its nominal cores, the profiles alone) and calibrated by
-	// what was measured alone: the cores' effective parallelism (the
-	// median slowdown of one request per core running at once) and, as
-	// each request's demand, what a request served alone took: the larger
-	// of its latency and the CPU time it cost this process (model, gRPC
-	// client and server, garbage collection), which competes for the
-	// same cores.
-	rep.Parallelism = min(max(float64(rep.CPUs)/median(slow), 1), float64(rep.CPUs))
-	naive := cluster.Node{Name: "local", Accelerators: []cluster.Accelerator{{ID: "cpu0", Kind: "cpu", Compute: float64(rep.CPUs * cfg.Threads), MemoryBytes: 1 << 30}}}
-	calibrated := naive
-	calibrated.Accelerators = []cluster.Accelerator{naive.Accelerators[0]}
-	calibrated.Accelerators[0].Compute = rep.Parallelism * float64(cfg.Threads)
-	var insts []cluster.Instance
-	for _, m := range cfg.Models {
-		insts = append(insts, cluster.Instance{ID: m, App: m, Node: "local", Accelerator: "cpu0"})
-	}
-	rpcProfiles := sim.Profiles{}
-	cpuDemand := map[string]float64{}
-	modelLoads := make([]latency.Load, 0, len(rep.Profiles))
-	for _, p := range rep.Profiles {
-		d := max(p.ServedCPUMs, p.ServedMs, p.ServiceMs)
-		svc := sim.Service{MeanMs: d, CV: p.CV * p.ServiceMs / d}
-		rpcProfiles.Set(p.Model, "cpu", svc)
-		cpuDemand[p.Model] = d
-		modelLoads = append(modelLoads, latency.Load{Name: p.Model, Model: p.Model,
-			Profile: latency.Profile{ServiceTimeMs: svc.MeanMs, ServiceTimeCV: svc.CV}})
-	}
-	analytic := latency.PS{Servers: rep.Parallelism} // requests at full speed at once, as the simulator derives from Compute
-	fmt.Fprintf(out, "calibrated: %d cores give %.2f requests' worth of full speed at once (median slowdown %.2fx with %d at once); demand = a request served alone (the larger of its latency and its CPU time)\n\n",
-		rep.CPUs, rep.Parallelism, median(slow), rep.CPUs)
-	var errs, errsRPC, errsEmp, errsModel, errsModelMean, errsDelay, errsDelayMean []float64
 	for li, level := range cfg.Levels {
 		rate := level * float64(rep.CPUs) / sumWork
-		lv := ValidateLevel{Level: level, Rate: rate}
+		lv := RecordedLevel{Level: level, Rate: rate}
 		if err := quiet(fmt.Sprintf("level %d", li+1)); err != nil {
 			return rep, err
 		}
 		var targets []loadTarget
-		var apps []sim.App
 		for _, m := range cfg.Models {
 			targets = append(targets, loadTarget{served: m, rate: rate, inputs: inputs[m]})
-			apps = append(apps, sim.App{Name: m, Model: m, Rate: rate, ObjectiveMs: math.MaxFloat64})
 		}
 		// Each model alone at this rate first: its latency distribution
 		// under these arrivals (idle gaps, the serving path's jitter) is
 		// the empirical simulation's demand.
-		empProfiles := sim.Profiles{}
-		delayLoads := make([]latency.Load, len(targets))
-		alone := make([]loadResult, len(targets))
+		lv.Apps = make([]RecordedApp, len(targets))
 		for i, t := range targets {
-			var samples, delays []float64
-			var err error
-			alone[i], samples, delays, err = servedAtRate(ctx, srv.client, t, cfg.Warmup, cfg.Duration, cfg.Seed+uint64(li), cpuDemand[t.served])
+			res, scale, err := servedAtRate(ctx, srv.client, t, cfg.Warmup, cfg.Duration, cfg.Seed+uint64(li))
 			if err != nil {
 				return rep, fmt.Errorf("validate-sim: %w", err)
 			}
-			// The empirical simulation draws the pairs; the analytic
-			// model takes their moments.
-			wm, wcv := meanCV(samples)
-			dm, dcv := meanCV(delays)
-			empProfiles.Set(t.served, "cpu", sim.Service{MeanMs: wm + dm, SamplesMs: samples, SampleDelaysMs: delays})
-			delayLoads[i] = latency.Load{Name: t.served, Model: t.served, Rate: rate,
-				Profile: latency.Profile{ServiceTimeMs: wm, ServiceTimeCV: wcv, DelayMs: dm, DelayCV: dcv}}
+			lv.Apps[i] = RecordedApp{Model: t.served, AloneMs: roundMs(res.latMs), AloneScale: scale}
 		}
 		cpu0, _ := processCPU()
 		sys0, sysOK := machineCPU()
@@ -384,81 +338,26 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 		if sysOK {
 			lv.OthersBusy = max(float64(sys1-sys0)/wall-lv.CPUBusy, 0)
 		}
-		sc := sim.Scenario{Nodes: []cluster.Node{naive}, Instances: insts, Apps: apps, Profiles: profiles,
-			Duration: cfg.SimDuration, Warmup: 10 * time.Second, Seed: cfg.Seed + uint64(li),
-			Concurrency: cfg.Concurrency, JobThreads: cfg.Threads}
-		simRes, err := sim.Run(sc)
-		if err != nil {
-			return rep, err
+		for i, m := range measured {
+			a := &lv.Apps[i]
+			a.TogetherMs, a.Sent, a.Failed, a.LagP99Ms = roundMs(m.latMs), m.sent, m.failed, m.lagP99Ms
 		}
-		sc.Profiles = rpcProfiles
-		sc.Nodes = []cluster.Node{calibrated}
-		rpcRes, err := sim.Run(sc)
-		if err != nil {
-			return rep, err
+		rec.Levels = append(rec.Levels, lv)
+		fmt.Fprintf(out, "level %d/%d measured: %.1f req/s per model; CPU busy: this process %.0f %%, other processes %.0f %%\n",
+			li+1, len(cfg.Levels), rate, 100*lv.CPUBusy, 100*lv.OthersBusy)
+		// Written after every level, so that an interrupted run keeps
+		// what it measured.
+		if cfg.Record != "" {
+			if err := WriteValidateRecord(cfg.Record, rec); err != nil {
+				return rep, err
+			}
 		}
-		sc.Profiles = empProfiles
-		empRes, err := sim.Run(sc)
-		if err != nil {
-			return rep, err
-		}
-		for i := range modelLoads {
-			modelLoads[i].Rate = rate
-		}
-		preds, err := analytic.Predict(modelLoads)
-		if err != nil {
-			return rep, err
-		}
-		delayPreds, err := analytic.Predict(delayLoads)
-		if err != nil {
-			return rep, err
-		}
-		for i, m := range cfg.Models {
-			ms, rs, es := simRes.Apps[i], rpcRes.Apps[i], empRes.Apps[i]
-			meas := measured[i]
-			a := ValidateApp{Model: m, Rate: rate, Requests: meas.sent, Failed: meas.failed,
-				MeasuredMeanMs: meas.meanMs, MeasuredP99Ms: meas.p99Ms, GeneratorLagP99Ms: meas.lagP99Ms,
-				SimMeanMs: ms.MeanMs, SimP99Ms: ms.P99Ms, RPCMeanMs: rs.MeanMs, RPCP99Ms: rs.P99Ms,
-				AloneMeanMs: alone[i].meanMs, AloneP99Ms: alone[i].p99Ms, EmpMeanMs: es.MeanMs, EmpP99Ms: es.P99Ms,
-				ModelMeanMs: preds[i].MeanMs, ModelP99Ms: preds[i].P99Ms,
-				DelayModelMeanMs: delayPreds[i].MeanMs, DelayModelP99Ms: delayPreds[i].P99Ms}
-			a.ErrP99Model, a.ErrMeanModel = relErr(a.ModelP99Ms, a.MeasuredP99Ms), relErr(a.ModelMeanMs, a.MeasuredMeanMs)
-			errsModel, errsModelMean = append(errsModel, math.Abs(a.ErrP99Model)), append(errsModelMean, math.Abs(a.ErrMeanModel))
-			errsDelay = append(errsDelay, math.Abs(relErr(a.DelayModelP99Ms, a.MeasuredP99Ms)))
-			errsDelayMean = append(errsDelayMean, math.Abs(relErr(a.DelayModelMeanMs, a.MeasuredMeanMs)))
-			a.ErrP99, a.ErrP99RPC, a.ErrP99Emp = relErr(a.SimP99Ms, a.MeasuredP99Ms), relErr(a.RPCP99Ms, a.MeasuredP99Ms), relErr(a.EmpP99Ms, a.MeasuredP99Ms)
-			a.ErrMean, a.ErrMeanRPC, a.ErrMeanEmp = relErr(a.SimMeanMs, a.MeasuredMeanMs), relErr(a.RPCMeanMs, a.MeasuredMeanMs), relErr(a.EmpMeanMs, a.MeasuredMeanMs)
-			errs, errsRPC, errsEmp = append(errs, math.Abs(a.ErrP99)), append(errsRPC, math.Abs(a.ErrP99RPC)), append(errsEmp, math.Abs(a.ErrP99Emp))
-			lv.Apps = append(lv.Apps, a)
-		}
-		rep.Levels = append(rep.Levels, lv)
-		fmt.Fprintf(out, "level %d/%d: the models' work is %.0f %% of %d cores: %.1f req/s per model (%.1f in all); CPU busy: this process %.0f %%, other processes %.0f %%\n",
-			li+1, len(cfg.Levels), level*100, rep.CPUs, rate, rate*float64(len(cfg.Models)), 100*lv.CPUBusy, 100*lv.OthersBusy)
-		tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-		fmt.Fprintf(tw, "MODEL\tREQUESTS\tMEASURED mean ms\tp99 ms\tALONE mean ms\tp99 ms\tNAIVE SIM p99 ms\tERR\tCALIBRATED SIM p99 ms\tERR\tEMPIRICAL SIM mean ms\tp99 ms\tERR mean\tERR p99\tANALYTIC mean ms\tp99 ms\tERR mean\tERR p99\tCLIENT LAG p99 ms\n")
-		for _, a := range lv.Apps {
-			fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%+.1f%%\t%.2f\t%+.1f%%\t%.2f\t%.2f\t%+.1f%%\t%+.1f%%\t%.2f\t%.2f\t%+.1f%%\t%+.1f%%\t%.2f\n", a.Model, a.Requests,
-				a.MeasuredMeanMs, a.MeasuredP99Ms, a.AloneMeanMs, a.AloneP99Ms, a.SimP99Ms, 100*a.ErrP99,
-				a.RPCP99Ms, 100*a.ErrP99RPC, a.EmpMeanMs, a.EmpP99Ms, 100*a.ErrMeanEmp, 100*a.ErrP99Emp,
-				a.ModelMeanMs, a.ModelP99Ms, 100*a.ErrMeanModel, 100*a.ErrP99Model, a.GeneratorLagP99Ms)
-		}
-		tw.Flush()
-		fmt.Fprintln(out)
 	}
-	rep.MeanAbsErrP99, rep.MaxAbsErrP99 = meanMax(errs)
-	rep.MeanAbsErrP99RPC, rep.MaxAbsErrP99RPC = meanMax(errsRPC)
-	rep.MeanAbsErrP99Emp, rep.MaxAbsErrP99Emp = meanMax(errsEmp)
-	rep.MeanAbsErrP99Model, rep.MaxAbsErrP99Model = meanMax(errsModel)
-	rep.MeanAbsErrMeanModel, rep.MaxAbsErrMeanModel = meanMax(errsModelMean)
-	rep.MeanAbsErrP99DelayModel, _ = meanMax(errsDelay)
-	rep.MeanAbsErrMeanDelayModel, _ = meanMax(errsDelayMean)
-	fmt.Fprintf(out, "ALONE: the model served by itself at the same rate, just before. NAIVE SIM: the nominal cores, the profiles' mean and CV. CALIBRATED SIM: the cores' effective parallelism, and the mean of sequential requests served alone as the demand. EMPIRICAL SIM: the effective parallelism, and the ALONE latencies themselves: each up to the calibrated demand is work on the cores, the rest a delay that occupies none. ANALYTIC: the placement's latency model (latency.PS, the effective parallelism as its servers) with the calibrated demands.\n")
-	fmt.Fprintf(out, "analytic model (latency.PS, %.2f servers) on this machine's measurements: mean error mean %.1f %%, max %.1f %%; p99 error mean %.1f %%, max %.1f %%; target %.0f %% (given the ALONE latencies split into work and delay instead: mean error mean %.1f %%, p99 error mean %.1f %%)\n",
-		analytic.Servers, 100*rep.MeanAbsErrMeanModel, 100*rep.MaxAbsErrMeanModel, 100*rep.MeanAbsErrP99Model, 100*rep.MaxAbsErrP99Model, 100*TargetModelError,
-		100*rep.MeanAbsErrMeanDelayModel, 100*rep.MeanAbsErrP99DelayModel)
-	fmt.Fprintf(out, "validate-sim: empirical p99 error mean %.1f %%, max %.1f %% (calibrated: mean %.1f %%, max %.1f %%; naive: mean %.1f %%, max %.1f %%) over %d (model, level) pairs; target %.0f %%\n",
-		100*rep.MeanAbsErrP99Emp, 100*rep.MaxAbsErrP99Emp, 100*rep.MeanAbsErrP99RPC, 100*rep.MaxAbsErrP99RPC, 100*rep.MeanAbsErrP99, 100*rep.MaxAbsErrP99, len(errs), 100*TargetSimP99Error)
-	return rep, nil
+	if cfg.Record != "" {
+		fmt.Fprintf(out, "recorded every measurement in %s (evaluate it again with --replay)\n", cfg.Record)
+	}
+	fmt.Fprintln(out)
+	return EvaluateValidation(rec, EvaluateOptions{SimDuration: cfg.SimDuration, Seed: cfg.Seed}, out)
 }
 
 func relErr(sim, measured float64) float64 {

@@ -29,7 +29,10 @@ exceeds its objective counts as a violation.
                        at its rate over gRPC
   --mode validate-sim  the simulator against real serving: --models served
                        together at several load levels, each also profiled
-                       alone and simulated; prints the p99 errors
+                       alone and simulated; prints the p99 errors.
+                       --record FILE keeps every measurement (JSON, written
+                       after each level); --replay FILE evaluates such a
+                       file again without serving or ONNX Runtime
 
 Policies (--policy all, or a comma-separated list): model-driven (the
 analytic latency models), knapsack-first, knapsack-best, knapsack-worst
@@ -65,6 +68,8 @@ func runBenchPlacement(ctx context.Context, args []string, stdout, stderr io.Wri
 	threads := fs.Int("intra-op-threads", 1, "ONNX Runtime intra-op threads per request (--mode validate-sim)")
 	profileRuns := fs.Int("profile-runs", 300, "profiler runs per model (--mode validate-sim)")
 	quietWait := fs.Duration("quiet-wait", 0, "wait up to this long before each phase for other processes to use < 10 % of the CPUs (--mode validate-sim, real)")
+	record := fs.String("record", "", "write every measurement of --mode validate-sim to this JSON `file` (after each level)")
+	replay := fs.String("replay", "", "--mode validate-sim: evaluate the measurements in this JSON `file` (from --record) instead of serving")
 	logLevel := fs.String("log-level", "warn", "serving node log `level`")
 	servedDemand := fs.Bool("served-demand", false, "--mode real: measure what each model costs served on this machine (latency or CPU per request through gRPC) and place with that instead of the workload's profiles; the model-driven policy then counts the CPU's cores")
 	if err := parse(fs, args); err != nil {
@@ -79,6 +84,22 @@ func runBenchPlacement(ctx context.Context, args []string, stdout, stderr io.Wri
 	}
 	newBackend := func() (*onnx.Backend, error) { return onnx.New(onnx.Config{LibPath: *ortLib, Logger: log}) }
 
+	if (*record != "" || *replay != "") && *mode != "validate-sim" {
+		return fmt.Errorf("--record and --replay need --mode validate-sim")
+	}
+	if *mode == "validate-sim" && *replay != "" {
+		if *record != "" {
+			return fmt.Errorf("--replay evaluates a recording; it cannot also --record")
+		}
+		rec, err := bench.ReadValidateRecord(*replay)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "accelpool bench placement --mode validate-sim --replay %s: measured on %s at %s (%d intra-op threads, %d executors per model, %gs per phase)\n\n",
+			*replay, rec.Host, rec.Taken.Format(time.RFC3339), rec.Threads, rec.Concurrency, rec.DurationS)
+		_, err = bench.EvaluateValidation(rec, bench.EvaluateOptions{Seed: *seed}, stdout)
+		return err
+	}
 	if *mode == "validate-sim" {
 		lv, err := parseFloats(*levels, "--levels")
 		if err != nil {
@@ -89,7 +110,8 @@ func runBenchPlacement(ctx context.Context, args []string, stdout, stderr io.Wri
 			return err
 		}
 		cfg := bench.ValidateConfig{Backend: b, Repository: *repo, Levels: lv, Threads: *threads, Concurrency: *concurrency,
-			Warmup: *warmup, Duration: *duration, ProfileRuns: *profileRuns, Seed: *seed, Logger: log, QuietWait: *quietWait}
+			Warmup: *warmup, Duration: *duration, ProfileRuns: *profileRuns, Seed: *seed, Logger: log, QuietWait: *quietWait,
+			Record: *record}
 		for _, m := range strings.Split(*models, ",") {
 			if m = strings.TrimSpace(m); m != "" {
 				cfg.Models = append(cfg.Models, m)

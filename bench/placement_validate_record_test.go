@@ -1,0 +1,180 @@
+package bench
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestValidateRecordReplays: a validate-sim run's record, read back and
+// evaluated again, gives the figures the run printed, line for line; and
+// an interrupted run keeps the levels it measured.
+func TestValidateRecordReplays(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rec.json")
+	var live strings.Builder
+	rep, err := RunValidateSim(context.Background(), ValidateConfig{
+		Backend: echoBackend{pause: 300 * time.Microsecond}, Repository: echoRepo(t, "m1", "m2"), Models: []string{"m1", "m2"},
+		Levels: []float64{0.05, 0.1}, Warmup: 100 * time.Millisecond, Duration: 400 * time.Millisecond,
+		ProfileRuns: 20, SimDuration: 30 * time.Second, WorkDir: t.TempDir(), Record: path,
+	}, &live)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, live.String())
+	}
+	rec, err := ReadValidateRecord(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.Levels) != 2 || len(rec.Levels[1].Apps) != 2 || len(rec.Levels[1].Apps[0].TogetherMs) == 0 || rec.Host == "" {
+		t.Fatalf("record %+v", rec)
+	}
+	var again strings.Builder
+	rep2, err := EvaluateValidation(rec, EvaluateOptions{SimDuration: 30 * time.Second}, &again)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The live run printed progress lines first; from the profile table
+	// on, the replay prints the same.
+	i := strings.Index(live.String(), "MODEL\tINPUT")
+	if i < 0 {
+		i = strings.Index(live.String(), "MODEL ")
+	}
+	if i < 0 || live.String()[i:] != again.String()[strings.Index(again.String(), "MODEL "):] {
+		t.Errorf("replay differs from the run:\n--- run\n%s\n--- replay\n%s", live.String(), again.String())
+	}
+	if rep.MeanAbsErrMeanModel != rep2.MeanAbsErrMeanModel || rep.MeanAbsErrP99Emp != rep2.MeanAbsErrP99Emp {
+		t.Errorf("report: run %+v, replay %+v", rep, rep2)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Errorf("record mode %v, %v", fi.Mode(), err)
+	}
+
+	// Cancelled during the second level: the file holds the first.
+	ctx, cancel := context.WithCancel(context.Background())
+	part := filepath.Join(t.TempDir(), "part.json")
+	_, err = RunValidateSim(ctx, ValidateConfig{
+		Backend: echoBackend{pause: 300 * time.Microsecond}, Repository: echoRepo(t, "m1"), Models: []string{"m1"},
+		Levels: []float64{0.05, 0.1}, Warmup: 100 * time.Millisecond, Duration: 300 * time.Millisecond,
+		ProfileRuns: 20, WorkDir: t.TempDir(), Record: part,
+	}, writerFunc(func(p []byte) {
+		if strings.Contains(string(p), "level 1/2 measured") {
+			cancel()
+		}
+	}))
+	if err == nil {
+		t.Fatal("a cancelled run reported no error")
+	}
+	got, err := ReadValidateRecord(part)
+	if err != nil || len(got.Levels) != 1 {
+		t.Fatalf("after cancelling: %d levels, %v", len(got.Levels), err)
+	}
+}
+
+type writerFunc func([]byte)
+
+func (f writerFunc) Write(p []byte) (int, error) { f(p); return len(p), nil }
+
+// TestValidateRecordBadInput: a damaged record is refused with an error
+// naming the entry, never evaluated into figures.
+func TestValidateRecordBadInput(t *testing.T) {
+	good := `{"host":"h","cpus":2,"threads":1,"concurrency":2,"seed":1,
+ "profiles":[{"Model":"a","ServiceMs":2,"CV":0.1,"P99Ms":3,"Slowdown":1.1,"ServedMs":2.5,"ServedCPUMs":2.6}],
+ "levels":[{"level":0.1,"rate":50,"apps":[{"model":"a","alone_ms":[2.5,3.1],"alone_scale":1,"together_ms":[2.7,3.3],"sent":2,"failed":0}]}]}`
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if _, err := ReadValidateRecord(write("good.json", good)); err != nil {
+		t.Fatalf("good record: %v", err)
+	}
+	for _, c := range []struct{ name, from, to, want string }{
+		{"not json", good, `{"host":`, "unexpected end of JSON input"},
+		{"no cpus", `"cpus":2`, `"cpus":0`, "cpus 0"},
+		{"no levels", `"levels":[{`, `"levels":[],"x":[{`, "no levels"},
+		{"negative latency", `[2.7,3.3]`, `[2.7,-3.3]`, "levels[0].apps[0] (a): latency 1 is -3.3 ms"},
+		{"wrong model", `{"model":"a"`, `{"model":"b"`, "levels[0].apps[0] (b): the profiles list a here"},
+		{"zero service", `"ServiceMs":2`, `"ServiceMs":0`, "profiles[0] (a)"},
+		{"more answers than sent", `"sent":2`, `"sent":1`, "sent 1, failed 0, 2 latencies"},
+		{"scale below one", `"alone_scale":1`, `"alone_scale":0.5`, "scale 0.5"},
+	} {
+		body := strings.Replace(good, c.from, c.to, 1)
+		if c.name == "not json" {
+			body = c.to
+		}
+		_, err := ReadValidateRecord(write(strings.ReplaceAll(c.name, " ", "-")+".json", body))
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "record ") {
+			t.Errorf("%s: err = %v, want it to name %q", c.name, err, c.want)
+		}
+	}
+	if _, err := ReadValidateRecord(filepath.Join(dir, "missing.json")); err == nil {
+		t.Error("a missing file gave no error")
+	}
+}
+
+// validationRecordings are recordings of `accelpool bench placement
+// --mode validate-sim --record` on Machine A (docs/benchmarks.md), with
+// the analytic model's errors on them when they were committed, rounded
+// up to the next half point: a change to the latency model or to the
+// calibration that makes its predictions of this machine's measurements
+// worse fails here, and one that improves them should lower these.
+var validationRecordings = []struct {
+	file            string
+	meanErr, p99Err float64 // mean |relative error| of the mean, of the p99
+	simP99Err       float64 // the empirical simulation's mean |p99 error|
+}{
+	{"machine-a-2026-11-21-levels-10-40.json", 6.0, 25.0, 38.0},
+	{"machine-a-2026-11-21-levels-15-35.json", 12.5, 45.0, 51.5},
+}
+
+// TestValidationThisMachine is the analytic latency model (and the
+// simulator) against this project's own measurements of co-located models
+// on this machine, at several rates: the recordings' latencies served
+// together are predicted from what was measured with each model alone.
+// It prints every (level, model) error; TargetModelError (10 %) is the
+// issue's target, which these recordings do not meet (see
+// docs/benchmarks.md), so what it holds the model to is the figures above.
+func TestValidationThisMachine(t *testing.T) {
+	if len(validationRecordings) == 0 {
+		t.Fatal("no recordings listed")
+	}
+	for _, r := range validationRecordings {
+		rec, err := ReadValidateRecord(filepath.Join("testdata", "validate-sim", r.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out strings.Builder
+		rep, err := EvaluateValidation(rec, EvaluateOptions{}, &out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s (%s, %s):\n%s", r.file, rec.Host, rec.Taken.Format(time.DateOnly), out.String())
+		t.Logf("%s: analytic model mean error %.1f %% (target %.0f %%: %s), p99 error %.1f %%; empirical simulation p99 error %.1f %% (target %.0f %%)",
+			r.file, 100*rep.MeanAbsErrMeanModel, 100*TargetModelError, metOrNot(rep.MeanAbsErrMeanModel <= TargetModelError),
+			100*rep.MeanAbsErrP99Model, 100*rep.MeanAbsErrP99Emp, 100*TargetSimP99Error)
+		for _, c := range []struct {
+			what      string
+			got, held float64
+		}{
+			{"analytic mean error", rep.MeanAbsErrMeanModel, r.meanErr},
+			{"analytic p99 error", rep.MeanAbsErrP99Model, r.p99Err},
+			{"empirical simulation p99 error", rep.MeanAbsErrP99Emp, r.simP99Err},
+		} {
+			if !(c.got <= c.held/100) {
+				t.Errorf("%s: %s %.1f %%, worse than the %.1f %% recorded", r.file, c.what, 100*c.got, c.held)
+			}
+		}
+	}
+}
+
+func metOrNot(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "not met"
+}
