@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -105,21 +106,21 @@ func (c ValidateConfig) withDefaults() ValidateConfig {
 
 // ValidateProfile is one model's profile and its latency served alone.
 type ValidateProfile struct {
-	Model     string
-	Input     string
-	ServiceMs float64
-	CV        float64
-	P99Ms     float64
+	Model     string  `json:"model"`
+	Input     string  `json:"input"`
+	ServiceMs float64 `json:"service_ms"`
+	CV        float64 `json:"cv"`
+	P99Ms     float64 `json:"p99_ms"`
 	// Slowdown is the mean latency with one request per core running at
 	// once over the latency of one alone (1 when the cores are
 	// independent).
-	Slowdown float64
+	Slowdown float64 `json:"slowdown"`
 	// ServedMs is the mean latency of sequential gRPC requests, one at a
 	// time (the serving path's own cost on top of ServiceMs), and
 	// ServedCPUMs the CPU time this process spent per request meanwhile:
 	// the model, the client, the server and the garbage collector.
-	ServedMs    float64
-	ServedCPUMs float64
+	ServedMs    float64 `json:"served_ms"`
+	ServedCPUMs float64 `json:"served_cpu_ms"`
 }
 
 // ValidateApp compares one application at one level.
@@ -136,7 +137,7 @@ type ValidateApp struct {
 	AloneMeanMs, AloneP99Ms float64
 	EmpMeanMs, EmpP99Ms     float64
 	// ModelMeanMs and ModelP99Ms are the placement's own analytic latency
-	// model (latency.PS, a server per core and intra-op thread) given as
+	// model (latency.PS, cores ÷ intra-op threads servers) given as
 	// each model's demand its latencies served alone at the lightest
 	// level's rate: what the latency checker would predict for this node
 	// with profiles of the models served. CalModelMeanMs and
@@ -205,8 +206,12 @@ type ValidateReport struct {
 // from those profiles three ways (naive, calibrated, empirical: see the
 // printed legend). Before each level every model is also served alone at
 // that level's rate; those latencies are the empirical simulation's
-// demand. It prints, per level and application, the measured and
-// simulated mean and p99 and the error; the empirical one is the headline.
+// demand. The measurements go into a ValidateRecord (written to
+// cfg.Record after each level, if set), which EvaluateValidation then
+// compares with the simulations and the analytic models, printing per
+// level and application the measured and predicted mean and p99 and the
+// errors. A run that fails part way evaluates the levels it finished
+// before returning the error.
 func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (ValidateReport, error) {
 	cfg = cfg.withDefaults()
 	rep := ValidateReport{CPUs: goruntime.NumCPU()}
@@ -239,6 +244,15 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 			fmt.Fprintf(out, "(waited %v for other processes to quiet down before %s; they now use %.0f %% of the CPUs)\n", waited.Round(time.Second), what, 100*others)
 		}
 		return nil
+	}
+	if cfg.Record != "" {
+		// Found out now rather than after profiling and a level.
+		f, err := os.CreateTemp(filepath.Dir(cfg.Record), filepath.Base(cfg.Record)+".tmp-*")
+		if err != nil {
+			return rep, fmt.Errorf("record %s: %w", cfg.Record, err)
+		}
+		f.Close()
+		os.Remove(f.Name())
 	}
 	if err := quiet("profiling"); err != nil {
 		return rep, err
@@ -298,16 +312,25 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 	}
 	rec := ValidateRecord{Host: hostDesc(), Taken: time.Now().UTC().Truncate(time.Second), CPUs: rep.CPUs,
 		Threads: cfg.Threads, Concurrency: cfg.Concurrency, WarmupS: cfg.Warmup.Seconds(), DurationS: cfg.Duration.Seconds(),
-		Seed: cfg.Seed, Profiles: vprofs}
+		Seed: cfg.Seed, SimDurationS: cfg.SimDuration.Seconds(), Profiles: vprofs}
 	sumWork := 0.0
 	for _, p := range vprofs {
 		sumWork += p.ServiceMs / 1e3
+	}
+	// A level that fails leaves the finished ones to evaluate.
+	partial := func(err error) (ValidateReport, error) {
+		if len(rec.Levels) == 0 {
+			return rep, err
+		}
+		fmt.Fprintf(out, "\nstopped at level %d of %d (%v); the levels measured so far:\n\n", len(rec.Levels)+1, len(cfg.Levels), err)
+		r, eerr := EvaluateValidation(rec, EvaluateOptions{SimDuration: cfg.SimDuration, Seed: cfg.Seed}, out)
+		return r, errors.Join(err, eerr)
 	}
 	for li, level := range cfg.Levels {
 		rate := level * float64(rep.CPUs) / sumWork
 		lv := RecordedLevel{Level: level, Rate: rate}
 		if err := quiet(fmt.Sprintf("level %d", li+1)); err != nil {
-			return rep, err
+			return partial(err)
 		}
 		var targets []loadTarget
 		for _, m := range cfg.Models {
@@ -320,7 +343,7 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 		for i, t := range targets {
 			res, scale, err := servedAtRate(ctx, srv.client, t, cfg.Warmup, cfg.Duration, cfg.Seed+uint64(li))
 			if err != nil {
-				return rep, fmt.Errorf("validate-sim: %w", err)
+				return partial(fmt.Errorf("validate-sim: %w", err))
 			}
 			lv.Apps[i] = RecordedApp{Model: t.served, AloneMs: roundMs(res.latMs), AloneScale: scale}
 		}
@@ -329,7 +352,7 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 		t0 := time.Now()
 		measured := openLoop(ctx, srv.client, targets, cfg.Warmup, cfg.Duration, 30*time.Second, cfg.Seed+uint64(li))
 		if err := ctx.Err(); err != nil {
-			return rep, err
+			return partial(err)
 		}
 		cpu1, _ := processCPU()
 		sys1, _ := machineCPU()
@@ -349,7 +372,7 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 		// what it measured.
 		if cfg.Record != "" {
 			if err := WriteValidateRecord(cfg.Record, rec); err != nil {
-				return rep, err
+				return partial(err)
 			}
 		}
 	}

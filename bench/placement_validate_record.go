@@ -34,6 +34,10 @@ type ValidateRecord struct {
 	WarmupS     float64 `json:"warmup_s"`
 	DurationS   float64 `json:"duration_s"`
 	Seed        uint64  `json:"seed"`
+	// SimDurationS is the virtual time simulated per level when the
+	// record was evaluated live (0: the default), so a replay simulates
+	// the same.
+	SimDurationS float64 `json:"sim_duration_s,omitempty"`
 	// Profiles has one entry per model, in the order the levels list
 	// them.
 	Profiles []ValidateProfile `json:"profiles"`
@@ -69,6 +73,11 @@ type RecordedApp struct {
 	LagP99Ms   float64   `json:"lag_p99_ms"`
 }
 
+// maxRecordRate bounds a level's rate per model (req/s): the simulator
+// generates rate × duration arrivals, so a damaged rate must not make a
+// replay run for hours.
+const maxRecordRate = 1e5
+
 // maxRecordBytes bounds a record file read back: a 20 s level of a few
 // models is tens of kilobytes.
 const maxRecordBytes = 64 << 20
@@ -97,8 +106,9 @@ func WriteValidateRecord(path string, rec ValidateRecord) error {
 	}
 	_, werr := tmp.Write(append(b, '\n'))
 	merr := tmp.Chmod(0o644) // a record is data to share, not a secret
+	serr := tmp.Sync()
 	cerr := tmp.Close()
-	if err := errors.Join(werr, merr, cerr); err != nil {
+	if err := errors.Join(werr, merr, serr, cerr); err != nil {
 		os.Remove(tmp.Name())
 		return fmt.Errorf("record %s: %w", path, err)
 	}
@@ -140,14 +150,21 @@ func (r ValidateRecord) check() error {
 	switch {
 	case r.CPUs <= 0 || r.CPUs > 4096:
 		return fmt.Errorf("cpus %d: want 1 to 4096", r.CPUs)
-	case r.Threads <= 0 || r.Concurrency <= 0:
-		return fmt.Errorf("threads %d, concurrency %d: both must be at least 1", r.Threads, r.Concurrency)
+	case r.Threads <= 0 || r.Concurrency <= 0 || r.Threads > 1024 || r.Concurrency > 1024:
+		return fmt.Errorf("threads %d, concurrency %d: want 1 to 1024 each", r.Threads, r.Concurrency)
+	case !(r.SimDurationS >= 0) || r.SimDurationS > 1e6:
+		return fmt.Errorf("sim_duration_s %v: want 0 (the default) to 1e6", r.SimDurationS)
 	case len(r.Profiles) == 0:
 		return fmt.Errorf("no profiles")
 	case len(r.Levels) == 0:
 		return fmt.Errorf("no levels")
 	}
+	seen := map[string]bool{}
 	for i, p := range r.Profiles {
+		if seen[p.Model] {
+			return fmt.Errorf("profiles[%d] (%s): the model appears twice", i, p.Model)
+		}
+		seen[p.Model] = true
 		if p.Model == "" || !positive(p.ServiceMs) || !(p.CV >= 0) || p.CV > 10 || !positive(p.Slowdown) ||
 			!(p.ServedMs >= 0) || !(p.ServedCPUMs >= 0) || math.IsInf(p.ServedMs+p.ServedCPUMs, 0) {
 			return fmt.Errorf("profiles[%d] (%s): service %v ms, CV %v, slowdown %v, served %v ms, CPU %v ms: want a name, a service time and slowdown > 0, a CV from 0 to 10 and served figures >= 0",
@@ -155,8 +172,9 @@ func (r ValidateRecord) check() error {
 		}
 	}
 	for li, lv := range r.Levels {
-		if !positive(lv.Rate) || len(lv.Apps) != len(r.Profiles) {
-			return fmt.Errorf("levels[%d]: rate %v req/s and %d apps: want a rate > 0 and one app per profile (%d)", li, lv.Rate, len(lv.Apps), len(r.Profiles))
+		if !positive(lv.Level) || !positive(lv.Rate) || lv.Rate > maxRecordRate || len(lv.Apps) != len(r.Profiles) {
+			return fmt.Errorf("levels[%d]: level %v, rate %v req/s and %d apps: want a level > 0, a rate from 0 to %g and one app per profile (%d)",
+				li, lv.Level, lv.Rate, len(lv.Apps), maxRecordRate, len(r.Profiles))
 		}
 		for ai, a := range lv.Apps {
 			at := fmt.Sprintf("levels[%d].apps[%d] (%s)", li, ai, a.Model)
@@ -165,8 +183,8 @@ func (r ValidateRecord) check() error {
 				return fmt.Errorf("%s: the profiles list %s here", at, r.Profiles[ai].Model)
 			case len(a.AloneMs) == 0 || !(a.AloneScale >= 1) || math.IsInf(a.AloneScale, 0):
 				return fmt.Errorf("%s: %d latencies alone, scale %v: want some, and a scale >= 1", at, len(a.AloneMs), a.AloneScale)
-			case a.Sent < len(a.TogetherMs)+a.Failed || a.Failed < 0 || a.Sent == 0:
-				return fmt.Errorf("%s: sent %d, failed %d, %d latencies: want sent >= latencies + failed > 0", at, a.Sent, a.Failed, len(a.TogetherMs))
+			case a.Failed < 0 || a.Sent != len(a.TogetherMs)+a.Failed || a.Sent == 0:
+				return fmt.Errorf("%s: sent %d, failed %d, %d latencies: want sent = latencies + failed > 0", at, a.Sent, a.Failed, len(a.TogetherMs))
 			}
 			for _, v := range [][]float64{a.AloneMs, a.TogetherMs} {
 				for k, x := range v {
@@ -196,6 +214,9 @@ func EvaluateValidation(rec ValidateRecord, opt EvaluateOptions, out io.Writer) 
 	rep := ValidateReport{CPUs: rec.CPUs, Profiles: rec.Profiles}
 	if err := rec.check(); err != nil {
 		return rep, err
+	}
+	if opt.SimDuration <= 0 {
+		opt.SimDuration = time.Duration(rec.SimDurationS * float64(time.Second))
 	}
 	if opt.SimDuration <= 0 {
 		opt.SimDuration = 600 * time.Second
@@ -248,10 +269,11 @@ func EvaluateValidation(rec ValidateRecord, opt EvaluateOptions, out io.Writer) 
 	// load: the latencies measured alone at the lightest level's rate (the
 	// transport, hand-offs and wake-ups of a served request included) as
 	// the demand, on the nominal cores (cores ÷ intra-op threads servers,
-	// as latency.CPUServers counts them). This is the ANALYTIC column.
+	// at least one, as latency.CPUServers counts them). This is the
+	// ANALYTIC column.
 	light := 0
 	for i, lv := range rec.Levels {
-		if lv.Level < rec.Levels[light].Level {
+		if lv.Rate < rec.Levels[light].Rate {
 			light = i
 		}
 	}
@@ -260,7 +282,7 @@ func EvaluateValidation(rec ValidateRecord, opt EvaluateOptions, out io.Writer) 
 		m, cv := meanCV(a.AloneMs)
 		lightLoads[i] = latency.Load{Name: a.Model, Model: a.Model, Profile: latency.Profile{ServiceTimeMs: m, ServiceTimeCV: cv}}
 	}
-	lightModel := latency.PS{Servers: float64(rec.CPUs) / float64(rec.Threads)}
+	lightModel := latency.PS{Servers: latency.CPUServers(rec.Threads)(&cluster.Accelerator{Kind: "cpu", Compute: float64(rec.CPUs)})}
 	fmt.Fprintf(out, "calibrated: %d cores give %.2f requests' worth of full speed at once (median slowdown %.2fx with %d at once); demand = a request served alone (the larger of its latency and its CPU time)\n\n",
 		rec.CPUs, rep.Parallelism, median(slow), rec.CPUs)
 	var errs, errsRPC, errsEmp, errsModel, errsModelMean, errsDelay, errsDelayMean, errsCal, errsCalMean []float64
@@ -366,8 +388,8 @@ func EvaluateValidation(rec ValidateRecord, opt EvaluateOptions, out io.Writer) 
 	rep.MeanAbsErrMeanCalModel, _ = meanMax(errsCalMean)
 	rep.MeanAbsErrP99DelayModel, _ = meanMax(errsDelay)
 	rep.MeanAbsErrMeanDelayModel, _ = meanMax(errsDelayMean)
-	fmt.Fprintf(out, "ALONE: the model served by itself at the same rate, just before. NAIVE SIM: the nominal cores, the profiles' mean and CV. CALIBRATED SIM: the cores' effective parallelism, and the mean of sequential requests served alone as the demand. EMPIRICAL SIM: the effective parallelism, and the ALONE latencies themselves: each up to the calibrated demand is work on the cores, the rest a delay that occupies none. ANALYTIC: the placement's latency model (latency.PS, one server per core and intra-op thread) with each model's demand its ALONE latencies at the lightest level (level %d).\n", light+1)
-	fmt.Fprintf(out, "analytic model (latency.PS, %.0f servers, demand served alone at %.1f req/s) on this machine's measurements: mean error mean %.1f %%, max %.1f %%; p99 error mean %.1f %%, max %.1f %%; target %.0f %% (with the calibrated demands and %.2f servers instead: mean error mean %.1f %%, p99 error mean %.1f %%; given each level's ALONE latencies split into work and delay: mean error mean %.1f %%, p99 error mean %.1f %%)\n",
+	fmt.Fprintf(out, "ALONE: the model served by itself at the same rate, just before. NAIVE SIM: the nominal cores, the profiles' mean and CV. CALIBRATED SIM: the cores' effective parallelism, and the mean of sequential requests served alone as the demand. EMPIRICAL SIM: the effective parallelism, and the ALONE latencies themselves: each up to the calibrated demand is work on the cores, the rest a delay that occupies none. ANALYTIC: the placement's latency model (latency.PS, cores ÷ intra-op threads servers) with each model's demand its ALONE latencies at the lightest level (level %d).\n", light+1)
+	fmt.Fprintf(out, "analytic model (latency.PS, %g servers, demand served alone at %.1f req/s) on this machine's measurements: mean error mean %.1f %%, max %.1f %%; p99 error mean %.1f %%, max %.1f %%; target %.0f %% (with the calibrated demands and %.2f servers instead: mean error mean %.1f %%, p99 error mean %.1f %%; given each level's ALONE latencies split into work and delay: mean error mean %.1f %%, p99 error mean %.1f %%)\n",
 		lightModel.Servers, rec.Levels[light].Rate, 100*rep.MeanAbsErrMeanModel, 100*rep.MaxAbsErrMeanModel, 100*rep.MeanAbsErrP99Model, 100*rep.MaxAbsErrP99Model, 100*TargetModelError,
 		analytic.Servers, 100*rep.MeanAbsErrMeanCalModel, 100*rep.MeanAbsErrP99CalModel,
 		100*rep.MeanAbsErrMeanDelayModel, 100*rep.MeanAbsErrP99DelayModel)

@@ -2,6 +2,8 @@ package bench
 
 import (
 	"context"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,44 +33,59 @@ func TestValidateRecordReplays(t *testing.T) {
 		t.Fatalf("record %+v", rec)
 	}
 	var again strings.Builder
-	rep2, err := EvaluateValidation(rec, EvaluateOptions{SimDuration: 30 * time.Second}, &again)
+	rep2, err := EvaluateValidation(rec, EvaluateOptions{}, &again)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The live run printed progress lines first; from the profile table
-	// on, the replay prints the same.
-	i := strings.Index(live.String(), "MODEL\tINPUT")
-	if i < 0 {
-		i = strings.Index(live.String(), "MODEL ")
-	}
-	if i < 0 || live.String()[i:] != again.String()[strings.Index(again.String(), "MODEL "):] {
+	// on, the replay prints the same (the record carries the seed and the
+	// simulated duration).
+	i, j := strings.Index(live.String(), "MODEL "), strings.Index(again.String(), "MODEL ")
+	if i < 0 || j < 0 || live.String()[i:] != again.String()[j:] {
 		t.Errorf("replay differs from the run:\n--- run\n%s\n--- replay\n%s", live.String(), again.String())
 	}
 	if rep.MeanAbsErrMeanModel != rep2.MeanAbsErrMeanModel || rep.MeanAbsErrP99Emp != rep2.MeanAbsErrP99Emp {
 		t.Errorf("report: run %+v, replay %+v", rep, rep2)
 	}
-	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o644 {
-		t.Errorf("record mode %v, %v", fi.Mode(), err)
+	if fi, err := os.Stat(path); err != nil {
+		t.Error(err)
+	} else if fi.Mode().Perm() != 0o644 {
+		t.Errorf("record mode %v, want 0644", fi.Mode())
 	}
 
-	// Cancelled during the second level: the file holds the first.
+	// Cancelled during the second level: the file holds the first, and
+	// the run still evaluates it before returning the error.
 	ctx, cancel := context.WithCancel(context.Background())
 	part := filepath.Join(t.TempDir(), "part.json")
-	_, err = RunValidateSim(ctx, ValidateConfig{
+	var partOut strings.Builder
+	prep, err := RunValidateSim(ctx, ValidateConfig{
 		Backend: echoBackend{pause: 300 * time.Microsecond}, Repository: echoRepo(t, "m1"), Models: []string{"m1"},
 		Levels: []float64{0.05, 0.1}, Warmup: 100 * time.Millisecond, Duration: 300 * time.Millisecond,
-		ProfileRuns: 20, WorkDir: t.TempDir(), Record: part,
+		ProfileRuns: 20, SimDuration: 30 * time.Second, WorkDir: t.TempDir(), Record: part,
 	}, writerFunc(func(p []byte) {
+		partOut.Write(p)
 		if strings.Contains(string(p), "level 1/2 measured") {
 			cancel()
 		}
 	}))
-	if err == nil {
-		t.Fatal("a cancelled run reported no error")
+	if err == nil || !errors.Is(err, context.Canceled) {
+		t.Fatalf("a cancelled run: err = %v", err)
+	}
+	if len(prep.Levels) != 1 || !strings.Contains(partOut.String(), "stopped at level 2 of 2") {
+		t.Errorf("cancelled run evaluated %d levels:\n%s", len(prep.Levels), partOut.String())
 	}
 	got, err := ReadValidateRecord(part)
 	if err != nil || len(got.Levels) != 1 {
 		t.Fatalf("after cancelling: %d levels, %v", len(got.Levels), err)
+	}
+
+	// A record that cannot be written is found out before profiling.
+	_, err = RunValidateSim(context.Background(), ValidateConfig{
+		Backend: echoBackend{}, Repository: echoRepo(t, "m1"), Models: []string{"m1"},
+		Record: filepath.Join(t.TempDir(), "no-such-dir", "r.json"),
+	}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "no-such-dir") {
+		t.Errorf("unwritable record: %v", err)
 	}
 }
 
@@ -80,7 +97,7 @@ func (f writerFunc) Write(p []byte) (int, error) { f(p); return len(p), nil }
 // naming the entry, never evaluated into figures.
 func TestValidateRecordBadInput(t *testing.T) {
 	good := `{"host":"h","cpus":2,"threads":1,"concurrency":2,"seed":1,
- "profiles":[{"Model":"a","ServiceMs":2,"CV":0.1,"P99Ms":3,"Slowdown":1.1,"ServedMs":2.5,"ServedCPUMs":2.6}],
+ "profiles":[{"model":"a","service_ms":2,"cv":0.1,"p99_ms":3,"slowdown":1.1,"served_ms":2.5,"served_cpu_ms":2.6}],
  "levels":[{"level":0.1,"rate":50,"apps":[{"model":"a","alone_ms":[2.5,3.1],"alone_scale":1,"together_ms":[2.7,3.3],"sent":2,"failed":0}]}]}`
 	dir := t.TempDir()
 	write := func(name, body string) string {
@@ -98,8 +115,15 @@ func TestValidateRecordBadInput(t *testing.T) {
 		{"no cpus", `"cpus":2`, `"cpus":0`, "cpus 0"},
 		{"no levels", `"levels":[{`, `"levels":[],"x":[{`, "no levels"},
 		{"negative latency", `[2.7,3.3]`, `[2.7,-3.3]`, "levels[0].apps[0] (a): latency 1 is -3.3 ms"},
-		{"wrong model", `{"model":"a"`, `{"model":"b"`, "levels[0].apps[0] (b): the profiles list a here"},
-		{"zero service", `"ServiceMs":2`, `"ServiceMs":0`, "profiles[0] (a)"},
+		{"wrong model", `"apps":[{"model":"a"`, `"apps":[{"model":"b"`, "levels[0].apps[0] (b): the profiles list a here"},
+		{"zero service", `"service_ms":2`, `"service_ms":0`, "profiles[0] (a)"},
+		{"zero threads", `"threads":1`, `"threads":0`, "threads 0"},
+		{"duplicate model", `"served_cpu_ms":2.6}]`, `"served_cpu_ms":2.6},{"model":"a","service_ms":2,"slowdown":1}]`, "profiles[1] (a): the model appears twice"},
+		{"an app missing", `"apps":[{"model":"a"`, `"apps":[],"x":[{"model":"a"`, "levels[0]: level 0.1, rate 50 req/s and 0 apps"},
+		{"no level", `"level":0.1`, `"level":0`, "levels[0]: level 0,"},
+		{"absurd rate", `"rate":50`, `"rate":1e9`, "rate 1e+09 req/s"},
+		{"nothing alone", `"alone_ms":[2.5,3.1]`, `"alone_ms":[]`, "0 latencies alone"},
+		{"fewer answers than sent", `"sent":2`, `"sent":5`, "sent 5, failed 0, 2 latencies"},
 		{"more answers than sent", `"sent":2`, `"sent":1`, "sent 1, failed 0, 2 latencies"},
 		{"scale below one", `"alone_scale":1`, `"alone_scale":0.5`, "scale 0.5"},
 	} {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -32,7 +33,10 @@ exceeds its objective counts as a violation.
                        alone and simulated; prints the p99 errors.
                        --record FILE keeps every measurement (JSON, written
                        after each level); --replay FILE evaluates such a
-                       file again without serving or ONNX Runtime
+                       file again without serving or ONNX Runtime (the
+                       flags that shape a run, --levels, --models,
+                       --duration, --intra-op-threads, are then the
+                       record's)
 
 Policies (--policy all, or a comma-separated list): model-driven (the
 analytic latency models), knapsack-first, knapsack-best, knapsack-worst
@@ -97,7 +101,15 @@ func runBenchPlacement(ctx context.Context, args []string, stdout, stderr io.Wri
 		}
 		fmt.Fprintf(stdout, "accelpool bench placement --mode validate-sim --replay %s: measured on %s at %s (%d intra-op threads, %d executors per model, %gs per phase)\n\n",
 			*replay, rec.Host, rec.Taken.Format(time.RFC3339), rec.Threads, rec.Concurrency, rec.DurationS)
-		_, err = bench.EvaluateValidation(rec, bench.EvaluateOptions{Seed: *seed}, stdout)
+		// The record's own seed unless --seed says otherwise, so that a
+		// replay simulates what the run did.
+		var opt bench.EvaluateOptions
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "seed" {
+				opt.Seed = *seed
+			}
+		})
+		_, err = bench.EvaluateValidation(rec, opt, stdout)
 		return err
 	}
 	if *mode == "validate-sim" {
