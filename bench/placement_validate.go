@@ -247,9 +247,9 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 	}
 	if cfg.Record != "" {
 		// Found out now rather than after profiling and a level.
-		f, err := os.CreateTemp(filepath.Dir(cfg.Record), filepath.Base(cfg.Record)+".tmp-*")
+		f, err := tempBeside(cfg.Record)
 		if err != nil {
-			return rep, fmt.Errorf("record %s: %w", cfg.Record, err)
+			return rep, err
 		}
 		f.Close()
 		os.Remove(f.Name())

@@ -100,9 +100,9 @@ func WriteValidateRecord(path string, rec ValidateRecord) error {
 	if err != nil {
 		return fmt.Errorf("record %s: %w", path, err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
+	tmp, err := tempBeside(path)
 	if err != nil {
-		return fmt.Errorf("record %s: %w", path, err)
+		return err
 	}
 	_, werr := tmp.Write(append(b, '\n'))
 	merr := tmp.Chmod(0o644) // a record is data to share, not a secret
@@ -117,6 +117,17 @@ func WriteValidateRecord(path string, rec ValidateRecord) error {
 		return fmt.Errorf("record %s: %w", path, err)
 	}
 	return nil
+}
+
+// tempBeside creates a temporary file in path's directory, to be renamed
+// to path; RunValidateSim also calls it first to learn early that path
+// cannot be written.
+func tempBeside(path string) (*os.File, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return nil, fmt.Errorf("record %s: %w", path, err)
+	}
+	return f, nil
 }
 
 // ReadValidateRecord reads and checks a record WriteValidateRecord wrote.
@@ -144,7 +155,7 @@ func ReadValidateRecord(path string) (ValidateRecord, error) {
 	return rec, nil
 }
 
-func positive(x float64) bool { return x > 0 && !math.IsInf(x, 0) }
+func positive(x float64) bool { return x > 0 && finite(x) }
 
 func (r ValidateRecord) check() error {
 	switch {
