@@ -79,6 +79,9 @@ type PlacementConfig struct {
 	// QuietWait, when positive, waits up to this long before each real
 	// load for other processes to use < 10 % of the CPUs.
 	QuietWait time.Duration
+	// DemandRequests is the fewest requests ServedDemand measures per
+	// model (default 100): its window is lengthened to hold them.
+	DemandRequests int
 }
 
 func (c PlacementConfig) withDefaults() PlacementConfig {
@@ -96,6 +99,9 @@ func (c PlacementConfig) withDefaults() PlacementConfig {
 	}
 	if c.Seed == 0 {
 		c.Seed = 1
+	}
+	if c.DemandRequests <= 0 {
+		c.DemandRequests = 100
 	}
 	return c
 }
@@ -482,17 +488,9 @@ func measureReal(ctx context.Context, res *PlacementResult, cfg PlacementConfig,
 			return err
 		}
 	}
-	cpu0, _ := processCPU()
-	sys0, sysOK := machineCPU()
-	t0 := time.Now()
+	busy := cpuShare()
 	measured := openLoop(ctx, srv.client, targets, cfg.Warmup, cfg.Duration, 30*time.Second, cfg.Seed)
-	cpu1, _ := processCPU()
-	sys1, _ := machineCPU()
-	wall := float64(time.Since(t0)) * float64(goruntime.NumCPU())
-	res.CPUBusy = float64(cpu1-cpu0) / wall
-	if sysOK {
-		res.OthersBusy = max(float64(sys1-sys0)/wall-res.CPUBusy, 0)
-	}
+	res.CPUBusy, res.OthersBusy = busy()
 	if err := ctx.Err(); err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -266,10 +267,10 @@ func TestValidateSimEndToEnd(t *testing.T) {
 	}
 }
 
-// TestServedDemand: each model's demand is measured served (at least the
-// echo backend's pause per request), replaces the profile, and makes the
-// model-driven policy count the cores; the ceiling, whose model does not,
-// is then not printed.
+// TestServedDemand: each model's demand is measured served at its
+// applications' lowest rate (at least the echo backend's pause per
+// request), replaces the profile, and makes the model-driven policy count
+// the cores; the ceiling, whose model does not, is then not printed.
 func TestServedDemand(t *testing.T) {
 	w, err := ParseWorkload([]byte(echoWorkload))
 	if err != nil {
@@ -277,13 +278,26 @@ func TestServedDemand(t *testing.T) {
 	}
 	const pause = 2 * time.Millisecond
 	var out strings.Builder
-	cfg := PlacementConfig{Backend: echoBackend{pause: pause}, Repository: echoRepo(t, "tiny"), WorkDir: t.TempDir()}
+	cfg := PlacementConfig{Backend: echoBackend{pause: pause}, Repository: echoRepo(t, "tiny"), WorkDir: t.TempDir(),
+		Warmup: 200 * time.Millisecond, Duration: 500 * time.Millisecond, DemandRequests: 15}
 	if err := ServedDemand(context.Background(), w, cfg, &out); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
 	t.Log(out.String())
 	if got := w.Models[0].ServiceMs; got < 2 || got > 50 {
 		t.Fatalf("served demand %.3f ms for a model that pauses %v per request", got, pause)
+	}
+	if cv := w.Models[0].CV; cv == 0.1 || cv < 0 || cv > 5 {
+		t.Fatalf("the profile's CV %.3f was not replaced by the served one", cv)
+	}
+	// Open-loop at the lower of the two applications' rates (10 req/s),
+	// for 15 requests at least: the window is stretched to 1.5 s.
+	row := regexp.MustCompile(`(?m)^tiny\s+0\.500 \(0\.10\)\s+10\.00\s+(\d+)\s`).FindStringSubmatch(out.String())
+	if row == nil {
+		t.Fatalf("no row for tiny at 10 req/s:\n%s", out.String())
+	}
+	if n, _ := strconv.Atoi(row[1]); n < 5 || n > 40 {
+		t.Fatalf("%d requests measured at 10 req/s over 1.5 s", n)
 	}
 	if !w.countCores {
 		t.Fatal("the model-driven policy was not told to count cores")

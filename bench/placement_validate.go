@@ -341,26 +341,20 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 		// the empirical simulation's demand.
 		lv.Apps = make([]RecordedApp, len(targets))
 		for i, t := range targets {
+			busy := cpuShare()
 			res, scale, err := servedAtRate(ctx, srv.client, t, cfg.Warmup, cfg.Duration, cfg.Seed+uint64(li))
 			if err != nil {
 				return partial(fmt.Errorf("validate-sim: %w", err))
 			}
-			lv.Apps[i] = RecordedApp{Model: t.served, AloneMs: roundMs(res.latMs), AloneScale: scale}
+			_, others := busy()
+			lv.Apps[i] = RecordedApp{Model: t.served, AloneMs: roundMs(res.latMs), AloneScale: scale, AloneOthersBusy: &others}
 		}
-		cpu0, _ := processCPU()
-		sys0, sysOK := machineCPU()
-		t0 := time.Now()
+		busy := cpuShare()
 		measured := openLoop(ctx, srv.client, targets, cfg.Warmup, cfg.Duration, 30*time.Second, cfg.Seed+uint64(li))
 		if err := ctx.Err(); err != nil {
 			return partial(err)
 		}
-		cpu1, _ := processCPU()
-		sys1, _ := machineCPU()
-		wall := float64(time.Since(t0)) * float64(rep.CPUs)
-		lv.CPUBusy = float64(cpu1-cpu0) / wall
-		if sysOK {
-			lv.OthersBusy = max(float64(sys1-sys0)/wall-lv.CPUBusy, 0)
-		}
+		lv.CPUBusy, lv.OthersBusy = busy()
 		for i, m := range measured {
 			a := &lv.Apps[i]
 			a.TogetherMs, a.Sent, a.Failed, a.LagP99Ms = roundMs(m.latMs), m.sent, m.failed, m.lagP99Ms
@@ -420,6 +414,25 @@ func machineCPU() (time.Duration, bool) {
 		ticks += v
 	}
 	return time.Duration(ticks) * time.Second / 100, true // USER_HZ is 100 on Linux
+}
+
+// cpuShare starts measuring the CPU this process and the machine's other
+// processes use; the function it returns gives each as a share of all the
+// cores since then (others is 0 where the machine's figure is unknown).
+func cpuShare() func() (self, others float64) {
+	cpu0, _ := processCPU()
+	sys0, sysOK := machineCPU()
+	t0 := time.Now()
+	return func() (self, others float64) {
+		cpu1, _ := processCPU()
+		sys1, _ := machineCPU()
+		wall := float64(time.Since(t0)) * float64(goruntime.NumCPU())
+		self = float64(cpu1-cpu0) / wall
+		if sysOK {
+			others = max(float64(sys1-sys0)/wall-self, 0)
+		}
+		return self, others
+	}
 }
 
 // waitQuiet samples, one second at a time, the CPU the machine's other

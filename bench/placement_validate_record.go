@@ -63,6 +63,10 @@ type RecordedApp struct {
 	// more CPU the process spent per request than their mean (≥ 1).
 	AloneMs    []float64 `json:"alone_ms"`
 	AloneScale float64   `json:"alone_scale"`
+	// AloneOthersBusy is the share of all cores the machine's other
+	// processes used meanwhile; absent from recordings made before it
+	// was measured.
+	AloneOthersBusy *float64 `json:"alone_others_busy,omitempty"`
 	// TogetherMs is every answered latency with all models served at
 	// once; Sent and Failed count the measured window's requests (a
 	// failed one counts as infinitely slow), LagP99Ms how late the load
@@ -194,6 +198,8 @@ func (r ValidateRecord) check() error {
 				return fmt.Errorf("%s: the profiles list %s here", at, r.Profiles[ai].Model)
 			case len(a.AloneMs) == 0 || !(a.AloneScale >= 1) || math.IsInf(a.AloneScale, 0):
 				return fmt.Errorf("%s: %d latencies alone, scale %v: want some, and a scale >= 1", at, len(a.AloneMs), a.AloneScale)
+			case a.AloneOthersBusy != nil && !(*a.AloneOthersBusy >= 0 && *a.AloneOthersBusy <= 1):
+				return fmt.Errorf("%s: other processes %v busy while it was served alone: want a share from 0 to 1", at, *a.AloneOthersBusy)
 			case a.Failed < 0 || a.Sent != len(a.TogetherMs)+a.Failed || a.Sent == 0:
 				return fmt.Errorf("%s: sent %d, failed %d, %d latencies: want sent = latencies + failed > 0", at, a.Sent, a.Failed, len(a.TogetherMs))
 			}
@@ -379,6 +385,9 @@ func EvaluateValidation(rec ValidateRecord, opt EvaluateOptions, out io.Writer) 
 		rep.Levels = append(rep.Levels, lv)
 		fmt.Fprintf(out, "level %d/%d: the models' work is %.0f %% of %d cores: %.1f req/s per model (%.1f in all); CPU busy: this process %.0f %%, other processes %.0f %%\n",
 			li+1, len(rec.Levels), rl.Level*100, rec.CPUs, rl.Rate, rl.Rate*float64(len(rl.Apps)), 100*lv.CPUBusy, 100*lv.OthersBusy)
+		if alone, ok := aloneOthersBusy(rl); ok {
+			fmt.Fprintf(out, "  while each model was served alone, other processes used up to %.0f %%\n", 100*alone)
+		}
 		tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 		fmt.Fprintf(tw, "MODEL\tREQUESTS\tMEASURED mean ms\tp99 ms\tALONE mean ms\tp99 ms\tNAIVE SIM p99 ms\tERR\tCALIBRATED SIM p99 ms\tERR\tEMPIRICAL SIM mean ms\tp99 ms\tERR mean\tERR p99\tANALYTIC mean ms\tp99 ms\tERR mean\tERR p99\tCLIENT LAG p99 ms\n")
 		for _, a := range lv.Apps {
@@ -407,4 +416,16 @@ func EvaluateValidation(rec ValidateRecord, opt EvaluateOptions, out io.Writer) 
 	fmt.Fprintf(out, "validate-sim: empirical p99 error mean %.1f %%, max %.1f %% (calibrated: mean %.1f %%, max %.1f %%; naive: mean %.1f %%, max %.1f %%) over %d (model, level) pairs; target %.0f %%\n",
 		100*rep.MeanAbsErrP99Emp, 100*rep.MaxAbsErrP99Emp, 100*rep.MeanAbsErrP99RPC, 100*rep.MaxAbsErrP99RPC, 100*rep.MeanAbsErrP99, 100*rep.MaxAbsErrP99, len(errs), 100*TargetSimP99Error)
 	return rep, nil
+}
+
+// aloneOthersBusy is the most CPU other processes used while one of the
+// level's models was served alone, where the recording measured it.
+func aloneOthersBusy(l RecordedLevel) (float64, bool) {
+	most, ok := 0.0, false
+	for _, a := range l.Apps {
+		if a.AloneOthersBusy != nil {
+			most, ok = max(most, *a.AloneOthersBusy), true
+		}
+	}
+	return most, ok
 }

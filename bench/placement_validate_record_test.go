@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,6 +32,16 @@ func TestValidateRecordReplays(t *testing.T) {
 	}
 	if len(rec.Levels) != 2 || len(rec.Levels[1].Apps) != 2 || len(rec.Levels[1].Apps[0].TogetherMs) == 0 || rec.Host == "" {
 		t.Fatalf("record %+v", rec)
+	}
+	for _, lv := range rec.Levels {
+		for _, a := range lv.Apps {
+			if a.AloneOthersBusy == nil {
+				t.Fatalf("level %v %s: the other processes' CPU while served alone was not recorded", lv.Level, a.Model)
+			}
+		}
+	}
+	if !strings.Contains(live.String(), "while each model was served alone, other processes used up to ") {
+		t.Errorf("the alone phases' other processes are not printed:\n%s", live.String())
 	}
 	var again strings.Builder
 	rep2, err := EvaluateValidation(rec, EvaluateOptions{}, &again)
@@ -126,6 +137,8 @@ func TestValidateRecordBadInput(t *testing.T) {
 		{"fewer answers than sent", `"sent":2`, `"sent":5`, "sent 5, failed 0, 2 latencies"},
 		{"more answers than sent", `"sent":2`, `"sent":1`, "sent 1, failed 0, 2 latencies"},
 		{"scale below one", `"alone_scale":1`, `"alone_scale":0.5`, "scale 0.5"},
+		{"others over all cores", `"alone_scale":1`, `"alone_scale":1,"alone_others_busy":1.5`, "other processes 1.5 busy"},
+		{"others negative", `"alone_scale":1`, `"alone_scale":1,"alone_others_busy":-0.1`, "other processes -0.1 busy"},
 	} {
 		body := strings.Replace(good, c.from, c.to, 1)
 		if c.name == "not json" {
@@ -154,19 +167,26 @@ var validationRecordings = []struct {
 }{
 	{"machine-a-2026-11-21-levels-10-40.json", 6.0, 25.0, 38.0},
 	{"machine-a-2026-11-21-levels-15-35.json", 12.5, 45.0, 51.5},
+	// Its level 4's alone phases of ocr-rec and blazeface-back were
+	// disturbed (latencies up to 1.06 s; the recording predates the
+	// measure of other processes during them), which only the empirical
+	// simulation reads.
+	{"machine-a-2026-11-22-levels-10-40.json", 8.5, 12.0, 261.5},
 }
 
 // TestValidationThisMachine is the analytic latency model (and the
 // simulator) against this project's own measurements of co-located models
 // on this machine, at several rates: the recordings' latencies served
 // together are predicted from what was measured with each model alone.
-// It prints every (level, model) error; TargetModelError (10 %) is the
-// issue's target, which these recordings do not meet (see
-// docs/benchmarks.md), so what it holds the model to is the figures above.
+// It prints every (level, model) error, each recording's mean and the
+// mean over all of them. TargetModelError (10 %) is the issue's target:
+// two recordings meet it and one does not (see docs/benchmarks.md), so
+// what the test holds the model to is the figures recorded above.
 func TestValidationThisMachine(t *testing.T) {
 	if len(validationRecordings) == 0 {
 		t.Fatal("no recordings listed")
 	}
+	var pooled []float64 // every (recording, level, model) pair's |mean error|
 	for _, r := range validationRecordings {
 		rec, err := ReadValidateRecord(filepath.Join("testdata", "validate-sim", r.file))
 		if err != nil {
@@ -193,8 +213,24 @@ func TestValidationThisMachine(t *testing.T) {
 				t.Errorf("%s: %s %.1f %%, worse than the %.1f %% recorded", r.file, c.what, 100*c.got, c.held)
 			}
 		}
+		for _, lv := range rep.Levels {
+			for _, a := range lv.Apps {
+				pooled = append(pooled, math.Abs(a.ErrMeanModel))
+			}
+		}
+	}
+	m, _ := meanCV(pooled)
+	t.Logf("over all %d recordings' %d (level, model) pairs: analytic model mean error %.1f %% (target %.0f %%: %s)",
+		len(validationRecordings), len(pooled), 100*m, 100*TargetModelError, metOrNot(m <= TargetModelError))
+	if !(m <= pooledMeanErr/100) {
+		t.Errorf("pooled analytic mean error %.1f %%, worse than the %.1f %% recorded", 100*m, pooledMeanErr)
 	}
 }
+
+// pooledMeanErr is the analytic model's mean |error| of the mean over
+// every pair of validationRecordings when the last was committed, rounded
+// up to the next half point.
+const pooledMeanErr = 9.0
 
 func metOrNot(ok bool) string {
 	if ok {

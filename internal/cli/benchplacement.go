@@ -75,7 +75,7 @@ func runBenchPlacement(ctx context.Context, args []string, stdout, stderr io.Wri
 	record := fs.String("record", "", "write every measurement of --mode validate-sim to this JSON `file` (after each level)")
 	replay := fs.String("replay", "", "--mode validate-sim: evaluate the measurements in this JSON `file` (from --record) instead of serving")
 	logLevel := fs.String("log-level", "warn", "serving node log `level`")
-	servedDemand := fs.Bool("served-demand", false, "--mode real: measure what each model costs served on this machine (latency or CPU per request through gRPC) and place with that instead of the workload's profiles; the model-driven policy then counts the CPU's cores")
+	servedDemand := fs.Bool("served-demand", false, "--mode real: serve each model alone on this machine first, open-loop at its applications' lowest rate over gRPC, and place with the mean and CV of those latencies instead of the workload's profiles; the model-driven policy then counts the CPU's cores")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -176,7 +176,7 @@ func runBenchPlacement(ctx context.Context, args []string, stdout, stderr io.Wri
 		}
 	}
 	if *servedDemand {
-		dc := bench.PlacementConfig{Backend: backend, Repository: *repo, Logger: log, QuietWait: *quietWait}
+		dc := bench.PlacementConfig{Backend: backend, Repository: *repo, Logger: log, QuietWait: *quietWait, Warmup: *warmup, Duration: *duration, Seed: *seed}
 		if err := bench.ServedDemand(ctx, w, dc, stdout); err != nil {
 			return err
 		}
