@@ -61,8 +61,8 @@ func ServedDemand(ctx context.Context, w *Workload, cfg PlacementConfig, out io.
 		return err
 	}
 	defer srv.close()
-	fmt.Fprintf(out, "served demand: each model served alone on this machine, open-loop Poisson over gRPC from this process at its applications' lowest rate, %v warm-up, then at least %v and %d requests:\n",
-		cfg.Warmup, cfg.Duration, cfg.DemandRequests)
+	fmt.Fprintf(out, "served demand: each model served alone on this machine, open-loop Poisson over gRPC from this process at its applications' lowest rate, %v warm-up, then at least %v and %d requests (at most %v):\n",
+		cfg.Warmup, cfg.Duration, cfg.DemandRequests, maxDemandWindow)
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "MODEL\tPROFILE ms (cv)\tRATE req/s\tREQUESTS\tSERVED MEAN ms (cv)\tSERVED p99 ms\tOTHERS BUSY\n")
 	for i := range w.Models {
@@ -79,10 +79,11 @@ func ServedDemand(ctx context.Context, w *Workload, cfg PlacementConfig, out io.
 		if err := warm(ctx, servedCall(srv.client, m.Name, inputs[m.Name])()); err != nil {
 			return fmt.Errorf("%s served: %w", m.Name, err)
 		}
-		measure := max(cfg.Duration, time.Duration(float64(cfg.DemandRequests)/rate*float64(time.Second)))
+		measure := max(cfg.Duration, min(maxDemandWindow, time.Duration(float64(cfg.DemandRequests)/rate*float64(time.Second))))
 		t := loadTarget{served: m.Name, rate: rate, inputs: inputs[m.Name]}
 		busy := cpuShare()
-		res, _, err := servedAtRate(ctx, srv.client, t, cfg.Warmup, measure, cfg.Seed+uint64(i))
+		// Seeds apart from the placed load's (cfg.Seed).
+		res, _, err := servedAtRate(ctx, srv.client, t, cfg.Warmup, measure, cfg.Seed+1000+uint64(i))
 		_, others := busy()
 		if err != nil {
 			return fmt.Errorf("served demand: %w", err)
@@ -97,11 +98,18 @@ func ServedDemand(ctx context.Context, w *Workload, cfg PlacementConfig, out io.
 	return nil
 }
 
-// lightRates is, per model, the lowest rate an application of w gives it
-// (0 for a model no application uses).
+// maxDemandWindow bounds how long ServedDemand measures one model, however
+// low its rate: a window then holds fewer than DemandRequests requests.
+const maxDemandWindow = 5 * time.Minute
+
+// lightRates is, per model, the lowest positive rate an application of w
+// gives it (0 for a model no application sends requests to).
 func lightRates(w *Workload) map[string]float64 {
 	rates := map[string]float64{}
 	for _, a := range w.Apps {
+		if !(a.Rate > 0) {
+			continue
+		}
 		if r, ok := rates[a.Model]; !ok || a.Rate < r {
 			rates[a.Model] = a.Rate
 		}

@@ -287,17 +287,18 @@ func TestServedDemand(t *testing.T) {
 	if got := w.Models[0].ServiceMs; got < 2 || got > 50 {
 		t.Fatalf("served demand %.3f ms for a model that pauses %v per request", got, pause)
 	}
-	if cv := w.Models[0].CV; cv == 0.1 || cv < 0 || cv > 5 {
-		t.Fatalf("the profile's CV %.3f was not replaced by the served one", cv)
-	}
 	// Open-loop at the lower of the two applications' rates (10 req/s),
-	// for 15 requests at least: the window is stretched to 1.5 s.
-	row := regexp.MustCompile(`(?m)^tiny\s+0\.500 \(0\.10\)\s+10\.00\s+(\d+)\s`).FindStringSubmatch(out.String())
+	// for 15 requests at least: the window is stretched to 1.5 s. The
+	// served mean and CV printed are what replaced the profile's.
+	row := regexp.MustCompile(`(?m)^tiny\s+0\.500 \(0\.10\)\s+10\.00\s+(\d+)\s+(\S+) \((\S+)\)`).FindStringSubmatch(out.String())
 	if row == nil {
 		t.Fatalf("no row for tiny at 10 req/s:\n%s", out.String())
 	}
 	if n, _ := strconv.Atoi(row[1]); n < 5 || n > 40 {
 		t.Fatalf("%d requests measured at 10 req/s over 1.5 s", n)
+	}
+	if got := fmt.Sprintf("%.3f (%.2f)", w.Models[0].ServiceMs, w.Models[0].CV); got != row[2]+" ("+row[3]+")" {
+		t.Fatalf("the model's demand is %s, the table printed %s (%s)", got, row[2], row[3])
 	}
 	if !w.countCores {
 		t.Fatal("the model-driven policy was not told to count cores")
@@ -308,6 +309,20 @@ func TestServedDemand(t *testing.T) {
 	if err := ServedDemand(context.Background(), w, PlacementConfig{Backend: echoBackend{}, Repository: t.TempDir()}, io.Discard); err == nil ||
 		!strings.Contains(err.Error(), "tiny") {
 		t.Fatalf("a model missing from the repository: %v", err)
+	}
+}
+
+// TestLightRates: a model's light rate is the lowest positive rate of its
+// applications; a model none sends requests to gets none.
+func TestLightRates(t *testing.T) {
+	w := &Workload{Apps: []WorkloadApp{
+		{Model: "a", Rate: 5}, {Model: "a", Rate: 0}, {Model: "a", Rate: 2},
+		{Model: "b", Rate: 0}, {Model: "c", Rate: 7},
+	}}
+	got := lightRates(w)
+	want := map[string]float64{"a": 2, "c": 7}
+	if len(got) != len(want) || got["a"] != 2 || got["c"] != 7 {
+		t.Fatalf("lightRates = %v, want %v", got, want)
 	}
 }
 

@@ -418,7 +418,9 @@ func machineCPU() (time.Duration, bool) {
 
 // cpuShare starts measuring the CPU this process and the machine's other
 // processes use; the function it returns gives each as a share of all the
-// cores since then (others is 0 where the machine's figure is unknown).
+// cores since then (others is 0 where the machine's figure is unknown,
+// and at most 1: /proc/stat counts in ticks and may count more CPUs than
+// this process may use).
 func cpuShare() func() (self, others float64) {
 	cpu0, _ := processCPU()
 	sys0, sysOK := machineCPU()
@@ -429,7 +431,7 @@ func cpuShare() func() (self, others float64) {
 		wall := float64(time.Since(t0)) * float64(goruntime.NumCPU())
 		self = float64(cpu1-cpu0) / wall
 		if sysOK {
-			others = max(float64(sys1-sys0)/wall-self, 0)
+			others = min(max(float64(sys1-sys0)/wall-self, 0), 1)
 		}
 		return self, others
 	}

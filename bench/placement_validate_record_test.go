@@ -168,7 +168,7 @@ var validationRecordings = []struct {
 	{"machine-a-2026-11-21-levels-10-40.json", 6.0, 25.0, 38.0},
 	{"machine-a-2026-11-21-levels-15-35.json", 12.5, 45.0, 51.5},
 	// Its level 4's alone phases of ocr-rec and blazeface-back were
-	// disturbed (latencies up to 1.06 s; the recording predates the
+	// disturbed (latencies up to 1.45 s; the recording predates the
 	// measure of other processes during them), which only the empirical
 	// simulation reads.
 	{"machine-a-2026-11-22-levels-10-40.json", 8.5, 12.0, 261.5},
@@ -230,7 +230,7 @@ func TestValidationThisMachine(t *testing.T) {
 // pooledMeanErr is the analytic model's mean |error| of the mean over
 // every pair of validationRecordings when the last was committed, rounded
 // up to the next half point.
-const pooledMeanErr = 9.0
+const pooledMeanErr = 8.5
 
 func metOrNot(ok bool) string {
 	if ok {

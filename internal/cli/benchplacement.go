@@ -62,7 +62,7 @@ func runBenchPlacement(ctx context.Context, args []string, stdout, stderr io.Wri
 	trace := fs.String("trace", "", "CSV `file` whose timestamps drive the arrivals, replayed at each application's rate (--mode sim; default Poisson)")
 	traceColumn := fs.String("trace-column", "TIMESTAMP", "timestamp `column` of --trace")
 	warmup := fs.Duration("warmup", 3*time.Second, "load warm-up, not measured (--mode real, validate-sim)")
-	duration := fs.Duration("duration", 0, "measured load (--mode real: default 15s; validate-sim: 20s per phase, and a level has one phase per model alone and one with all together)")
+	duration := fs.Duration("duration", 0, "measured load (--mode real: default 15s, and with --served-demand also each model's shortest window alone, stretched to 100 requests; validate-sim: 20s per phase, and a level has one phase per model alone and one with all together)")
 	nodeMemory := fs.Int64("node-memory", 0, "MiB of this machine's memory accelpool may use (--mode real; default: the workload's node shape)")
 	repo := fs.String("model-repository", cache.ModelRepository(), "model repository `dir`")
 	ortLib := fs.String("ort-lib", "", "ONNX Runtime library `path` (default: $ACCELPOOL_ORT_LIB, the cache, then the system)")
