@@ -175,22 +175,23 @@ func runBenchPlacement(ctx context.Context, args []string, stdout, stderr io.Wri
 			return fmt.Errorf("--trace %s: %w", *trace, err)
 		}
 	}
-	if *servedDemand {
-		dc := bench.PlacementConfig{Backend: backend, Repository: *repo, Logger: log, QuietWait: *quietWait, Warmup: *warmup, Duration: *duration, Seed: *seed}
-		if err := bench.ServedDemand(ctx, w, dc, stdout); err != nil {
-			return err
-		}
-	}
-	pols, err := bench.Policies(*policies, w)
-	if err != nil {
-		return err
-	}
-	cfg := bench.PlacementConfig{Workload: w, Mode: *mode, Nodes: *nodes, Policies: pols, MaxApps: *maxApps, Seed: *seed,
+	cfg := bench.PlacementConfig{Workload: w, Mode: *mode, Nodes: *nodes, MaxApps: *maxApps, Seed: *seed,
 		SimDuration: *simDuration, Repository: *repo, Warmup: *warmup, Duration: *duration, NodeMemory: *nodeMemory << 20, Logger: log,
 		QuietWait: *quietWait, Arrivals: arrivals}
 	if backend != nil {
 		cfg.Backend = backend
 	}
+	if *servedDemand {
+		if err := bench.ServedDemand(ctx, w, cfg, stdout); err != nil {
+			return err
+		}
+	}
+	// The policies read the workload's profiles, served demands included.
+	pols, err := bench.Policies(*policies, w)
+	if err != nil {
+		return err
+	}
+	cfg.Policies = pols
 	_, err = bench.RunPlacement(ctx, cfg, stdout)
 	return err
 }
