@@ -81,7 +81,10 @@ type PlacementConfig struct {
 	QuietWait time.Duration
 	// DemandRequests is the fewest requests ServedDemand measures per
 	// model (default 100): its window is lengthened to hold them.
+	// DemandRounds is how many such windows it measures per model
+	// (default 3), taking the one with the median mean.
 	DemandRequests int
+	DemandRounds   int
 }
 
 func (c PlacementConfig) withDefaults() PlacementConfig {
@@ -102,6 +105,9 @@ func (c PlacementConfig) withDefaults() PlacementConfig {
 	}
 	if c.DemandRequests <= 0 {
 		c.DemandRequests = 100
+	}
+	if c.DemandRounds <= 0 {
+		c.DemandRounds = 3
 	}
 	return c
 }

@@ -53,6 +53,7 @@ func Policies(names string, w *Workload) ([]PlacementPolicy, error) {
 				// overhead, so the cores can be counted.
 				ch := latency.NewChecker(src)
 				ch.Servers = latency.CPUServers(max(w.Threads, 1))
+				ch.MaxUtilisation = w.modelMaxUtil
 				return latency.CheckerPolicy(ch), false, true
 			}
 			return latency.ModelDrivenPolicy(src), false, true

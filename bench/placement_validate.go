@@ -151,11 +151,22 @@ type ValidateApp struct {
 	ModelMeanMs, ModelP99Ms           float64
 	CalModelMeanMs, CalModelP99Ms     float64
 	DelayModelMeanMs, DelayModelP99Ms float64
-	GeneratorLagP99Ms                 float64
-	ErrP99, ErrP99RPC                 float64 // relative: (sim - measured) / measured
-	ErrMean, ErrMeanRPC               float64
-	ErrP99Emp, ErrMeanEmp             float64
-	ErrP99Model, ErrMeanModel         float64
+	// LightMeanMs and LightP99Ms are the simulator given the analytic
+	// model's inputs (ModelMeanMs): each model's latencies served alone at
+	// the lightest level, drawn one per request as work on cores ÷ intra-op
+	// threads servers. LightInCI and ModelInCI say whether LightP99Ms and
+	// ModelP99Ms lie inside the measured p99's 95 % confidence interval
+	// (MeasuredP99LowMs to MeasuredP99HighMs, by order statistics; both 0
+	// with too few requests).
+	LightMeanMs, LightP99Ms             float64
+	ErrP99Light, ErrMeanLight           float64
+	MeasuredP99LowMs, MeasuredP99HighMs float64
+	LightInCI, ModelInCI                bool
+	GeneratorLagP99Ms                   float64
+	ErrP99, ErrP99RPC                   float64 // relative: (sim - measured) / measured
+	ErrMean, ErrMeanRPC                 float64
+	ErrP99Emp, ErrMeanEmp               float64
+	ErrP99Model, ErrMeanModel           float64
 }
 
 // ValidateLevel is one load level.
@@ -195,6 +206,11 @@ type ValidateReport struct {
 	// profiles served alone at each level's rate (with delays).
 	MeanAbsErrP99CalModel, MeanAbsErrMeanCalModel     float64
 	MeanAbsErrP99DelayModel, MeanAbsErrMeanDelayModel float64
+	// The light-load simulation's (LightP99Ms), and in how many of the
+	// Pairs (level, model) its p99 and the analytic model's were inside
+	// the measured p99's interval.
+	MeanAbsErrP99Light, MaxAbsErrP99Light float64
+	LightInCI, ModelInCI, Pairs           int
 }
 
 // RunValidateSim checks the simulator against real serving on this

@@ -299,9 +299,23 @@ func EvaluateValidation(rec ValidateRecord, opt EvaluateOptions, out io.Writer) 
 		m, cv := meanCV(a.AloneMs)
 		lightLoads[i] = latency.Load{Name: a.Model, Model: a.Model, Profile: latency.Profile{ServiceTimeMs: m, ServiceTimeCV: cv}}
 	}
-	lightModel := latency.PS{Servers: latency.CPUServers(rec.Threads)(&cluster.Accelerator{Kind: "cpu", Compute: float64(rec.CPUs)})}
+	cores := cluster.Accelerator{ID: "cpu0", Kind: "cpu", Compute: float64(rec.CPUs), MemoryBytes: 1 << 30}
+	lightModel := latency.PS{Servers: latency.CPUServers(rec.Threads)(&cores)}
+	// The simulator given what the analytic model is given (LIGHT SIM):
+	// each model's latencies served alone at the lightest level, drawn one
+	// per request as work on the nominal cores (cores ÷ intra-op threads
+	// at full speed at once, as the analytic model's servers), so the
+	// discrete-event queue stands where the p99 formula does. This is the
+	// demand `bench placement --mode real --served-demand` places with.
+	lightNode := cluster.Node{Name: "local", Accelerators: []cluster.Accelerator{cores}}
+	lightProfiles := sim.Profiles{}
+	for i, a := range rec.Levels[light].Apps {
+		lightProfiles.Set(a.Model, "cpu", sim.Service{MeanMs: lightLoads[i].Profile.ServiceTimeMs, SamplesMs: a.AloneMs})
+	}
 	fmt.Fprintf(out, "calibrated: %d cores give %.2f requests' worth of full speed at once (median slowdown %.2fx with %d at once); demand = a request served alone (the larger of its latency and its CPU time)\n\n",
 		rec.CPUs, rep.Parallelism, median(slow), rec.CPUs)
+	var errsLight []float64
+	inCI, modelInCI := 0, 0 // pairs whose light-load simulated / analytic p99 is inside the measured p99's 95 % interval
 	var errs, errsRPC, errsEmp, errsModel, errsModelMean, errsDelay, errsDelayMean, errsCal, errsCalMean []float64
 	for li, rl := range rec.Levels {
 		lv := ValidateLevel{Level: rl.Level, Rate: rl.Rate, CPUBusy: rl.CPUBusy, OthersBusy: rl.OthersBusy}
@@ -343,6 +357,12 @@ func EvaluateValidation(rec ValidateRecord, opt EvaluateOptions, out io.Writer) 
 		if err != nil {
 			return rep, err
 		}
+		sc.Profiles = lightProfiles
+		sc.Nodes = []cluster.Node{lightNode}
+		lightRes, err := sim.Run(sc)
+		if err != nil {
+			return rep, err
+		}
 		for i := range modelLoads {
 			modelLoads[i].Rate = rl.Rate
 		}
@@ -372,6 +392,19 @@ func EvaluateValidation(rec ValidateRecord, opt EvaluateOptions, out io.Writer) 
 				CalModelMeanMs: calPreds[i].MeanMs, CalModelP99Ms: calPreds[i].P99Ms,
 				DelayModelMeanMs: delayPreds[i].MeanMs, DelayModelP99Ms: delayPreds[i].P99Ms}
 			a.ErrP99Model, a.ErrMeanModel = relErr(a.ModelP99Ms, a.MeasuredP99Ms), relErr(a.ModelMeanMs, a.MeasuredMeanMs)
+			ls := lightRes.Apps[i]
+			a.LightMeanMs, a.LightP99Ms = ls.MeanMs, ls.P99Ms
+			a.ErrP99Light, a.ErrMeanLight = relErr(a.LightP99Ms, a.MeasuredP99Ms), relErr(a.LightMeanMs, a.MeasuredMeanMs)
+			a.MeasuredP99LowMs, a.MeasuredP99HighMs = meas.p99LowMs, meas.p99HighMs
+			inside := func(v float64) bool { return meas.p99HighMs > 0 && v >= meas.p99LowMs && v <= meas.p99HighMs }
+			a.LightInCI, a.ModelInCI = inside(a.LightP99Ms), inside(a.ModelP99Ms)
+			if a.LightInCI {
+				inCI++
+			}
+			if a.ModelInCI {
+				modelInCI++
+			}
+			errsLight = append(errsLight, math.Abs(a.ErrP99Light))
 			errsModel, errsModelMean = append(errsModel, math.Abs(a.ErrP99Model)), append(errsModelMean, math.Abs(a.ErrMeanModel))
 			errsCal = append(errsCal, math.Abs(relErr(a.CalModelP99Ms, a.MeasuredP99Ms)))
 			errsCalMean = append(errsCalMean, math.Abs(relErr(a.CalModelMeanMs, a.MeasuredMeanMs)))
@@ -389,12 +422,13 @@ func EvaluateValidation(rec ValidateRecord, opt EvaluateOptions, out io.Writer) 
 			fmt.Fprintf(out, "  while each model was served alone, other processes used up to %.0f %%\n", 100*alone)
 		}
 		tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-		fmt.Fprintf(tw, "MODEL\tREQUESTS\tMEASURED mean ms\tp99 ms\tALONE mean ms\tp99 ms\tNAIVE SIM p99 ms\tERR\tCALIBRATED SIM p99 ms\tERR\tEMPIRICAL SIM mean ms\tp99 ms\tERR mean\tERR p99\tANALYTIC mean ms\tp99 ms\tERR mean\tERR p99\tCLIENT LAG p99 ms\n")
+		fmt.Fprintf(tw, "MODEL\tREQUESTS\tMEASURED mean ms\tp99 ms (95 %% CI)\tALONE mean ms\tp99 ms\tNAIVE SIM p99 ms\tERR\tCALIBRATED SIM p99 ms\tERR\tEMPIRICAL SIM mean ms\tp99 ms\tERR mean\tERR p99\tANALYTIC mean ms\tp99 ms\tERR mean\tERR p99\tIN p99 CI\tLIGHT SIM mean ms\tp99 ms\tERR mean\tERR p99\tIN p99 CI\tCLIENT LAG p99 ms\n")
 		for _, a := range lv.Apps {
-			fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%+.1f%%\t%.2f\t%+.1f%%\t%.2f\t%.2f\t%+.1f%%\t%+.1f%%\t%.2f\t%.2f\t%+.1f%%\t%+.1f%%\t%.2f\n", a.Model, a.Requests,
-				a.MeasuredMeanMs, a.MeasuredP99Ms, a.AloneMeanMs, a.AloneP99Ms, a.SimP99Ms, 100*a.ErrP99,
+			fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.2f (%.2f–%.2f)\t%.2f\t%.2f\t%.2f\t%+.1f%%\t%.2f\t%+.1f%%\t%.2f\t%.2f\t%+.1f%%\t%+.1f%%\t%.2f\t%.2f\t%+.1f%%\t%+.1f%%\t%s\t%.2f\t%.2f\t%+.1f%%\t%+.1f%%\t%s\t%.2f\n", a.Model, a.Requests,
+				a.MeasuredMeanMs, a.MeasuredP99Ms, a.MeasuredP99LowMs, a.MeasuredP99HighMs, a.AloneMeanMs, a.AloneP99Ms, a.SimP99Ms, 100*a.ErrP99,
 				a.RPCP99Ms, 100*a.ErrP99RPC, a.EmpMeanMs, a.EmpP99Ms, 100*a.ErrMeanEmp, 100*a.ErrP99Emp,
-				a.ModelMeanMs, a.ModelP99Ms, 100*a.ErrMeanModel, 100*a.ErrP99Model, a.GeneratorLagP99Ms)
+				a.ModelMeanMs, a.ModelP99Ms, 100*a.ErrMeanModel, 100*a.ErrP99Model, yesNo(a.ModelInCI),
+				a.LightMeanMs, a.LightP99Ms, 100*a.ErrMeanLight, 100*a.ErrP99Light, yesNo(a.LightInCI), a.GeneratorLagP99Ms)
 		}
 		tw.Flush()
 		fmt.Fprintln(out)
@@ -406,13 +440,17 @@ func EvaluateValidation(rec ValidateRecord, opt EvaluateOptions, out io.Writer) 
 	rep.MeanAbsErrMeanModel, rep.MaxAbsErrMeanModel = meanMax(errsModelMean)
 	rep.MeanAbsErrP99CalModel, _ = meanMax(errsCal)
 	rep.MeanAbsErrMeanCalModel, _ = meanMax(errsCalMean)
+	rep.MeanAbsErrP99Light, rep.MaxAbsErrP99Light = meanMax(errsLight)
+	rep.LightInCI, rep.ModelInCI, rep.Pairs = inCI, modelInCI, len(errsLight)
 	rep.MeanAbsErrP99DelayModel, _ = meanMax(errsDelay)
 	rep.MeanAbsErrMeanDelayModel, _ = meanMax(errsDelayMean)
-	fmt.Fprintf(out, "ALONE: the model served by itself at the same rate, just before. NAIVE SIM: the nominal cores, the profiles' mean and CV. CALIBRATED SIM: the cores' effective parallelism, and the mean of sequential requests served alone as the demand. EMPIRICAL SIM: the effective parallelism, and the ALONE latencies themselves: each up to the calibrated demand is work on the cores, the rest a delay that occupies none. ANALYTIC: the placement's latency model (latency.PS, cores ÷ intra-op threads servers) with each model's demand its ALONE latencies at the lightest level (level %d).\n", light+1)
+	fmt.Fprintf(out, "ALONE: the model served by itself at the same rate, just before. NAIVE SIM: the nominal cores, the profiles' mean and CV. CALIBRATED SIM: the cores' effective parallelism, and the mean of sequential requests served alone as the demand. EMPIRICAL SIM: the effective parallelism, and the ALONE latencies themselves: each up to the calibrated demand is work on the cores, the rest a delay that occupies none. ANALYTIC: the placement's latency model (latency.PS, cores ÷ intra-op threads servers) with each model's demand its ALONE latencies at the lightest level (level %d). LIGHT SIM: the simulator given what ANALYTIC is given (those latencies drawn one per request as work on the same servers). IN p99 CI: whether the p99 to its left lies inside the measured p99's 95 %% confidence interval (order statistics), i.e. whether its error is within what the measurement's own sampling allows.\n", light+1)
 	fmt.Fprintf(out, "analytic model (latency.PS, %g servers, demand served alone at %.1f req/s) on this machine's measurements: mean error mean %.1f %%, max %.1f %%; p99 error mean %.1f %%, max %.1f %%; target %.0f %% (with the calibrated demands and %.2f servers instead: mean error mean %.1f %%, p99 error mean %.1f %%; given each level's ALONE latencies split into work and delay: mean error mean %.1f %%, p99 error mean %.1f %%)\n",
 		lightModel.Servers, rec.Levels[light].Rate, 100*rep.MeanAbsErrMeanModel, 100*rep.MaxAbsErrMeanModel, 100*rep.MeanAbsErrP99Model, 100*rep.MaxAbsErrP99Model, 100*TargetModelError,
 		analytic.Servers, 100*rep.MeanAbsErrMeanCalModel, 100*rep.MeanAbsErrP99CalModel,
 		100*rep.MeanAbsErrMeanDelayModel, 100*rep.MeanAbsErrP99DelayModel)
+	fmt.Fprintf(out, "light-load simulation (the simulator with the analytic model's demands): p99 error mean %.1f %%, max %.1f %%; target %.0f %%. Inside the measured p99's 95 %% interval: light-load simulation in %d, analytic model in %d of %d (model, level) pairs\n",
+		100*rep.MeanAbsErrP99Light, 100*rep.MaxAbsErrP99Light, 100*TargetSimP99Error, rep.LightInCI, rep.ModelInCI, rep.Pairs)
 	fmt.Fprintf(out, "validate-sim: empirical p99 error mean %.1f %%, max %.1f %% (calibrated: mean %.1f %%, max %.1f %%; naive: mean %.1f %%, max %.1f %%) over %d (model, level) pairs; target %.0f %%\n",
 		100*rep.MeanAbsErrP99Emp, 100*rep.MaxAbsErrP99Emp, 100*rep.MeanAbsErrP99RPC, 100*rep.MaxAbsErrP99RPC, 100*rep.MeanAbsErrP99, 100*rep.MaxAbsErrP99, len(errs), 100*TargetSimP99Error)
 	return rep, nil
@@ -428,4 +466,11 @@ func aloneOthersBusy(l RecordedLevel) (float64, bool) {
 		}
 	}
 	return most, ok
+}
+
+func yesNo(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "no"
 }

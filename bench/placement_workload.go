@@ -48,6 +48,24 @@ type Workload struct {
 	// countCores is set by ServedDemand: the model-driven policy then
 	// counts a CPU's cores (latency.CPUServers).
 	countCores bool
+	// modelMaxUtil, when positive, is the model-driven policy's bound on
+	// an accelerator's predicted utilisation with served demands
+	// (SetModelMaxUtilisation).
+	modelMaxUtil float64
+}
+
+// SetModelMaxUtilisation bounds the predicted utilisation (work per
+// server) of an accelerator the model-driven policy places on, once
+// ServedDemand has set the demands (latency.Checker.MaxUtilisation; the
+// default is latency.DefaultMaxUtilisation). Its use: keep the placement
+// within the loads the latency model was validated at on this machine,
+// rather than trust it beyond them. u must be in (0, 1].
+func (w *Workload) SetModelMaxUtilisation(u float64) error {
+	if !(u > 0 && u <= 1) {
+		return errdefs.Invalid(fmt.Sprintf("model-driven utilisation bound %v: want a number in (0, 1]", u))
+	}
+	w.modelMaxUtil = u
+	return nil
 }
 
 // NodeShape is one kind of node in the simulated cluster.

@@ -13,6 +13,7 @@ import (
 	"github.com/accelpool/accelpool/agent/runtime/onnx"
 	"github.com/accelpool/accelpool/bench"
 	"github.com/accelpool/accelpool/internal/cache"
+	"github.com/accelpool/accelpool/scheduler/latency"
 	"github.com/accelpool/accelpool/sim"
 )
 
@@ -76,6 +77,8 @@ func runBenchPlacement(ctx context.Context, args []string, stdout, stderr io.Wri
 	replay := fs.String("replay", "", "--mode validate-sim: evaluate the measurements in this JSON `file` (from --record) instead of serving")
 	logLevel := fs.String("log-level", "warn", "serving node log `level`")
 	servedDemand := fs.Bool("served-demand", false, "--mode real: serve each model alone on this machine first, open-loop at its applications' lowest rate over gRPC, and place with the mean and CV of those latencies instead of the workload's profiles; the model-driven policy then counts the CPU's cores")
+	demandRounds := fs.Int("demand-rounds", 3, "--served-demand: windows measured per model alone; the one with the median mean is the demand")
+	maxUtil := fs.Float64("max-utilisation", 0, fmt.Sprintf("--served-demand: the model-driven policy's bound on a CPU's predicted utilisation (work per server), e.g. the highest load its latency model was validated at on this machine (validate-sim); 0: %g", latency.DefaultMaxUtilisation))
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -146,6 +149,17 @@ func runBenchPlacement(ctx context.Context, args []string, stdout, stderr io.Wri
 	if *servedDemand && *mode != bench.PlacementReal {
 		return fmt.Errorf("--served-demand needs --mode real")
 	}
+	if *demandRounds < 1 || *demandRounds > 99 {
+		return fmt.Errorf("--demand-rounds %d: want 1 to 99", *demandRounds)
+	}
+	if *maxUtil != 0 {
+		if !*servedDemand {
+			return fmt.Errorf("--max-utilisation needs --served-demand")
+		}
+		if err := w.SetModelMaxUtilisation(*maxUtil); err != nil {
+			return fmt.Errorf("--max-utilisation: %w", err)
+		}
+	}
 	var backend *onnx.Backend
 	if *mode == bench.PlacementReal {
 		if err := w.CheckRepository(*repo); err != nil {
@@ -177,7 +191,7 @@ func runBenchPlacement(ctx context.Context, args []string, stdout, stderr io.Wri
 	}
 	cfg := bench.PlacementConfig{Workload: w, Mode: *mode, Nodes: *nodes, MaxApps: *maxApps, Seed: *seed,
 		SimDuration: *simDuration, Repository: *repo, Warmup: *warmup, Duration: *duration, NodeMemory: *nodeMemory << 20, Logger: log,
-		QuietWait: *quietWait, Arrivals: arrivals}
+		QuietWait: *quietWait, Arrivals: arrivals, DemandRounds: *demandRounds}
 	if backend != nil {
 		cfg.Backend = backend
 	}
