@@ -82,10 +82,13 @@ type PlacementConfig struct {
 	// DemandRequests is the fewest requests ServedDemand measures per
 	// model (default 100): its window is lengthened to hold them.
 	// DemandRounds is how many such windows it measures per model
-	// (default 3), taking the one with the median mean.
+	// (default DefaultDemandRounds), taking the one with the median mean.
 	DemandRequests int
 	DemandRounds   int
 }
+
+// DefaultDemandRounds is PlacementConfig.DemandRounds when unset.
+const DefaultDemandRounds = 3
 
 func (c PlacementConfig) withDefaults() PlacementConfig {
 	if c.Nodes <= 0 {
@@ -107,7 +110,7 @@ func (c PlacementConfig) withDefaults() PlacementConfig {
 		c.DemandRequests = 100
 	}
 	if c.DemandRounds <= 0 {
-		c.DemandRounds = 3
+		c.DemandRounds = DefaultDemandRounds
 	}
 	return c
 }

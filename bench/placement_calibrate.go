@@ -20,14 +20,14 @@ import (
 // served alone by a node on loopback (as the placed applications will be)
 // and driven open-loop over gRPC from this process, Poisson at the lowest
 // rate any application gives it, and its demand becomes the mean and
-// coefficient of variation of those latencies, measured in
-// PlacementConfig.DemandRounds windows of which the one with the median
-// mean is kept (on a shared machine one window in a few is disturbed:
-// docs/benchmarks.md) (the transport, the
-// hand-offs and an idle core's wake-up included: what a request costs
+// coefficient of variation of those latencies: the transport, the
+// hand-offs and an idle core's wake-up included, what a request costs
 // served, not ONNX Runtime's time alone, which is what `accelpool
-// profile` measures). This is the demand whose model error the
-// validation measured (validate-sim's ANALYTIC column). With served
+// profile` measures. Each model is measured in PlacementConfig.DemandRounds
+// windows and the one with the median mean is kept: on a shared machine
+// one window in a few is disturbed (docs/benchmarks.md). This is the
+// demand whose model error the validation measured (validate-sim's
+// ANALYTIC column). With served
 // demands the model-driven policy also counts the CPU's cores
 // (latency.CPUServers with the workload's threads) instead of one
 // processor-sharing server per CPU. The knapsack by utilisation reads the

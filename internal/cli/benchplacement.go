@@ -77,7 +77,7 @@ func runBenchPlacement(ctx context.Context, args []string, stdout, stderr io.Wri
 	replay := fs.String("replay", "", "--mode validate-sim: evaluate the measurements in this JSON `file` (from --record) instead of serving")
 	logLevel := fs.String("log-level", "warn", "serving node log `level`")
 	servedDemand := fs.Bool("served-demand", false, "--mode real: serve each model alone on this machine first, open-loop at its applications' lowest rate over gRPC, and place with the mean and CV of those latencies instead of the workload's profiles; the model-driven policy then counts the CPU's cores")
-	demandRounds := fs.Int("demand-rounds", 3, "--served-demand: windows measured per model alone; the one with the median mean is the demand")
+	demandRounds := fs.Int("demand-rounds", bench.DefaultDemandRounds, "--served-demand: windows measured per model alone; the one with the median mean is the demand")
 	maxUtil := fs.Float64("max-utilisation", 0, fmt.Sprintf("--served-demand: the model-driven policy's bound on a CPU's predicted utilisation (work per server), e.g. the highest load its latency model was validated at on this machine (validate-sim); 0: %g", latency.DefaultMaxUtilisation))
 	if err := parse(fs, args); err != nil {
 		return err
