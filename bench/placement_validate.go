@@ -52,6 +52,15 @@ type ValidateConfig struct {
 	// running than cores they share the CPU.
 	Threads     int
 	Concurrency int
+	// Tenants is how many copies of each model the node serves in the
+	// together phase (default 1, at most MaxValidateTenants), each loaded
+	// apart (its own session and executors, as a placement's applications
+	// are) and sent an equal share of the model's rate: the load stays
+	// the same and only the number of tenants grows. Every copy's
+	// latencies are pooled into the model's; the latency models and the
+	// simulator predict the same for one tenant at a rate as for several
+	// identical ones sharing it, so a difference measured is the tenants'.
+	Tenants int
 	// Warmup and Duration of each open-loop phase (defaults 3s and 20s): a
 	// level runs one phase per model alone, then one with all together.
 	Warmup, Duration time.Duration
@@ -86,6 +95,9 @@ func (c ValidateConfig) withDefaults() ValidateConfig {
 	if c.Concurrency <= 0 {
 		c.Concurrency = 2
 	}
+	if c.Tenants <= 0 {
+		c.Tenants = 1
+	}
 	if c.Warmup <= 0 {
 		c.Warmup = 3 * time.Second
 	}
@@ -102,6 +114,19 @@ func (c ValidateConfig) withDefaults() ValidateConfig {
 		c.Seed = 1
 	}
 	return c
+}
+
+// MaxValidateTenants bounds ValidateConfig.Tenants: a copy of each model
+// is loaded per tenant, and the demo models take 16–44 MiB each.
+const MaxValidateTenants = 32
+
+// tenantName is the served name of a model's k-th copy (k from 0; the
+// first is the model's own name).
+func tenantName(model string, k int) string {
+	if k == 0 {
+		return model
+	}
+	return fmt.Sprintf("%s-tenant%d", model, k+1)
 }
 
 // ValidateProfile is one model's profile and its latency served alone.
@@ -234,6 +259,9 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 	if cfg.Backend == nil {
 		return rep, fmt.Errorf("validate-sim: no runtime backend")
 	}
+	if cfg.Tenants > MaxValidateTenants {
+		return rep, fmt.Errorf("validate-sim: %d tenants per model: want 1 to %d", cfg.Tenants, MaxValidateTenants)
+	}
 	work := cfg.WorkDir
 	if work == "" {
 		d, err := os.MkdirTemp("", "accelpool-validate-sim-")
@@ -245,8 +273,13 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 	}
 	fmt.Fprintf(out, "accelpool bench placement --mode validate-sim: %s served together by one node on this machine (%d CPUs, GOMAXPROCS %d at start; %s)\n",
 		strings.Join(cfg.Models, ", "), rep.CPUs, goruntime.GOMAXPROCS(0), goVersion())
-	fmt.Fprintf(out, "ONNX Runtime intra-op threads %d, %d executors per model, no batching; open-loop Poisson load over gRPC on loopback, %v warm-up + %v per level; the simulator runs %v of virtual time per level\n\n",
+	fmt.Fprintf(out, "ONNX Runtime intra-op threads %d, %d executors per model, no batching; open-loop Poisson load over gRPC on loopback, %v warm-up + %v per level; the simulator runs %v of virtual time per level\n",
 		cfg.Threads, cfg.Concurrency, cfg.Warmup, cfg.Duration, cfg.SimDuration)
+	if cfg.Tenants > 1 {
+		fmt.Fprintf(out, "%d tenants per model when served together: each model loaded %d times, each copy sent 1/%d of its rate; a model's latencies are its copies' pooled\n",
+			cfg.Tenants, cfg.Tenants, cfg.Tenants)
+	}
+	fmt.Fprintln(out)
 
 	quiet := func(what string) error {
 		if cfg.QuietWait <= 0 {
@@ -307,7 +340,9 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 			vp.Slowdown = cn / c1
 		}
 		vprofs = append(vprofs, vp)
-		entries = append(entries, repoEntry{name: m, file: path, config: serveConfig{concurrency: cfg.Concurrency, queue: maxInFlight, intra: cfg.Threads}})
+		for k := range cfg.Tenants {
+			entries = append(entries, repoEntry{name: tenantName(m, k), file: path, config: serveConfig{concurrency: cfg.Concurrency, queue: maxInFlight, intra: cfg.Threads}})
+		}
 	}
 
 	dir := filepath.Join(work, "repository")
@@ -327,7 +362,7 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 		}
 	}
 	rec := ValidateRecord{Host: hostDesc(), Taken: time.Now().UTC().Truncate(time.Second), CPUs: rep.CPUs,
-		Threads: cfg.Threads, Concurrency: cfg.Concurrency, WarmupS: cfg.Warmup.Seconds(), DurationS: cfg.Duration.Seconds(),
+		Threads: cfg.Threads, Concurrency: cfg.Concurrency, Tenants: cfg.Tenants, WarmupS: cfg.Warmup.Seconds(), DurationS: cfg.Duration.Seconds(),
 		Seed: cfg.Seed, SimDurationS: cfg.SimDuration.Seconds(), Profiles: vprofs}
 	sumWork := 0.0
 	for _, p := range vprofs {
@@ -365,15 +400,25 @@ func RunValidateSim(ctx context.Context, cfg ValidateConfig, out io.Writer) (Val
 			_, others := busy()
 			lv.Apps[i] = RecordedApp{Model: t.served, AloneMs: roundMs(res.latMs), AloneScale: scale, AloneOthersBusy: &others}
 		}
+		// Together: every tenant of every model at its share of the rate.
+		var together []loadTarget
+		for _, t := range targets {
+			for k := range cfg.Tenants {
+				together = append(together, loadTarget{served: tenantName(t.served, k), rate: t.rate / float64(cfg.Tenants), inputs: t.inputs})
+			}
+		}
 		busy := cpuShare()
-		measured := openLoop(ctx, srv.client, targets, cfg.Warmup, cfg.Duration, 30*time.Second, cfg.Seed+uint64(li))
+		measured := openLoop(ctx, srv.client, together, cfg.Warmup, cfg.Duration, 30*time.Second, cfg.Seed+uint64(li))
 		if err := ctx.Err(); err != nil {
 			return partial(err)
 		}
 		lv.CPUBusy, lv.OthersBusy = busy()
 		for i, m := range measured {
-			a := &lv.Apps[i]
-			a.TogetherMs, a.Sent, a.Failed, a.LagP99Ms = roundMs(m.latMs), m.sent, m.failed, m.lagP99Ms
+			a := &lv.Apps[i/cfg.Tenants]
+			a.TogetherMs = append(a.TogetherMs, roundMs(m.latMs)...)
+			a.Sent += m.sent
+			a.Failed += m.failed
+			a.LagP99Ms = max(a.LagP99Ms, m.lagP99Ms)
 		}
 		rec.Levels = append(rec.Levels, lv)
 		fmt.Fprintf(out, "level %d/%d measured: %.1f req/s per model; CPU busy: this process %.0f %%, other processes %.0f %%\n",
@@ -473,6 +518,9 @@ func waitQuiet(ctx context.Context, max time.Duration, limit float64) (time.Dura
 		m1, _ := machineCPU()
 		p1, _ := processCPU()
 		others := float64((m1-m0)-(p1-p0)) / float64(time.Since(t0)) / float64(goruntime.NumCPU())
+		if others < 0 { // counted in ticks: a quiet second can come out a little below zero
+			others = 0
+		}
 		if others < limit || time.Since(start) >= max {
 			return time.Since(start) - time.Second, others, nil
 		}

@@ -29,11 +29,16 @@ type ValidateRecord struct {
 	CPUs  int       `json:"cpus"`
 	// Threads is each request's intra-op threads, Concurrency each
 	// model's executors.
-	Threads     int     `json:"threads"`
-	Concurrency int     `json:"concurrency"`
-	WarmupS     float64 `json:"warmup_s"`
-	DurationS   float64 `json:"duration_s"`
-	Seed        uint64  `json:"seed"`
+	Threads     int `json:"threads"`
+	Concurrency int `json:"concurrency"`
+	// Tenants is how many copies of each model were served together,
+	// each sent an equal share of its rate, their latencies pooled in
+	// the model's (ValidateConfig.Tenants; 0 in recordings made before
+	// it existed, which served one).
+	Tenants   int     `json:"tenants,omitempty"`
+	WarmupS   float64 `json:"warmup_s"`
+	DurationS float64 `json:"duration_s"`
+	Seed      uint64  `json:"seed"`
 	// SimDurationS is the virtual time simulated per level when the
 	// record was evaluated live (0: the default), so a replay simulates
 	// the same.
@@ -70,7 +75,8 @@ type RecordedApp struct {
 	// TogetherMs is every answered latency with all models served at
 	// once; Sent and Failed count the measured window's requests (a
 	// failed one counts as infinitely slow), LagP99Ms how late the load
-	// generator sent at p99.
+	// generator sent at p99 (with several tenants: all of them pooled,
+	// and the latest tenant's lag).
 	TogetherMs []float64 `json:"together_ms"`
 	Sent       int       `json:"sent"`
 	Failed     int       `json:"failed"`
@@ -167,6 +173,8 @@ func (r ValidateRecord) check() error {
 		return fmt.Errorf("cpus %d: want 1 to 4096", r.CPUs)
 	case r.Threads <= 0 || r.Concurrency <= 0 || r.Threads > 1024 || r.Concurrency > 1024:
 		return fmt.Errorf("threads %d, concurrency %d: want 1 to 1024 each", r.Threads, r.Concurrency)
+	case r.Tenants < 0 || r.Tenants > MaxValidateTenants:
+		return fmt.Errorf("tenants %d: want 0 or 1 (one) to %d", r.Tenants, MaxValidateTenants)
 	case !(r.SimDurationS >= 0) || r.SimDurationS > 1e6:
 		return fmt.Errorf("sim_duration_s %v: want 0 (the default) to 1e6", r.SimDurationS)
 	case len(r.Profiles) == 0:

@@ -32,12 +32,14 @@ exceeds its objective counts as a violation.
   --mode validate-sim  the simulator against real serving: --models served
                        together at several load levels, each also profiled
                        alone and simulated; prints the p99 errors.
+                       --tenants K serves K copies of each model, each at
+                       1/K of its rate: the same load over more tenants
                        --record FILE keeps every measurement (JSON, written
                        after each level); --replay FILE evaluates such a
                        file again without serving or ONNX Runtime (the
                        flags that shape a run, --levels, --models,
-                       --duration, --intra-op-threads, are then the
-                       record's)
+                       --duration, --intra-op-threads, --tenants, are
+                       then the record's)
 
 Policies (--policy all, or a comma-separated list): model-driven (the
 analytic latency models), knapsack-first, knapsack-best, knapsack-worst
@@ -70,6 +72,7 @@ func runBenchPlacement(ctx context.Context, args []string, stdout, stderr io.Wri
 	models := fs.String("models", strings.Join(bench.DefaultValidateModels, ","), "models served together (--mode validate-sim)")
 	levels := fs.String("levels", "0.15,0.25,0.35", "load levels: the fraction of the cores the models' work takes (--mode validate-sim)")
 	concurrency := fs.Int("concurrency", 2, "executors per model (--mode validate-sim)")
+	tenants := fs.Int("tenants", 1, fmt.Sprintf("--mode validate-sim: copies of each model served together, each loaded apart and sent an equal share of the model's rate (the same load over more tenants); 1 to %d", bench.MaxValidateTenants))
 	threads := fs.Int("intra-op-threads", 1, "ONNX Runtime intra-op threads per request (--mode validate-sim)")
 	profileRuns := fs.Int("profile-runs", 300, "profiler runs per model (--mode validate-sim)")
 	quietWait := fs.Duration("quiet-wait", 0, "wait up to this long before each phase for other processes to use < 10 % of the CPUs (--mode validate-sim, real)")
@@ -91,8 +94,8 @@ func runBenchPlacement(ctx context.Context, args []string, stdout, stderr io.Wri
 	}
 	newBackend := func() (*onnx.Backend, error) { return onnx.New(onnx.Config{LibPath: *ortLib, Logger: log}) }
 
-	if (*record != "" || *replay != "") && *mode != "validate-sim" {
-		return fmt.Errorf("--record and --replay need --mode validate-sim")
+	if (*record != "" || *replay != "" || *tenants != 1) && *mode != "validate-sim" {
+		return fmt.Errorf("--record, --replay and --tenants need --mode validate-sim")
 	}
 	if *mode == "validate-sim" && *replay != "" {
 		if *record != "" {
@@ -102,8 +105,8 @@ func runBenchPlacement(ctx context.Context, args []string, stdout, stderr io.Wri
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "accelpool bench placement --mode validate-sim --replay %s: measured on %s at %s (%d intra-op threads, %d executors per model, %gs per phase)\n\n",
-			*replay, rec.Host, rec.Taken.Format(time.RFC3339), rec.Threads, rec.Concurrency, rec.DurationS)
+		fmt.Fprintf(stdout, "accelpool bench placement --mode validate-sim --replay %s: measured on %s at %s (%d intra-op threads, %d executors per model, %d tenants per model, %gs per phase)\n\n",
+			*replay, rec.Host, rec.Taken.Format(time.RFC3339), rec.Threads, rec.Concurrency, max(rec.Tenants, 1), rec.DurationS)
 		// The record's own seed unless --seed says otherwise, so that a
 		// replay simulates what the run did.
 		var opt bench.EvaluateOptions
@@ -120,11 +123,14 @@ func runBenchPlacement(ctx context.Context, args []string, stdout, stderr io.Wri
 		if err != nil {
 			return err
 		}
+		if *tenants < 1 || *tenants > bench.MaxValidateTenants {
+			return fmt.Errorf("--tenants %d: want 1 to %d", *tenants, bench.MaxValidateTenants)
+		}
 		b, err := newBackend()
 		if err != nil {
 			return err
 		}
-		cfg := bench.ValidateConfig{Backend: b, Repository: *repo, Levels: lv, Threads: *threads, Concurrency: *concurrency,
+		cfg := bench.ValidateConfig{Backend: b, Repository: *repo, Levels: lv, Threads: *threads, Concurrency: *concurrency, Tenants: *tenants,
 			Warmup: *warmup, Duration: *duration, ProfileRuns: *profileRuns, Seed: *seed, Logger: log, QuietWait: *quietWait,
 			Record: *record}
 		for _, m := range strings.Split(*models, ",") {
