@@ -344,6 +344,11 @@ func runOverheadEndToEnd(t *testing.T, client []string) {
 		if remote := client != nil && m != InProcess; remote != (s.SatClientCPUPerReq > 0) {
 			t.Errorf("%s: client CPU %v with load generator %q", m, s.SatClientCPUPerReq, client)
 		}
+		// The echo model pauses 200 µs per run: the node's compute time
+		// sees at least that, and never more than the whole request.
+		if s.Compute < 200*time.Microsecond || s.Compute > s.Mean || (m == InProcess && s.Compute != s.Mean) {
+			t.Errorf("%s: c1 compute %v, mean %v", m, s.Compute, s.Mean)
+		}
 	}
 	if rep.Batch == nil || rep.Batch.Skipped != "" || rep.Batch.Batched <= 0 || rep.Batch.MeanBatch < 1 {
 		t.Errorf("batch report %+v", rep.Batch)
@@ -353,6 +358,7 @@ func runOverheadEndToEnd(t *testing.T, client []string) {
 		`(?m)^overhead: tiny grpc saturation ratio \d+\.\d\d, added p50 -?\d+\.\d\dms$`,
 		`(?m)^overhead: tiny rest-binary saturation ratio \d+\.\d\d, added p50 -?\d+\.\d\dms$`,
 		`(?m)^overhead: tiny grpc-shm saturation ratio \d+\.\d\d, added p50 -?\d+\.\d\dms$`,
+		`(?m)^    tiny grpc-shm: mean [+-]\d+\.\d\dms over in-process, of which the runtime [+-]\d+\.\d\dms and transport and serving [+-]\d+\.\d\dms$`,
 		`(?m)^batching: tiny-batch gain \d+\.\d\dx \(mean batch \d+\.\d\)\n\z`,
 		`over loopback`,
 	} {

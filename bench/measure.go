@@ -14,9 +14,14 @@ type callFunc func(ctx context.Context) error
 // seqResult is one round of sequential requests at concurrency 1.
 type seqResult struct {
 	P50, P99   time.Duration
+	Mean       time.Duration
 	Throughput float64 // requests per second
 	Requests   int
-	CPUPerReq  time.Duration // process CPU time per request; 0 if unknown
+	// Compute is the mean time the model's runs took per request, as the
+	// serving node measured them (its compute histogram); in process it
+	// is Mean. 0 if unknown.
+	Compute   time.Duration
+	CPUPerReq time.Duration // process CPU time per request; 0 if unknown
 	// ClientCPUPerReq is the load generator's CPU time per request when it
 	// runs in a process of its own (CPUPerReq is then the server's); 0
 	// otherwise.
@@ -55,6 +60,11 @@ func measureSequential(ctx context.Context, call callFunc, d time.Duration, n in
 	if cpuOK {
 		r.CPUPerReq = (cpu1 - cpu0) / time.Duration(len(lat))
 	}
+	var sum time.Duration
+	for _, l := range lat {
+		sum += l
+	}
+	r.Mean = sum / time.Duration(len(lat))
 	r.P99 = percentile(lat, 99)
 	r.P50 = percentile(lat, 50)
 	return r, nil

@@ -159,7 +159,11 @@ type ModeStats struct {
 	Mode Mode
 	// Concurrency 1: latency percentiles, throughput and process CPU time
 	// per request.
-	P50, P99      time.Duration
+	P50, P99 time.Duration
+	// Mean is the mean latency at concurrency 1, and Compute the part of
+	// it the model's runs took (the node's compute time; in process, the
+	// whole Session.Run).
+	Mean, Compute time.Duration
 	SeqThroughput float64
 	SeqCPUPerReq  time.Duration
 	SeqRequests   int // requests per round (the smallest round)
@@ -336,11 +340,27 @@ type modeRun struct {
 	proc    *procClient // the load generator process, if it runs in one
 }
 
-func (r *runner) seq(ctx context.Context, m modeRun) (seqResult, error) {
-	if m.proc != nil {
-		return m.proc.seq(r.cfg.Duration, r.cfg.Requests)
+// seq measures m at concurrency 1. For a served mode it also reads the
+// node's compute time over the window, so that the added latency can be
+// split into the runtime's (the model ran slower served) and the rest.
+func (r *runner) seq(ctx context.Context, m modeRun, srv *server, model string) (seqResult, error) {
+	if m.mode == InProcess {
+		s, err := measureSequential(ctx, m.newCall(), r.cfg.Duration, r.cfg.Requests)
+		s.Compute = s.Mean
+		return s, err
 	}
-	return measureSequential(ctx, m.newCall(), r.cfg.Duration, r.cfg.Requests)
+	sum0, n0 := histogram(srv.reg, "accelpool_inference_compute_seconds", model)
+	var s seqResult
+	var err error
+	if m.proc != nil {
+		s, err = m.proc.seq(r.cfg.Duration, r.cfg.Requests)
+	} else {
+		s, err = measureSequential(ctx, m.newCall(), r.cfg.Duration, r.cfg.Requests)
+	}
+	if sum1, n1 := histogram(srv.reg, "accelpool_inference_compute_seconds", model); err == nil && n1 > n0 {
+		s.Compute = time.Duration((sum1 - sum0) / float64(n1-n0) * float64(time.Second))
+	}
+	return s, err
 }
 
 func (r *runner) sat(ctx context.Context, m modeRun, w window) (satResult, error) {
@@ -506,7 +526,7 @@ func (r *runner) model(ctx context.Context, name string) (ModelReport, error) {
 	for round := range r.cfg.Rounds {
 		order := rotate(modes, round)
 		for _, m := range order {
-			s, err := r.seq(ctx, m)
+			s, err := r.seq(ctx, m, srv, name)
 			if err != nil {
 				return rep, fmt.Errorf("%s at concurrency 1: %w", m.mode, err)
 			}
@@ -546,11 +566,12 @@ func (r *runner) model(ctx context.Context, name string) (ModelReport, error) {
 
 func aggregate(m modeRun, seq []seqResult, sat []satResult) ModeStats {
 	st := ModeStats{Mode: m.mode, Workers: m.workers}
-	var p50, p99, cpu, scpu, ccpu, sccpu []time.Duration
+	var p50, p99, mean, compute, cpu, scpu, ccpu, sccpu []time.Duration
 	var tput []float64
 	st.SeqRequests = math.MaxInt
 	for _, s := range seq {
 		p50, p99, cpu = append(p50, s.P50), append(p99, s.P99), append(cpu, s.CPUPerReq)
+		mean, compute = append(mean, s.Mean), append(compute, s.Compute)
 		ccpu = append(ccpu, s.ClientCPUPerReq)
 		tput = append(tput, s.Throughput)
 		st.SeqRequests = min(st.SeqRequests, s.Requests)
@@ -562,6 +583,7 @@ func aggregate(m modeRun, seq []seqResult, sat []satResult) ModeStats {
 	}
 	st.SeqClientCPUPerReq, st.SatClientCPUPerReq = medianDuration(ccpu), medianDuration(sccpu)
 	st.P50, st.P99, st.SeqCPUPerReq = medianDuration(p50), medianDuration(p99), medianDuration(cpu)
+	st.Mean, st.Compute = medianDuration(mean), medianDuration(compute)
 	st.SeqThroughput = median(tput)
 	st.SatThroughput, st.SatCPUPerReq = median(st.SatRounds), medianDuration(scpu)
 	return st
@@ -762,12 +784,18 @@ func batchable(meta runtime.Metadata) bool {
 
 // batchHistogram reads the node's batch size histogram for one model.
 func batchHistogram(g prometheus.Gatherer, model string) (sum float64, count uint64) {
+	return histogram(g, "accelpool_inference_batch_size", model)
+}
+
+// histogram reads the sum and count of one model's series of the node's
+// histogram called name.
+func histogram(g prometheus.Gatherer, name, model string) (sum float64, count uint64) {
 	mfs, err := g.Gather()
 	if err != nil {
 		return 0, 0
 	}
 	for _, mf := range mfs {
-		if mf.GetName() != "accelpool_inference_batch_size" {
+		if mf.GetName() != name {
 			continue
 		}
 		for _, m := range mf.GetMetric() {

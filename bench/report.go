@@ -40,6 +40,11 @@ func fmtMS(d time.Duration) string {
 	return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond))
 }
 
+// fmtSigned prints a duration in milliseconds with its sign.
+func fmtSigned(d time.Duration) string {
+	return fmt.Sprintf("%+.2fms", float64(d)/float64(time.Millisecond))
+}
+
 // fmtRounds prints per-round values, e.g. "[210.1 212.4 209.9]".
 func fmtRounds(v []float64) string {
 	parts := make([]string, len(v))
@@ -61,18 +66,19 @@ func (rep OverheadReport) Print(w io.Writer, cfg OverheadConfig) {
 		}
 		fmt.Fprintf(w, ")\n   input %s\n", mr.Input)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "mode\tc1 p50\tc1 p99\tc1 req/s\tc1 cpu/req\tsat workers\tsat req/s\tsat spread\tsat cpu/req\tclient cpu/req\tsat ratio\tadded p50\t")
+		fmt.Fprintln(tw, "mode\tc1 p50\tc1 p99\tc1 mean\tc1 compute\tc1 req/s\tc1 cpu/req\tsat workers\tsat req/s\tsat spread\tsat cpu/req\tclient cpu/req\tsat ratio\tadded p50\t")
 		for _, s := range mr.Modes {
 			added, sr, client := "-", "1.00", "-"
 			if s.Mode != InProcess {
-				added = fmt.Sprintf("%+.2fms", float64(mr.AddedP50(s.Mode))/float64(time.Millisecond))
+				added = fmtSigned(mr.AddedP50(s.Mode))
 				sr = fmt.Sprintf("%.2f", mr.SaturationRatio(s.Mode))
 				client = "in cpu/req"
 				if len(cfg.ClientCommand) > 0 {
 					client = fmtMS(s.SatClientCPUPerReq)
 				}
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f\t%s\t%d\t%.1f\t%.0f%%\t%s\t%s\t%s\t%s\t\n", s.Mode, fmtMS(s.P50), fmtMS(s.P99), s.SeqThroughput,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.1f\t%s\t%d\t%.1f\t%.0f%%\t%s\t%s\t%s\t%s\t\n", s.Mode, fmtMS(s.P50), fmtMS(s.P99),
+				fmtMS(s.Mean), fmtMS(s.Compute), s.SeqThroughput,
 				fmtMS(s.SeqCPUPerReq), s.Workers, s.SatThroughput, 100*spread(s.SatRounds), fmtMS(s.SatCPUPerReq), client, sr, added)
 		}
 		_ = tw.Flush()
@@ -109,6 +115,22 @@ func (rep OverheadReport) Print(w io.Writer, cfg OverheadConfig) {
 			fmt.Fprintf(w, "  - %s in process burns %s of CPU per %s request at concurrency 1: the runtime's intra-op threads\n",
 				mr.Model, fmtMS(s.SeqCPUPerReq), fmtMS(s.P50))
 			fmt.Fprintf(w, "    work or spin on every core, leaving none spare for serving; compare --intra-op-threads 1\n")
+		}
+	}
+	fmt.Fprintf(w, "  - c1 compute is the mean time of the model's runs per request at concurrency 1: the node's compute histogram\n")
+	fmt.Fprintf(w, "    for a served mode, the whole Session.Run in process; so of the added mean latency, compute minus in-process\n")
+	fmt.Fprintf(w, "    compute is the runtime running slower when served, and the rest is the transport and the serving path:\n")
+	for _, mr := range rep.Models {
+		in, ok := mr.Mode(InProcess)
+		if !ok {
+			continue
+		}
+		for _, s := range mr.Modes {
+			if s.Mode == InProcess || s.Compute == 0 {
+				continue
+			}
+			fmt.Fprintf(w, "    %s %s: mean %s over in-process, of which the runtime %s and transport and serving %s\n", mr.Model, s.Mode,
+				fmtSigned(s.Mean-in.Mean), fmtSigned(s.Compute-in.Compute), fmtSigned(s.Mean-s.Compute))
 		}
 	}
 	fmt.Fprintf(w, "  - sat spread is (max-min)/median of the rounds' saturation throughput; p99 of a round with few requests is near its maximum\n")
