@@ -226,21 +226,32 @@ var validationRecordings = []struct {
 	{"machine-a-2026-11-22-levels-10-40-tenants1.json", 8.0, 16.5, 15.0, 19.0},
 	{"machine-a-2026-11-22-levels-10-40-tenants8.json", 9.5, 25.0, 32.0, 35.0},
 	{"machine-a-2026-11-22-levels-10-40-conc16.json", 6.5, 25.0, 32.5, 28.0},
+	// Beyond the loads above (59–84 % of the CPUs busy). The first has no
+	// light level, so the analytic model's demand is each model served
+	// alone at level 0.45, itself queued; the second has one. The third
+	// serves four models (ocr-cls too) as 6 tenants each at one level.
+	{"machine-a-2026-11-22-levels-45-55.json", 42.5, 80.5, 38.0, 34.0},
+	{"machine-a-2026-11-22-levels-10-45-55.json", 32.5, 54.5, 34.5, 25.0},
+	{"machine-a-2026-11-22-4models-tenants6-level-45.json", 34.5, 38.5, 36.0, 21.0},
 }
 
 // TestValidationThisMachine is the analytic latency model (and the
 // simulator) against this project's own measurements of co-located models
 // on this machine, at several rates: the recordings' latencies served
 // together are predicted from what was measured with each model alone.
-// It prints every (level, model) error, each recording's mean and the
-// mean over all of them. TargetModelError (10 %) is the target:
-// five recordings meet it and one does not (see docs/benchmarks.md), so
-// what the test holds the model to is the figures recorded above.
+// It prints every (level, model) error, each recording's mean, the mean
+// over all of them and over the levels up to validatedLevel.
+// TargetModelError (10 %) is the target: five recordings of
+// levels up to 0.40 meet it and one does not, and none of those beyond
+// does (see docs/benchmarks.md), so what the test holds the model to is
+// the figures recorded above.
 func TestValidationThisMachine(t *testing.T) {
 	if len(validationRecordings) == 0 {
 		t.Fatal("no recordings listed")
 	}
-	var pooled []float64 // every (recording, level, model) pair's |mean error|
+	// every (recording, level, model) pair's |mean error|, and those of
+	// levels up to validatedLevel
+	var pooled, upTo []float64
 	for _, r := range validationRecordings {
 		rec, err := ReadValidateRecord(filepath.Join("testdata", "validate-sim", r.file))
 		if err != nil {
@@ -272,21 +283,36 @@ func TestValidationThisMachine(t *testing.T) {
 		for _, lv := range rep.Levels {
 			for _, a := range lv.Apps {
 				pooled = append(pooled, math.Abs(a.ErrMeanModel))
+				if lv.Level <= validatedLevel {
+					upTo = append(upTo, math.Abs(a.ErrMeanModel))
+				}
 			}
 		}
 	}
 	m, _ := meanCV(pooled)
 	t.Logf("over all %d recordings' %d (level, model) pairs: analytic model mean error %.1f %% (target %.0f %%: %s)",
 		len(validationRecordings), len(pooled), 100*m, 100*TargetModelError, metOrNot(m <= TargetModelError))
+	mv, _ := meanCV(upTo)
+	t.Logf("over the %d pairs at levels up to %.2f: analytic model mean error %.1f %% (target %.0f %%: %s)",
+		len(upTo), validatedLevel, 100*mv, 100*TargetModelError, metOrNot(mv <= TargetModelError))
 	if !(m <= pooledMeanErr/100) {
 		t.Errorf("pooled analytic mean error %.1f %%, worse than the %.1f %% recorded", 100*m, pooledMeanErr)
+	}
+	if !(mv <= pooledMeanErrValidated/100) {
+		t.Errorf("pooled analytic mean error up to level %.2f: %.1f %%, worse than the %.1f %% recorded", validatedLevel, 100*mv, pooledMeanErrValidated)
 	}
 }
 
 // pooledMeanErr is the analytic model's mean |error| of the mean over
-// every pair of validationRecordings when the last was committed, rounded
-// up to the next half point.
-const pooledMeanErr = 8.5
+// every pair of validationRecordings when the last was committed, and
+// pooledMeanErrValidated over the pairs at levels up to validatedLevel
+// (the loads at which this machine's measurements repeat from run to
+// run), each rounded up to the next half point.
+const (
+	pooledMeanErr          = 15.5
+	pooledMeanErrValidated = 8.0
+	validatedLevel         = 0.40
+)
 
 func metOrNot(ok bool) string {
 	if ok {
