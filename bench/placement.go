@@ -298,6 +298,9 @@ func RunPlacement(ctx context.Context, cfg PlacementConfig, out io.Writer) (Plac
 			res.Policy, res.Hosted, res.NodesUsed, res.Violations, res.WorstRatio, orDash(res.WorstApp), stopNote(res))
 		if cfg.Mode == PlacementReal {
 			fmt.Fprintf(out, "  served for real: %d requests; CPU busy: this process %.0f %%, other processes %.0f %%\n", res.Requests, 100*res.CPUBusy, 100*res.OthersBusy)
+			for _, l := range violatedApps(res.Apps) {
+				fmt.Fprintf(out, "  violated: %s\n", l)
+			}
 		}
 	}
 	rep.summarise()
@@ -420,6 +423,37 @@ func measureSim(res *PlacementResult, cfg PlacementConfig, w *Workload, nodes []
 	}
 	res.record(out.Apps)
 	return nil
+}
+
+// violatedApps describes the applications whose measured p99 exceeded
+// their objective, the worst (by p99 over objective) first, one line each.
+func violatedApps(apps []sim.AppResult) []string {
+	var v []sim.AppResult
+	for _, a := range apps {
+		if a.Violated {
+			v = append(v, a)
+		}
+	}
+	slices.SortStableFunc(v, func(a, b sim.AppResult) int {
+		ra, rb := a.P99Ms/a.ObjectiveMs, b.P99Ms/b.ObjectiveMs
+		switch {
+		case ra > rb:
+			return -1
+		case ra < rb:
+			return 1
+		}
+		return 0
+	})
+	lines := make([]string, len(v))
+	for i, a := range v {
+		sure := ""
+		if a.Significant {
+			sure = ", 95 % sure"
+		}
+		lines[i] = fmt.Sprintf("%s p99 %.1f ms (95 %% CI %.1f–%.1f) over its %g ms objective (%.2fx), %d requests%s",
+			a.App, a.P99Ms, a.P99LowMs, a.P99HighMs, a.ObjectiveMs, a.P99Ms/a.ObjectiveMs, a.Requests, sure)
+	}
+	return lines
 }
 
 // record counts violations and the worst p99/objective.

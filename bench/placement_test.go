@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/accelpool/accelpool/cluster"
 	"github.com/accelpool/accelpool/errdefs"
+	"github.com/accelpool/accelpool/sim"
 )
 
 const testWorkload = `
@@ -189,6 +191,26 @@ apps:
   - {name: a, model: tiny, rate: 20, objectiveMs: 500}
   - {name: b, model: tiny, rate: 10, objectiveMs: 500}
 `
+
+func TestViolatedApps(t *testing.T) {
+	apps := []sim.AppResult{
+		{App: "ok", Requests: 150, P99Ms: 20, P99LowMs: 18, P99HighMs: 22, ObjectiveMs: 25},
+		{App: "near", Requests: 150, P99Ms: 26, P99LowMs: 21, P99HighMs: 30, ObjectiveMs: 25, Violated: true},
+		{App: "far", Requests: 300, P99Ms: 97.2, P99LowMs: 80, P99HighMs: 120, ObjectiveMs: 60, Violated: true, Significant: true},
+		{App: "refused", Requests: 10, P99Ms: math.Inf(1), P99LowMs: math.Inf(1), P99HighMs: math.Inf(1), ObjectiveMs: 150, Violated: true, Significant: true},
+	}
+	want := []string{
+		"refused p99 +Inf ms (95 % CI +Inf–+Inf) over its 150 ms objective (+Infx), 10 requests, 95 % sure",
+		"far p99 97.2 ms (95 % CI 80.0–120.0) over its 60 ms objective (1.62x), 300 requests, 95 % sure",
+		"near p99 26.0 ms (95 % CI 21.0–30.0) over its 25 ms objective (1.04x), 150 requests",
+	}
+	if got := violatedApps(apps); !slices.Equal(got, want) {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if got := violatedApps(apps[:1]); len(got) != 0 {
+		t.Errorf("no violation listed %q", got)
+	}
+}
 
 // TestPlacementRealEndToEnd places on this machine and serves the placed
 // applications on a real node over gRPC, with the pure-Go echo backend.
