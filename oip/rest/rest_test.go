@@ -17,6 +17,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/accelpool/accelpool/errdefs"
 	"github.com/accelpool/accelpool/oip"
@@ -617,5 +618,39 @@ func BenchmarkInferJSON(b *testing.B) {
 		if _, err := c.Infer(context.Background(), req); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// The pooled body buffer keeps its first byte and whole capacity when the
+// body is shifted to align its binary section, so a second request of the
+// same size reuses it. (It used to keep the shifted slice, a few bytes
+// short, and every binary request allocated — and zeroed — a new body.)
+func TestBodyBufferReused(t *testing.T) {
+	h := &handler{max: 1 << 20}
+	const headerLen = 37 // a binary section that needs the body shifted
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 4096)
+	var bp []byte
+	var base *byte
+	for i := range 3 {
+		r := httptest.NewRequest(http.MethodPost, "/v2/models/m/infer", bytes.NewReader(payload))
+		body, err := h.readBody(httptest.NewRecorder(), r, &bp, headerLen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(body, payload) {
+			t.Fatalf("request %d: body differs from what was sent", i)
+		}
+		if a := uintptr(unsafe.Pointer(&body[headerLen])); a%tensor.Align != 0 {
+			t.Fatalf("request %d: binary section at %#x, not %d-byte aligned", i, a, tensor.Align)
+		}
+		if cap(bp) < len(payload)+tensor.Align {
+			t.Fatalf("request %d: pooled buffer kept %d bytes of capacity, fewer than the %d the next body needs", i, cap(bp), len(payload)+tensor.Align)
+		}
+		if i == 0 {
+			base = unsafe.SliceData(bp[:1])
+		} else if unsafe.SliceData(bp[:1]) != base {
+			t.Fatalf("request %d allocated a new body buffer instead of reusing the pooled one", i)
+		}
+		bp = bp[:0]
 	}
 }

@@ -407,10 +407,13 @@ func putBuf(p *sync.Pool, b *[]byte) {
 	p.Put(b)
 }
 
-// readBody reads the whole body into a pooled buffer, within h.max.
-func (h *handler) readBody(w http.ResponseWriter, r *http.Request, bp *[]byte, headerLen int) error {
+// readBody reads the whole body, within h.max, into the pooled buffer *bp
+// and returns it. *bp keeps the buffer from its first byte (so its whole
+// capacity is there for the next request); the body returned may start a
+// few bytes in, where its binary section falls on a tensor.Align boundary.
+func (h *handler) readBody(w http.ResponseWriter, r *http.Request, bp *[]byte, headerLen int) ([]byte, error) {
 	if r.ContentLength > h.max {
-		return errdefs.New(errdefs.ErrTooLarge, fmt.Sprintf("request body of %d bytes exceeds the %d-byte limit", r.ContentLength, h.max))
+		return nil, errdefs.New(errdefs.ErrTooLarge, fmt.Sprintf("request body of %d bytes exceeds the %d-byte limit", r.ContentLength, h.max))
 	}
 	body := http.MaxBytesReader(w, r.Body, h.max)
 	buf := (*bp)[:0]
@@ -421,25 +424,24 @@ func (h *handler) readBody(w http.ResponseWriter, r *http.Request, bp *[]byte, h
 		// take their aligned paths, and the results match in-process runs
 		// bit for bit.
 		if cap(buf) < n+tensor.Align {
-			buf = make([]byte, n+tensor.Align)
+			buf = make([]byte, 0, n+tensor.Align)
+			*bp = buf
 		}
-		buf = buf[:cap(buf)]
 		pad := 0
 		if headerLen > 0 && headerLen < n {
-			addr := uintptr(unsafe.Pointer(unsafe.SliceData(buf))) + uintptr(headerLen)
+			addr := uintptr(unsafe.Pointer(unsafe.SliceData(buf[:1]))) + uintptr(headerLen)
 			pad = int((tensor.Align - addr%tensor.Align) % tensor.Align)
 		}
-		buf = buf[pad : pad+n]
-		if _, err := io.ReadFull(body, buf); err != nil {
-			*bp = buf[:0]
-			return bodyError(err, h.max)
+		got := buf[pad : pad+n]
+		if _, err := io.ReadFull(body, got); err != nil {
+			return nil, bodyError(err, h.max)
 		}
-		*bp = buf
-		return nil
+		return got, nil
 	}
 	for {
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
+			*bp = buf[:0]
 		}
 		n, err := body.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
@@ -447,12 +449,10 @@ func (h *handler) readBody(w http.ResponseWriter, r *http.Request, bp *[]byte, h
 			break
 		}
 		if err != nil {
-			*bp = buf[:0]
-			return bodyError(err, h.max)
+			return nil, bodyError(err, h.max)
 		}
 	}
-	*bp = buf
-	return nil
+	return buf, nil
 }
 
 func (h *handler) infer(w http.ResponseWriter, r *http.Request) error {
@@ -476,10 +476,11 @@ func (h *handler) infer(w http.ResponseWriter, r *http.Request) error {
 			putBuf(&bodyPool, bp)
 		}
 	}()
-	if err := h.readBody(w, r, bp, headerLen); err != nil {
+	body, err := h.readBody(w, r, bp, headerLen)
+	if err != nil {
 		return err
 	}
-	req, err := ParseInferRequest(*bp, headerLen)
+	req, err := ParseInferRequest(body, headerLen)
 	if err != nil {
 		return err
 	}
