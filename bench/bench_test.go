@@ -324,15 +324,25 @@ func runOverheadEndToEnd(t *testing.T, client []string) {
 	rep, err := RunOverhead(context.Background(), OverheadConfig{
 		Backend: echoBackend{pause: 200 * time.Microsecond}, Repository: repo,
 		Models: []string{"tiny"}, BatchModel: "tiny-batch", BatchClients: 8,
-		Duration: 60 * time.Millisecond, Rounds: 2, WorkDir: t.TempDir(), ClientCommand: client,
+		Duration: 60 * time.Millisecond, Rounds: 2, WorkDir: t.TempDir(), ClientCommand: client, Floor: true,
 	}, &out)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
-	if len(rep.Models) != 1 || len(rep.Models[0].Modes) != 4 {
+	// The 16-byte floor, the model, then its floor.
+	if len(rep.Models) != 3 || !rep.Models[0].Floor || rep.Models[0].FloorOf != "" || rep.Models[1].Floor ||
+		rep.Models[2].Model != "tiny-floor" || rep.Models[2].FloorOf != "tiny" {
 		t.Fatalf("report %+v", rep)
 	}
-	mr := rep.Models[0]
+	for _, fr := range []ModelReport{rep.Models[0], rep.Models[2]} {
+		if len(fr.Modes) != 4 {
+			t.Fatalf("floor %s: modes %+v", fr.Model, fr.Modes)
+		}
+	}
+	mr := rep.Models[1]
+	if len(mr.Modes) != 4 {
+		t.Fatalf("report %+v", rep)
+	}
 	if mr.K != 1 && mr.K != 2 {
 		t.Errorf("K = %d", mr.K)
 	}
@@ -354,11 +364,17 @@ func runOverheadEndToEnd(t *testing.T, client []string) {
 		t.Errorf("batch report %+v", rep.Batch)
 	}
 	text := out.String()
+	// Floors have no summary lines of their own.
+	if strings.Contains(text, "overhead: tiny-floor") || strings.Contains(text, "overhead: floor-16B") {
+		t.Errorf("a floor has a summary line:\n%s", text)
+	}
 	for _, re := range []string{
 		`(?m)^overhead: tiny grpc saturation ratio \d+\.\d\d, added p50 -?\d+\.\d\dms$`,
 		`(?m)^overhead: tiny rest-binary saturation ratio \d+\.\d\d, added p50 -?\d+\.\d\dms$`,
 		`(?m)^overhead: tiny grpc-shm saturation ratio \d+\.\d\d, added p50 -?\d+\.\d\dms$`,
 		`(?m)^    tiny grpc-shm: mean [+-]\d+\.\d\dms over in-process, of which the runtime [+-]\d+\.\d\dms and transport and serving [+-]\d+\.\d\dms$`,
+		`(?m)^    tiny rest-binary: latency [+-]\d+\.\d\dms, its floor [+-]\d+\.\d\dms \(16 bytes: [+-]\d+\.\d\dms\), the rest [+-]\d+\.\d\dms; server CPU [+-]\d+\.\d\dms, its floor [+-]\d+\.\d\dms$`,
+		`(?m)^== floor-16B .*\n   input 16 bytes each way \(16 bytes\) in, 16 bytes out, through a model that does no work`,
 		`(?m)^batching: tiny-batch gain \d+\.\d\dx \(mean batch \d+\.\d\)\n\z`,
 		`over loopback`,
 	} {

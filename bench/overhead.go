@@ -20,6 +20,7 @@ import (
 	"github.com/accelpool/accelpool/agent"
 	"github.com/accelpool/accelpool/agent/repository"
 	"github.com/accelpool/accelpool/agent/runtime"
+	"github.com/accelpool/accelpool/internal/onnxtest"
 	"github.com/accelpool/accelpool/oip"
 	"github.com/accelpool/accelpool/oip/grpcsvc"
 	"github.com/accelpool/accelpool/oip/rest"
@@ -108,6 +109,11 @@ type OverheadConfig struct {
 	// child then runs Loadgen. Its CPU time is reported apart from the
 	// server's. Without it the load generator runs in this process.
 	ClientCommand []string
+	// Floor also measures, after each model, its floor: the same requests
+	// through a model that does no work and answers with as many bytes
+	// (onnxtest.PrefixModel), and once a floor of 16 bytes each way. A
+	// floor's added latency is the transport and serving path alone.
+	Floor bool
 	// Profile, if set, is called as each mode's saturation window of the
 	// last round starts, and the function it returns as the window ends
 	// (for CPU profiles of one mode at a time).
@@ -191,6 +197,11 @@ type ModelReport struct {
 	KByThroughput map[int]float64
 	// Modes lists InProcess first, then the transports.
 	Modes []ModeStats
+	// Floor marks a floor's report (OverheadConfig.Floor); FloorOf is the
+	// model whose request and response bytes it carries, "" for the
+	// 16-byte floor.
+	Floor   bool
+	FloorOf string
 }
 
 // Mode returns the stats of one mode.
@@ -269,12 +280,31 @@ func RunOverhead(ctx context.Context, cfg OverheadConfig, out io.Writer) (Overhe
 	r := &runner{cfg: cfg, out: out}
 	rep := OverheadReport{CPUs: numCPU(), GOMAXPROCS: gomaxprocs()}
 	r.header(rep)
+	if cfg.Floor && len(cfg.Models) > 0 {
+		x := tensor.FromFloat32("x", []int64{1, 4}, []float32{0.5, 1.5, 2.5, 3.5})
+		fr, err := r.floor(ctx, "", []tensor.Tensor{x}, len(x.Data))
+		if err != nil {
+			return rep, fmt.Errorf("the 16-byte floor: %w", err)
+		}
+		rep.Models = append(rep.Models, fr)
+	}
 	for _, m := range cfg.Models {
-		mr, err := r.model(ctx, m)
+		mr, ref, inputs, err := r.model(ctx, m)
 		if err != nil {
 			return rep, fmt.Errorf("model %s: %w", m, err)
 		}
 		rep.Models = append(rep.Models, mr)
+		if cfg.Floor {
+			n := 0
+			for _, t := range ref {
+				n += len(t.Data)
+			}
+			fr, err := r.floor(ctx, m, inputs, n)
+			if err != nil {
+				return rep, fmt.Errorf("model %s's floor: %w", m, err)
+			}
+			rep.Models = append(rep.Models, fr)
+		}
 	}
 	if !cfg.SkipBatching {
 		br, err := r.batching(ctx)
@@ -309,7 +339,11 @@ func (r *runner) header(rep OverheadReport) {
 		r.printf(" (concurrency 1: %d requests)", r.cfg.Requests)
 	}
 	r.printf(", saturation after a %v ramp\n", rampFor(r.cfg.Duration))
-	r.printf("clients and server run in this process over loopback; ONNX Runtime's threads, the server and the clients share the same %d CPUs\n\n", rep.CPUs)
+	where := "clients and server run in this process"
+	if len(r.cfg.ClientCommand) > 0 {
+		where = "the server runs in this process and the load generator in one of its own"
+	}
+	r.printf("%s, over loopback; ONNX Runtime's threads, the server and the clients share the same %d CPUs\n\n", where, rep.CPUs)
 }
 
 func (r *runner) sessionOptions() runtime.Options {
@@ -438,9 +472,56 @@ func (r *runner) chooseK(ctx context.Context, model string, newCall func() callF
 }
 
 // model measures one model in every mode.
-func (r *runner) model(ctx context.Context, name string) (ModelReport, error) {
+// model measures one model of the repository; it also returns the
+// in-process outputs and the inputs it sent.
+func (r *runner) model(ctx context.Context, name string) (ModelReport, []tensor.Tensor, []tensor.Tensor, error) {
 	path, err := modelFile(r.cfg.Repository, name)
 	if err != nil {
+		return ModelReport{}, nil, nil, err
+	}
+	sess, err := r.cfg.Backend.Load(ctx, path, r.sessionOptions())
+	if err != nil {
+		return ModelReport{}, nil, nil, err
+	}
+	defer sess.Close()
+	inputs, desc, err := buildInputs(name, sess.Metadata(), r.cfg.Image, r.cfg.ImageName)
+	if err != nil {
+		return ModelReport{}, nil, nil, err
+	}
+	rep, ref, err := r.measure(ctx, name, path, sess, inputs, desc)
+	return rep, ref, inputs, err
+}
+
+// floor measures the floor of model of (OverheadConfig.Floor): inputs as
+// sent to it, answered with outBytes through a model that does no work.
+// of is "" for the 16-byte floor.
+func (r *runner) floor(ctx context.Context, of string, inputs []tensor.Tensor, outBytes int) (ModelReport, error) {
+	name, what := "floor-16B", "16 bytes each way"
+	if of != "" {
+		name, what = of+"-floor", of+"'s inputs"
+	}
+	var decl []onnxtest.Tensor
+	src, in := 0, 0
+	for i, t := range inputs {
+		if t.DataType != tensor.FP32 {
+			return ModelReport{}, fmt.Errorf("input %s is %s; a floor takes FP32 inputs", t.Name, t.DataType)
+		}
+		decl = append(decl, onnxtest.Tensor{Name: t.Name, ElemType: 1, Shape: t.Shape})
+		if len(t.Data) > len(inputs[src].Data) {
+			src = i
+		}
+		in += len(t.Data)
+	}
+	n := int64(max(1, (outBytes+3)/4))
+	model, err := onnxtest.PrefixModel(decl, src, "floor", n)
+	if err != nil {
+		return ModelReport{}, err
+	}
+	path := filepath.Join(r.cfg.WorkDir, "floors", name+".onnx")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return ModelReport{}, err
+	}
+	if err := os.WriteFile(path, model, 0o644); err != nil {
 		return ModelReport{}, err
 	}
 	sess, err := r.cfg.Backend.Load(ctx, path, r.sessionOptions())
@@ -448,33 +529,39 @@ func (r *runner) model(ctx context.Context, name string) (ModelReport, error) {
 		return ModelReport{}, err
 	}
 	defer sess.Close()
-	inputs, desc, err := buildInputs(name, sess.Metadata(), r.cfg.Image, r.cfg.ImageName)
-	if err != nil {
-		return ModelReport{}, err
-	}
+	desc := fmt.Sprintf("%s (%d bytes) in, %d bytes out, through a model that does no work (ONNX Flatten and Slice)", what, in, n*4)
+	rep, _, err := r.measure(ctx, name, path, sess, inputs, desc)
+	rep.Floor, rep.FloorOf = true, of
+	return rep, err
+}
+
+// measure measures one loaded model (path is its file) with inputs,
+// described by desc, in process and served; it also returns the
+// in-process outputs.
+func (r *runner) measure(ctx context.Context, name, path string, sess runtime.Session, inputs []tensor.Tensor, desc string) (ModelReport, []tensor.Tensor, error) {
 	rep := ModelReport{Model: name, Input: desc}
 	r.printf("%s: input %s\n", name, desc)
 	ref, err := sess.Run(ctx, inputs, nil)
 	if err != nil {
-		return rep, fmt.Errorf("in-process run: %w", err)
+		return rep, nil, fmt.Errorf("in-process run: %w", err)
 	}
 	inproc := sessionCall(sess, inputs)
 	if err := warm(ctx, inproc()); err != nil {
-		return rep, err
+		return rep, nil, err
 	}
 	if rep.K, rep.KByThroughput, err = r.chooseK(ctx, name, inproc); err != nil {
-		return rep, err
+		return rep, nil, err
 	}
 	clients := r.cfg.ClientsPerExecutor * rep.K
 
 	dir := filepath.Join(r.cfg.WorkDir, name)
 	conf := serveConfig{concurrency: rep.K, queue: max(128, 2*clients), intra: r.cfg.IntraOpThreads, inter: r.cfg.InterOpThreads}
 	if err := writeRepository(dir, []repoEntry{{name: name, file: path, config: conf}}); err != nil {
-		return rep, err
+		return rep, nil, err
 	}
 	srv, err := r.serve(ctx, dir, clients)
 	if err != nil {
-		return rep, err
+		return rep, nil, err
 	}
 	defer srv.close()
 
@@ -487,7 +574,7 @@ func (r *runner) model(ctx context.Context, name string) (ModelReport, error) {
 		var out []tensor.Tensor
 		if mode == GRPCSHM {
 			if srv.shm, err = srv.setupSHM(ctx, name, inputs, grpcOut); err != nil {
-				return rep, fmt.Errorf("%s: %w", mode, err)
+				return rep, nil, fmt.Errorf("%s: %w", mode, err)
 			}
 			if out, err = srv.shm.answer(ctx, srv); err == nil {
 				err = sameOutputs(mode, out, ref)
@@ -496,7 +583,7 @@ func (r *runner) model(ctx context.Context, name string) (ModelReport, error) {
 			out, err = checkSame(ctx, m, name, ref, srv.svc(mode), inputs)
 		}
 		if err != nil {
-			return rep, err
+			return rep, nil, err
 		}
 		if mode == GRPC {
 			grpcOut = out
@@ -504,18 +591,18 @@ func (r *runner) model(ctx context.Context, name string) (ModelReport, error) {
 		if len(r.cfg.ClientCommand) > 0 {
 			lc, err := srv.loadgenConfig(mode, name, inputs, outputSizes(out))
 			if err != nil {
-				return rep, err
+				return rep, nil, err
 			}
 			if m.proc, err = startProcClient(ctx, r.cfg.ClientCommand, lc, r.cfg.WorkDir); err != nil {
-				return rep, err
+				return rep, nil, err
 			}
 			defer m.proc.close()
 		} else {
 			if m.newCall, err = srv.loadCall(mode, name, inputs, outputSizes(out)); err != nil {
-				return rep, err
+				return rep, nil, err
 			}
 			if err := warm(ctx, m.newCall()); err != nil {
-				return rep, fmt.Errorf("%s warm-up: %w", m.mode, err)
+				return rep, nil, fmt.Errorf("%s warm-up: %w", m.mode, err)
 			}
 		}
 		modes = append(modes, m)
@@ -528,7 +615,7 @@ func (r *runner) model(ctx context.Context, name string) (ModelReport, error) {
 		for _, m := range order {
 			s, err := r.seq(ctx, m, srv, name)
 			if err != nil {
-				return rep, fmt.Errorf("%s at concurrency 1: %w", m.mode, err)
+				return rep, nil, fmt.Errorf("%s at concurrency 1: %w", m.mode, err)
 			}
 			seq[m.mode] = append(seq[m.mode], s)
 		}
@@ -545,7 +632,7 @@ func (r *runner) model(ctx context.Context, name string) (ModelReport, error) {
 			}
 			s, err := r.sat(ctx, m, w)
 			if err != nil {
-				return rep, fmt.Errorf("%s at saturation: %w", m.mode, err)
+				return rep, nil, fmt.Errorf("%s at saturation: %w", m.mode, err)
 			}
 			sat[m.mode] = append(sat[m.mode], s)
 		}
@@ -561,7 +648,7 @@ func (r *runner) model(ctx context.Context, name string) (ModelReport, error) {
 		rep.Modes = append(rep.Modes, aggregate(m, seq[m.mode], sat[m.mode]))
 	}
 	r.printf("\n")
-	return rep, nil
+	return rep, ref, nil
 }
 
 func aggregate(m modeRun, seq []seqResult, sat []satResult) ModeStats {

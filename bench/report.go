@@ -111,7 +111,7 @@ func (rep OverheadReport) Print(w io.Writer, cfg OverheadConfig) {
 	fmt.Fprintf(w, "  - %d CPUs (GOMAXPROCS %d while serving): ONNX Runtime's intra-op threads, the Go server and the client compete for them,\n", rep.CPUs, rep.GOMAXPROCS)
 	fmt.Fprintf(w, "    so every CPU cycle the transport spends, the client's included, is taken from the model\n")
 	for _, mr := range rep.Models {
-		if s, ok := mr.Mode(InProcess); ok && s.P50 > 0 && float64(s.SeqCPUPerReq) > 1.3*float64(s.P50) {
+		if s, ok := mr.Mode(InProcess); ok && !mr.Floor && s.P50 > 0 && float64(s.SeqCPUPerReq) > 1.3*float64(s.P50) {
 			fmt.Fprintf(w, "  - %s in process burns %s of CPU per %s request at concurrency 1: the runtime's intra-op threads\n",
 				mr.Model, fmtMS(s.SeqCPUPerReq), fmtMS(s.P50))
 			fmt.Fprintf(w, "    work or spin on every core, leaving none spare for serving; compare --intra-op-threads 1\n")
@@ -122,7 +122,7 @@ func (rep OverheadReport) Print(w io.Writer, cfg OverheadConfig) {
 	fmt.Fprintf(w, "    compute is the runtime running slower when served, and the rest is the transport and the serving path:\n")
 	for _, mr := range rep.Models {
 		in, ok := mr.Mode(InProcess)
-		if !ok {
+		if !ok || mr.Floor {
 			continue
 		}
 		for _, s := range mr.Modes {
@@ -133,6 +133,7 @@ func (rep OverheadReport) Print(w io.Writer, cfg OverheadConfig) {
 				fmtSigned(s.Mean-in.Mean), fmtSigned(s.Compute-in.Compute), fmtSigned(s.Mean-s.Compute))
 		}
 	}
+	rep.printFloors(w)
 	fmt.Fprintf(w, "  - sat spread is (max-min)/median of the rounds' saturation throughput; p99 of a round with few requests is near its maximum\n")
 	var noisy []string
 	for _, mr := range rep.Models {
@@ -151,7 +152,7 @@ func (rep OverheadReport) Print(w io.Writer, cfg OverheadConfig) {
 	}
 	for _, mr := range rep.Models {
 		for _, s := range mr.Modes {
-			if s.Mode == InProcess {
+			if s.Mode == InProcess || mr.Floor {
 				continue
 			}
 			sr := mr.SaturationRatio(s.Mode)
@@ -174,7 +175,7 @@ func (rep OverheadReport) Print(w io.Writer, cfg OverheadConfig) {
 	fmt.Fprintln(w)
 	for _, mr := range rep.Models {
 		for _, s := range mr.Modes {
-			if s.Mode == InProcess {
+			if s.Mode == InProcess || mr.Floor {
 				continue
 			}
 			fmt.Fprintf(w, "overhead: %s %s saturation ratio %.2f, added p50 %s\n", mr.Model, s.Mode, mr.SaturationRatio(s.Mode), fmtMS(mr.AddedP50(s.Mode)))
@@ -185,6 +186,54 @@ func (rep OverheadReport) Print(w io.Writer, cfg OverheadConfig) {
 			fmt.Fprintf(w, "batching: %s skipped (%s)\n", b.Model, b.Skipped)
 		} else {
 			fmt.Fprintf(w, "batching: %s gain %.2fx (mean batch %.1f)\n", b.Model, b.Gain(), b.MeanBatch)
+		}
+	}
+}
+
+// printFloors splits each model's added latency and server CPU with its
+// floor (OverheadConfig.Floor), when the run measured floors.
+func (rep OverheadReport) printFloors(w io.Writer) {
+	floors := map[string]ModelReport{}
+	for _, mr := range rep.Models {
+		if mr.Floor {
+			floors[mr.FloorOf] = mr
+		}
+	}
+	if len(floors) == 0 {
+		return
+	}
+	// added is a mode's mean latency and server CPU per request at
+	// saturation over in-process, for one report.
+	added := func(mr ModelReport, m Mode) (lat, cpu time.Duration, ok bool) {
+		in, ok1 := mr.Mode(InProcess)
+		s, ok2 := mr.Mode(m)
+		return s.Mean - in.Mean, s.SatCPUPerReq - in.SatCPUPerReq, ok1 && ok2
+	}
+	fmt.Fprintf(w, "  - a floor is the same requests through a model that does no work and answers with as many bytes (ONNX\n")
+	fmt.Fprintf(w, "    Flatten and Slice), so what it adds over in-process is the transport and the serving path alone; floor-16B\n")
+	fmt.Fprintf(w, "    sends 16 bytes each way (the path's fixed cost). Each model's added mean latency and server CPU per request\n")
+	fmt.Fprintf(w, "    at saturation, against its floor's:\n")
+	null, haveNull := floors[""]
+	for _, mr := range rep.Models {
+		f, ok := floors[mr.Model]
+		if mr.Floor || !ok {
+			continue
+		}
+		for _, s := range mr.Modes {
+			if s.Mode == InProcess {
+				continue
+			}
+			lat, cpu, ok1 := added(mr, s.Mode)
+			flat, fcpu, ok2 := added(f, s.Mode)
+			if !ok1 || !ok2 {
+				continue
+			}
+			fixed := ""
+			if nlat, _, ok := added(null, s.Mode); haveNull && ok {
+				fixed = fmt.Sprintf(" (16 bytes: %s)", fmtSigned(nlat))
+			}
+			fmt.Fprintf(w, "    %s %s: latency %s, its floor %s%s, the rest %s; server CPU %s, its floor %s\n", mr.Model, s.Mode,
+				fmtSigned(lat), fmtSigned(flat), fixed, fmtSigned(lat-flat), fmtSigned(cpu), fmtSigned(fcpu))
 		}
 	}
 }

@@ -56,6 +56,13 @@ compares dynamic batching (max_batch_size 8, 2 ms delay) with none on
 --batch-model over gRPC. Inputs are deterministic: --image, or a synthetic
 gradient image, through the same preprocessing as 'accelpool infer'.
 
+With --floor it also measures, after each model, its floor: the same
+requests through a generated model that does no work (ONNX Flatten and
+Slice) and answers with as many bytes, and once a floor of 16 bytes each
+way. What a floor adds over in-process is the transport and serving path
+alone, and the notes split each model's added latency and server CPU with
+it. Floors have no summary lines.
+
 The last lines read:
   overhead: <model> <transport> saturation ratio R.RR, added p50 X.XXms
   batching: <model> gain G.GGx (mean batch B.B)`
@@ -98,6 +105,7 @@ func runBenchOverhead(ctx context.Context, args []string, stdout, stderr io.Writ
 	image := fs.String("image", "", "image `file` (JPEG/PNG) for image inputs (default: a synthetic gradient image)")
 	repo := fs.String("model-repository", cache.ModelRepository(), "model repository `dir` the models are read from")
 	ortLib := fs.String("ort-lib", "", "ONNX Runtime library `path` (default: $ACCELPOOL_ORT_LIB, the cache, then the system)")
+	floor := fs.Bool("floor", false, "also measure each model's floor: the same requests through a model that does no work and answers with as many bytes, and once 16 bytes each way; the notes split each model's added latency and server CPU with it")
 	profDir := fs.String("cpuprofile", "", "write a CPU profile of each mode's last saturation window into `dir`")
 	client := fs.String("client", "process", "where the load generator runs: \"process\" (a process of its own; server and client CPU reported apart) or \"in-process\"")
 	logLevel := fs.String("log-level", "warn", "serving node log `level`: debug, info, warn, error")
@@ -118,6 +126,7 @@ func runBenchOverhead(ctx context.Context, args []string, stdout, stderr io.Writ
 	}
 	libPath, libVersion, _, _ := onnx.LibraryInfo()
 	cfg := bench.OverheadConfig{
+		Floor:              *floor,
 		Backend:            backend,
 		Runtime:            fmt.Sprintf("onnxruntime %s (%s)", libVersion, libPath),
 		Repository:         *repo,

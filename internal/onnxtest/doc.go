@@ -8,4 +8,8 @@
 // RunCase takes a case from files to a Result in process; ReadCase and
 // CheckOutputs let a test drive the same cases through another path, such
 // as the inference protocol over REST or gRPC.
+//
+// BuildModel and PrefixModel encode small models in the other direction:
+// for tests that need particular inputs and outputs, and for the overhead
+// benchmark's floor (a model that does no work).
 package onnxtest

@@ -81,6 +81,55 @@ func identity(ins ...onnxtest.Tensor) []byte {
 	return onnxtest.BuildModel(13, nodes, ins, outs)
 }
 
+// PrefixModel (the overhead benchmark's floor) returns the first n
+// elements of its source input flattened, repeated when n is larger, and
+// accepts inputs it does not read.
+func TestPrefixModel(t *testing.T) {
+	b := newBackend(t)
+	x := make([]float32, 2*3*4)
+	for i := range x {
+		x[i] = float32(i) + 0.5
+	}
+	ins := []onnxtest.Tensor{{Name: "unused", ElemType: 1, Shape: []int64{2}}, {Name: "x", ElemType: 1, Shape: []int64{1, 2, 3, 4}}}
+	for _, n := range []int64{1, 10, 24, 50} {
+		m, err := onnxtest.PrefixModel(ins, 1, "floor", n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := load(t, b, writeModel(t, m))
+		out, err := s.Run(context.Background(), []tensor.Tensor{
+			tensor.FromFloat32("unused", []int64{2}, []float32{7, 8}),
+			tensor.FromFloat32("x", []int64{1, 2, 3, 4}, x),
+		}, nil)
+		if err != nil {
+			t.Fatalf("n %d: %v", n, err)
+		}
+		got := out[0].Float32s()
+		if out[0].Name != "floor" || fmt.Sprint(out[0].Shape) != fmt.Sprint([]int64{1, n}) || int64(len(got)) != n {
+			t.Fatalf("n %d: output %s %v with %d elements", n, out[0].Name, out[0].Shape, len(got))
+		}
+		for i, v := range got {
+			if want := x[i%len(x)]; v != want {
+				t.Fatalf("n %d: element %d is %v, want %v", n, i, v, want)
+			}
+		}
+	}
+	for _, bad := range []struct {
+		ins []onnxtest.Tensor
+		src int
+		n   int64
+	}{
+		{ins, 2, 4},
+		{[]onnxtest.Tensor{{Name: "x", ElemType: 7, Shape: []int64{4}}}, 0, 4},
+		{[]onnxtest.Tensor{{Name: "x", ElemType: 1, Shape: []int64{-1, 4}}}, 0, 4},
+		{ins, 1, 0},
+	} {
+		if _, err := onnxtest.PrefixModel(bad.ins, bad.src, "floor", bad.n); err == nil {
+			t.Errorf("PrefixModel(%v, %d, %d) built a model", bad.ins, bad.src, bad.n)
+		}
+	}
+}
+
 func TestConformance(t *testing.T) {
 	b := newBackend(t)
 	front := demoModel(t, "blazeface-front")
