@@ -471,9 +471,8 @@ func (r *runner) chooseK(ctx context.Context, model string, newCall func() callF
 	return k, med, nil
 }
 
-// model measures one model in every mode.
-// model measures one model of the repository; it also returns the
-// in-process outputs and the inputs it sent.
+// model measures one model of the repository in every mode; it also
+// returns the in-process outputs and the inputs it sent.
 func (r *runner) model(ctx context.Context, name string) (ModelReport, []tensor.Tensor, []tensor.Tensor, error) {
 	path, err := modelFile(r.cfg.Repository, name)
 	if err != nil {
