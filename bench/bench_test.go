@@ -360,8 +360,18 @@ func runOverheadEndToEnd(t *testing.T, client []string) {
 			t.Errorf("%s: c1 compute %v, mean %v", m, s.Compute, s.Mean)
 		}
 	}
-	if rep.Batch == nil || rep.Batch.Skipped != "" || rep.Batch.Batched <= 0 || rep.Batch.MeanBatch < 1 {
+	if b := rep.Batch; b == nil || b.Skipped != "" || len(b.Points) == 0 || b.Points[0].K != 1 ||
+		len(b.Points) != map[bool]int{true: 1, false: 2}[b.K == 1] {
 		t.Errorf("batch report %+v", rep.Batch)
+	} else {
+		for _, p := range b.Points {
+			// Stacked in-process rows, served requests with and without
+			// batching, and the batch size each round saw.
+			if p.Rows <= 0 || p.Stacked <= 0 || p.Unbatched <= 0 || p.Batched <= 0 || p.MeanBatch < 1 ||
+				len(p.RowsRounds) != 2 || len(p.StackedRounds) != 2 || len(p.BatchedRounds) != 2 || len(p.MeanBatchRounds) != 2 {
+				t.Errorf("batch point %+v", p)
+			}
+		}
 	}
 	text := out.String()
 	// Floors have no summary lines of their own.
@@ -375,7 +385,8 @@ func runOverheadEndToEnd(t *testing.T, client []string) {
 		`(?m)^    tiny grpc-shm: mean [+-]\d+\.\d\dms over in-process, of which the runtime [+-]\d+\.\d\dms and transport and serving [+-]\d+\.\d\dms$`,
 		`(?m)^    tiny rest-binary: latency [+-]\d+\.\d\dms, its floor [+-]\d+\.\d\dms \(16 bytes: [+-]\d+\.\d\dms\), the rest [+-]\d+\.\d\dms; server CPU [+-]\d+\.\d\dms, its floor [+-]\d+\.\d\dms$`,
 		`(?m)^== floor-16B .*\n   input 16 bytes each way \(16 bytes\) in, 16 bytes out, through a model that does no work`,
-		`(?m)^batching: tiny-batch gain \d+\.\d\dx \(mean batch \d+\.\d\)\n\z`,
+		`(?m)^batching: tiny-batch gain \d+\.\d\dx with 1 executor \(mean batch \d+\.\d; ONNX Runtime alone \d+\.\d\dx\)(, \d+\.\d\dx with 2 executors \(mean batch \d+\.\d; ONNX Runtime alone \d+\.\d\dx\))?\n\z`,
+		`(?m)^== dynamic batching: tiny-batch, in process and over gRPC with 8 concurrent single-row clients; max_batch_size 8, max_queue_delay_ms 2$`,
 		`over loopback`,
 	} {
 		if !regexp.MustCompile(re).MatchString(text) {

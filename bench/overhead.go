@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -230,27 +231,48 @@ func (r ModelReport) AddedP50(m Mode) time.Duration {
 
 // BatchReport is the dynamic batching phase's result.
 type BatchReport struct {
-	Model   string
-	Input   string
+	Model string
+	Input string
+	// K is the executor count chosen in process (see chooseK); the phase
+	// measures at 1 executor and, when K is not 1, at K.
 	K       int
 	Clients int
-	// MaxBatchSize and Delay configure the batched variant.
+	// MaxBatchSize and Delay configure the batched variants.
 	MaxBatchSize int
 	Delay        time.Duration
-	// Unbatched and Batched are saturation throughputs (median over
-	// rounds) with max_batch_size 0 and MaxBatchSize; the Rounds fields
-	// hold each round's value.
-	Unbatched, Batched             float64
-	UnbatchedRounds, BatchedRounds []float64
-	// MeanBatch is the mean rows per execution with batching (median over
-	// rounds), from the node's accelpool_inference_batch_size histogram.
-	MeanBatch float64
+	// Points holds one result per executor count, 1 first.
+	Points []BatchPoint
 	// Skipped, when set, says why the phase did not run.
 	Skipped string
 }
 
-// Gain is batched over unbatched throughput.
-func (b BatchReport) Gain() float64 { return ratio(b.Batched, b.Unbatched) }
+// BatchPoint is the batching phase at one executor count. Figures are
+// medians over rounds; the Rounds fields hold each round's value.
+type BatchPoint struct {
+	K int
+	// Rows and Stacked are ONNX Runtime alone, in process, with K
+	// goroutines: rows per second run one by one and in stacked batches of
+	// MaxBatchSize rows.
+	Rows, Stacked             float64
+	RowsRounds, StackedRounds []float64
+	// Unbatched and Batched are the served saturation throughputs
+	// (requests of one row per second) with max_batch_size 0 and
+	// MaxBatchSize.
+	Unbatched, Batched             float64
+	UnbatchedRounds, BatchedRounds []float64
+	// MeanBatch is the mean rows per execution with batching, from the
+	// node's accelpool_inference_batch_size histogram.
+	MeanBatch       float64
+	MeanBatchRounds []float64
+}
+
+// Gain is the served throughput with batching over without.
+func (p BatchPoint) Gain() float64 { return ratio(p.Batched, p.Unbatched) }
+
+// RuntimeGain is what stacking alone buys in ONNX Runtime: rows per
+// second in batches over one by one, in process. Served batching cannot
+// gain much more than this.
+func (p BatchPoint) RuntimeGain() float64 { return ratio(p.Stacked, p.Rows) }
 
 // OverheadReport is RunOverhead's result.
 type OverheadReport struct {
@@ -895,8 +917,13 @@ func histogram(g prometheus.Gatherer, name, model string) (sum float64, count ui
 	return 0, 0
 }
 
-// batching serves the batch model twice from one node, without batching and
-// with it, and drives both to saturation with single-row gRPC clients.
+// batching measures dynamic batching on the batch model at one executor
+// and at the K chosen in process (when that is not 1). At each executor
+// count it measures ONNX Runtime alone, in process, with single rows and
+// with stacked batches of MaxBatchSize rows (what batching can win at
+// most), and a node serving the model without batching and with it, driven
+// to saturation by single-row gRPC clients. All windows are interleaved
+// round by round.
 func (r *runner) batching(ctx context.Context) (*BatchReport, error) {
 	name := r.cfg.BatchModel
 	br := &BatchReport{Model: name, Clients: r.cfg.BatchClients, MaxBatchSize: r.cfg.BatchMaxSize, Delay: r.cfg.BatchDelay}
@@ -919,23 +946,39 @@ func (r *runner) batching(ctx context.Context) (*BatchReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	stacked, err := stackRows(inputs, r.cfg.BatchMaxSize)
+	if err != nil {
+		return nil, fmt.Errorf("model %s: %w", name, err)
+	}
 	br.Input = desc
 	r.printf("%s (batching phase): input %s\n", name, desc)
-	inproc := sessionCall(sess, inputs)
+	inproc, inprocStacked := sessionCall(sess, inputs), sessionCall(sess, stacked)
+	if err := warm(ctx, inprocStacked()); err != nil {
+		return nil, err
+	}
 	if err := warm(ctx, inproc()); err != nil {
 		return nil, err
 	}
 	if br.K, _, err = r.chooseK(ctx, name, inproc); err != nil {
 		return nil, err
 	}
+	ks := []int{1}
+	if br.K != 1 {
+		ks = append(ks, br.K)
+	}
 
-	plain, batched := name+"-nobatch", name+fmt.Sprintf("-batch%d", r.cfg.BatchMaxSize)
 	queue := max(128, 2*br.Clients)
+	var entries []repoEntry
+	for _, k := range ks {
+		base := serveConfig{concurrency: k, queue: queue, intra: r.cfg.IntraOpThreads, inter: r.cfg.InterOpThreads}
+		withBatch := base
+		withBatch.maxBatch, withBatch.delay = r.cfg.BatchMaxSize, r.cfg.BatchDelay
+		entries = append(entries,
+			repoEntry{batchVariant(name, 0, k), path, base},
+			repoEntry{batchVariant(name, r.cfg.BatchMaxSize, k), path, withBatch})
+	}
 	dir := filepath.Join(r.cfg.WorkDir, name+"-batching")
-	base := serveConfig{concurrency: br.K, queue: queue, intra: r.cfg.IntraOpThreads, inter: r.cfg.InterOpThreads}
-	withBatch := base
-	withBatch.maxBatch, withBatch.delay = r.cfg.BatchMaxSize, r.cfg.BatchDelay
-	if err := writeRepository(dir, []repoEntry{{plain, path, base}, {batched, path, withBatch}}); err != nil {
+	if err := writeRepository(dir, entries); err != nil {
 		return nil, err
 	}
 	srv, err := r.serve(ctx, dir, 0)
@@ -943,41 +986,96 @@ func (r *runner) batching(ctx context.Context) (*BatchReport, error) {
 		return nil, err
 	}
 	defer srv.close()
+	for _, e := range entries {
+		if err := warm(ctx, servedCall(srv.grpc, e.name, inputs)()); err != nil {
+			return nil, fmt.Errorf("%s warm-up: %w", e.name, err)
+		}
+	}
 
-	variants := []string{plain, batched}
-	for _, v := range variants {
-		if err := warm(ctx, servedCall(srv.grpc, v, inputs)()); err != nil {
-			return nil, fmt.Errorf("%s warm-up: %w", v, err)
+	br.Points = make([]BatchPoint, len(ks))
+	type measurement struct {
+		what string
+		run  func() error
+	}
+	var ms []measurement
+	for i, k := range ks {
+		p := &br.Points[i]
+		p.K = k
+		ms = append(ms,
+			measurement{fmt.Sprintf("in process, K=%d, 1 row", k), func() error {
+				s, err := measureSaturation(ctx, inproc, k, rampFor(r.cfg.Duration), r.cfg.Duration, window{})
+				p.RowsRounds = append(p.RowsRounds, s.Throughput)
+				return err
+			}},
+			measurement{fmt.Sprintf("in process, K=%d, %d rows", k, r.cfg.BatchMaxSize), func() error {
+				s, err := measureSaturation(ctx, inprocStacked, k, rampFor(r.cfg.Duration), r.cfg.Duration, window{})
+				p.StackedRounds = append(p.StackedRounds, s.Throughput*float64(r.cfg.BatchMaxSize))
+				return err
+			}})
+		for _, size := range []int{0, r.cfg.BatchMaxSize} {
+			v := batchVariant(name, size, k)
+			ms = append(ms, measurement{v, func() error {
+				var sum0, sum1 float64
+				var n0, n1 uint64
+				w := window{
+					start: func() { sum0, n0 = batchHistogram(srv.reg, v) },
+					end:   func() { sum1, n1 = batchHistogram(srv.reg, v) },
+				}
+				s, err := measureSaturation(ctx, servedCall(srv.grpc, v, inputs), br.Clients, rampFor(r.cfg.Duration), r.cfg.Duration, w)
+				if size == 0 {
+					p.UnbatchedRounds = append(p.UnbatchedRounds, s.Throughput)
+					return err
+				}
+				mean := 0.0
+				if n1 > n0 {
+					mean = (sum1 - sum0) / float64(n1-n0)
+				}
+				p.BatchedRounds = append(p.BatchedRounds, s.Throughput)
+				p.MeanBatchRounds = append(p.MeanBatchRounds, mean)
+				return err
+			}})
 		}
 	}
-	var means []float64
 	for round := range r.cfg.Rounds {
-		for _, v := range rotate(variants, round) {
-			var sum0, sum1 float64
-			var n0, n1 uint64
-			w := window{
-				start: func() { sum0, n0 = batchHistogram(srv.reg, v) },
-				end:   func() { sum1, n1 = batchHistogram(srv.reg, v) },
-			}
-			s, err := measureSaturation(ctx, servedCall(srv.grpc, v, inputs), br.Clients, rampFor(r.cfg.Duration), r.cfg.Duration, w)
-			if err != nil {
-				return nil, fmt.Errorf("%s at saturation: %w", v, err)
-			}
-			mean := 0.0
-			if n1 > n0 {
-				mean = (sum1 - sum0) / float64(n1-n0)
-			}
-			if v == plain {
-				br.UnbatchedRounds = append(br.UnbatchedRounds, s.Throughput)
-			} else {
-				br.BatchedRounds = append(br.BatchedRounds, s.Throughput)
-				means = append(means, mean)
+		for _, m := range rotate(ms, round) {
+			if err := m.run(); err != nil {
+				return nil, fmt.Errorf("%s at saturation: %w", m.what, err)
 			}
 		}
-		r.printf("%s batching round %d/%d: max_batch_size 0 %.1f req/s, max_batch_size %d %.1f req/s (mean batch %.2f)\n",
-			name, round+1, r.cfg.Rounds, br.UnbatchedRounds[round], r.cfg.BatchMaxSize, br.BatchedRounds[round], means[round])
+		for _, p := range br.Points {
+			r.printf("%s batching round %d/%d, K=%d: in process %.1f rows/s one by one, %.1f in batches of %d; served max_batch_size 0 %.1f req/s, %d %.1f req/s (mean batch %.2f)\n",
+				name, round+1, r.cfg.Rounds, p.K, p.RowsRounds[round], p.StackedRounds[round], r.cfg.BatchMaxSize,
+				p.UnbatchedRounds[round], r.cfg.BatchMaxSize, p.BatchedRounds[round], p.MeanBatchRounds[round])
+		}
 	}
-	br.Unbatched, br.Batched, br.MeanBatch = median(br.UnbatchedRounds), median(br.BatchedRounds), median(means)
+	for i := range br.Points {
+		p := &br.Points[i]
+		p.Rows, p.Stacked = median(p.RowsRounds), median(p.StackedRounds)
+		p.Unbatched, p.Batched, p.MeanBatch = median(p.UnbatchedRounds), median(p.BatchedRounds), median(p.MeanBatchRounds)
+	}
 	r.printf("\n")
 	return br, nil
+}
+
+// batchVariant names the served copy of model with max_batch_size size
+// and k executors in the batching phase's repository.
+func batchVariant(model string, size, k int) string {
+	if size == 0 {
+		return fmt.Sprintf("%s-nobatch-k%d", model, k)
+	}
+	return fmt.Sprintf("%s-batch%d-k%d", model, size, k)
+}
+
+// stackRows repeats each single-row input n times along its first
+// dimension: the batch a batcher would form from n identical requests.
+func stackRows(inputs []tensor.Tensor, n int) ([]tensor.Tensor, error) {
+	out := make([]tensor.Tensor, len(inputs))
+	for i, t := range inputs {
+		if len(t.Shape) == 0 || t.Shape[0] != 1 {
+			return nil, fmt.Errorf("input %s has shape %v, not a single row", t.Name, t.Shape)
+		}
+		shape := append([]int64{int64(n)}, t.Shape[1:]...)
+		out[i] = tensor.Tensor{Name: t.Name, DataType: t.DataType, Shape: shape, Data: bytes.Repeat(t.Data, n)}
+	}
+	return out, nil
 }

@@ -85,12 +85,14 @@ func (rep OverheadReport) Print(w io.Writer, cfg OverheadConfig) {
 		fmt.Fprintln(w)
 	}
 	if b := rep.Batch; b != nil && b.Skipped == "" {
-		fmt.Fprintf(w, "== dynamic batching: %s over gRPC, %d concurrent single-row clients, K=%d executors\n   input %s\n", b.Model, b.Clients, b.K, b.Input)
+		fmt.Fprintf(w, "== dynamic batching: %s, in process and over gRPC with %d concurrent single-row clients; max_batch_size %d, max_queue_delay_ms %g\n   input %s\n",
+			b.Model, b.Clients, b.MaxBatchSize, float64(b.Delay)/float64(time.Millisecond), b.Input)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "config\tsat req/s\tsat spread\tmean batch\t")
-		fmt.Fprintf(tw, "max_batch_size 0\t%.1f\t%.0f%%\t1.0\t\n", b.Unbatched, 100*spread(b.UnbatchedRounds))
-		fmt.Fprintf(tw, "max_batch_size %d, max_queue_delay_ms %g\t%.1f\t%.0f%%\t%.2f\t\n", b.MaxBatchSize,
-			float64(b.Delay)/float64(time.Millisecond), b.Batched, 100*spread(b.BatchedRounds), b.MeanBatch)
+		fmt.Fprintf(tw, "executors\tin-process rows/s, 1 row\t%d rows\truntime gain\tserved req/s, no batching\tbatching\tmean batch\tgain\tsat spread\t\n", b.MaxBatchSize)
+		for _, p := range b.Points {
+			fmt.Fprintf(tw, "%d\t%.1f\t%.1f\t%.2fx\t%.1f\t%.1f\t%.2f\t%.2fx\t%.0f%% / %.0f%%\t\n", p.K, p.Rows, p.Stacked, p.RuntimeGain(),
+				p.Unbatched, p.Batched, p.MeanBatch, p.Gain(), 100*spread(p.UnbatchedRounds), 100*spread(p.BatchedRounds))
+		}
 		_ = tw.Flush()
 		fmt.Fprintln(w)
 	}
@@ -135,6 +137,11 @@ func (rep OverheadReport) Print(w io.Writer, cfg OverheadConfig) {
 	}
 	rep.printFloors(w)
 	fmt.Fprintf(w, "  - sat spread is (max-min)/median of the rounds' saturation throughput; p99 of a round with few requests is near its maximum\n")
+	if b := rep.Batch; b != nil && b.Skipped == "" {
+		fmt.Fprintf(w, "  - batching: runtime gain is ONNX Runtime alone, in process with as many goroutines as executors, running %d stacked rows\n"+
+			"    at a time over one row at a time; it bounds what the node's batching can win, which comes from the runtime\n"+
+			"    using the cores better per row: where one row at a time already keeps every core busy, there is little to win\n", b.MaxBatchSize)
+	}
 	var noisy []string
 	for _, mr := range rep.Models {
 		for _, s := range mr.Modes {
@@ -143,8 +150,12 @@ func (rep OverheadReport) Print(w io.Writer, cfg OverheadConfig) {
 			}
 		}
 	}
-	if b := rep.Batch; b != nil && (spread(b.UnbatchedRounds) > NoisySpread || spread(b.BatchedRounds) > NoisySpread) {
-		noisy = append(noisy, b.Model+" batching")
+	if b := rep.Batch; b != nil {
+		for _, p := range b.Points {
+			if spread(p.UnbatchedRounds) > NoisySpread || spread(p.BatchedRounds) > NoisySpread {
+				noisy = append(noisy, fmt.Sprintf("%s batching at K=%d", b.Model, p.K))
+			}
+		}
 	}
 	if len(noisy) > 0 {
 		fmt.Fprintf(w, "  - WARNING: saturation rounds spread over %.0f%% for %s: something else used the CPUs; rerun on a quiet machine\n",
@@ -185,7 +196,12 @@ func (rep OverheadReport) Print(w io.Writer, cfg OverheadConfig) {
 		if b.Skipped != "" {
 			fmt.Fprintf(w, "batching: %s skipped (%s)\n", b.Model, b.Skipped)
 		} else {
-			fmt.Fprintf(w, "batching: %s gain %.2fx (mean batch %.1f)\n", b.Model, b.Gain(), b.MeanBatch)
+			var parts []string
+			for _, p := range b.Points {
+				parts = append(parts, fmt.Sprintf("%.2fx with %d executor%s (mean batch %.1f; ONNX Runtime alone %.2fx)",
+					p.Gain(), p.K, plural(p.K), p.MeanBatch, p.RuntimeGain()))
+			}
+			fmt.Fprintf(w, "batching: %s gain %s\n", b.Model, strings.Join(parts, ", "))
 		}
 	}
 }
@@ -236,4 +252,12 @@ func (rep OverheadReport) printFloors(w io.Writer) {
 				fmtSigned(lat), fmtSigned(flat), fixed, fmtSigned(lat-flat), fmtSigned(cpu), fmtSigned(fcpu))
 		}
 	}
+}
+
+// plural is "s" unless n is 1.
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }

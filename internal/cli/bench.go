@@ -53,7 +53,9 @@ is set.
 It prints each figure as the median over rounds, the served/in-process
 throughput ratio at saturation and the p50 latency serving adds, then
 compares dynamic batching (max_batch_size 8, 2 ms delay) with none on
---batch-model over gRPC. Inputs are deterministic: --image, or a synthetic
+--batch-model over gRPC, at 1 executor and at the chosen K, beside ONNX
+Runtime alone running 8 stacked rows at a time over one row at a time
+(the most batching can win). Inputs are deterministic: --image, or a synthetic
 gradient image, through the same preprocessing as 'accelpool infer'.
 
 With --floor it also measures, after each model, its floor: the same
@@ -65,7 +67,7 @@ it. Floors have no summary lines.
 
 The last lines read:
   overhead: <model> <transport> saturation ratio R.RR, added p50 X.XXms
-  batching: <model> gain G.GGx (mean batch B.B)`
+  batching: <model> gain G.GGx with 1 executor (mean batch B.B; ONNX Runtime alone R.RRx)[, G.GGx with K executors (...)]`
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "overhead" {
