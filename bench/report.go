@@ -139,8 +139,8 @@ func (rep OverheadReport) Print(w io.Writer, cfg OverheadConfig) {
 	fmt.Fprintf(w, "  - sat spread is (max-min)/median of the rounds' saturation throughput; p99 of a round with few requests is near its maximum\n")
 	if b := rep.Batch; b != nil && b.Skipped == "" {
 		fmt.Fprintf(w, "  - batching: runtime gain is ONNX Runtime alone, in process with as many goroutines as executors, running %d stacked rows\n"+
-			"    at a time over one row at a time; it bounds what the node's batching can win, which comes from the runtime\n"+
-			"    using the cores better per row: where one row at a time already keeps every core busy, there is little to win\n", b.MaxBatchSize)
+			"    at a time over one row at a time: about the most the node's batching can win (a little more where batching also\n"+
+			"    spreads the node's per-request costs); where one row at a time already keeps every core busy, there is little to win\n", b.MaxBatchSize)
 	}
 	var noisy []string
 	for _, mr := range rep.Models {

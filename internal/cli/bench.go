@@ -55,7 +55,7 @@ throughput ratio at saturation and the p50 latency serving adds, then
 compares dynamic batching (max_batch_size 8, 2 ms delay) with none on
 --batch-model over gRPC, at 1 executor and at the chosen K, beside ONNX
 Runtime alone running 8 stacked rows at a time over one row at a time
-(the most batching can win). Inputs are deterministic: --image, or a synthetic
+(about the most batching can win). Inputs are deterministic: --image, or a synthetic
 gradient image, through the same preprocessing as 'accelpool infer'.
 
 With --floor it also measures, after each model, its floor: the same
