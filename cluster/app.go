@@ -10,6 +10,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/accelpool/accelpool/agent/repository"
 	"github.com/accelpool/accelpool/errdefs"
 	"github.com/accelpool/accelpool/internal/yamlx"
 )
@@ -50,6 +51,11 @@ type AppSpec struct {
 	Constraints Constraints `json:"constraints,omitempty" yaml:"constraints,omitempty"`
 	// Batching configures dynamic batching on each instance.
 	Batching Batching `json:"batching,omitempty" yaml:"batching,omitempty"`
+	// Serving tunes how each instance serves the model, with the keys of
+	// a model repository's config.yaml (max_queue_size, concurrency,
+	// intra_op_threads, inter_op_threads, providers, default_timeout_ms,
+	// allow_spinning, preprocess); batching is set by Batching above.
+	Serving *repository.Config `json:"serving,omitempty" yaml:"serving,omitempty"`
 	// MemoryBytes overrides the accelerator memory reserved per instance;
 	// default: a multiple of the model file's size (see DefaultMemory).
 	MemoryBytes int64 `json:"memoryBytes,omitempty" yaml:"memoryBytes,omitempty"`
@@ -146,6 +152,14 @@ func (a *Application) Validate() error {
 		return FieldError("spec.batching.maxQueueDelayMs", "%v must be between 0 and 10000", s.Batching.MaxQueueDelayMs)
 	case s.MemoryBytes < 0:
 		return FieldError("spec.memoryBytes", "%d must not be negative", s.MemoryBytes)
+	}
+	if c := s.Serving; c != nil {
+		if c.MaxBatchSize != 0 || c.MaxQueueDelayMS != 0 {
+			return FieldError("spec.serving", "set batching with spec.batching (maxBatchSize, maxQueueDelayMs), not max_batch_size or max_queue_delay_ms")
+		}
+		if err := c.WithDefaults().Validate(); err != nil {
+			return fmt.Errorf("spec.serving.%w", err)
+		}
 	}
 	for i, t := range s.Constraints.Tiers {
 		if !t.Valid() {

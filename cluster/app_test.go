@@ -19,6 +19,7 @@ spec:
   replicas: {min: 2, max: 3}
   constraints: {tiers: [edge], labels: {zone: eu}, acceleratorKind: cpu}
   batching: {maxBatchSize: 8, maxQueueDelayMs: 2}
+  serving: {concurrency: 2, intra_op_threads: 1, preprocess: {x: {width: 64, height: 32}}}
 `
 
 func TestParseApplications(t *testing.T) {
@@ -28,6 +29,9 @@ func TestParseApplications(t *testing.T) {
 	}
 	if len(apps) != 2 || apps[0].Spec.Replicas.Min != 2 || apps[1].Metadata.Name != "ocr2" {
 		t.Fatalf("parsed %+v", apps)
+	}
+	if sv := apps[0].Spec.Serving; sv == nil || sv.Concurrency != 2 || sv.IntraOpThreads != 1 || sv.Preprocess["x"].Height != 32 {
+		t.Fatalf("spec.serving parsed as %+v", sv)
 	}
 	one, err := ParseApplications([]byte(strings.Replace(good, "  replicas: {min: 2, max: 3}\n", "", 1)))
 	if err != nil || one[0].Spec.Replicas.Min != 1 || one[0].Spec.Replicas.Max != 1 {
@@ -48,6 +52,10 @@ func TestValidationNamesTheField(t *testing.T) {
 		"tier":        {"tiers: [edge]", "tiers: [moon]", "spec.constraints.tiers[0]"},
 		"kind accel":  {"acceleratorKind: cpu", "acceleratorKind: fpga", "spec.constraints.acceleratorKind"},
 		"batch":       {"maxBatchSize: 8", "maxBatchSize: 100000", "spec.batching.maxBatchSize"},
+		"serving":     {"concurrency: 2", "concurrency: 999", "spec.serving.concurrency"},
+		"serving img": {"width: 64", "width: -1", "spec.serving.preprocess.x.width"},
+		"serving key": {"intra_op_threads", "intraOpThreads", "intraOpThreads"},
+		"serving bat": {"concurrency: 2", "max_batch_size: 4", "spec.batching"},
 		"unknown key": {"rate: 20", "rat: 20", "rat"},
 		"wrong type":  {"rate: 20", "rate: fast", "rate"},
 		"broken yaml": {"objective: {p99Ms: 200}", "objective: {p99Ms: [200}", "yaml"},

@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"time"
+
+	"github.com/accelpool/accelpool/agent/repository"
 )
 
 // Tier is where in the continuum a node sits.
@@ -94,9 +96,11 @@ type Instance struct {
 	ModelDigest string `json:"modelDigest"`
 	ServedName  string `json:"servedName"`
 	// MemoryBytes is what the placement reserved on the accelerator.
-	MemoryBytes int64     `json:"memoryBytes"`
-	Batching    Batching  `json:"batching,omitempty"`
-	Created     time.Time `json:"created"`
+	MemoryBytes int64    `json:"memoryBytes"`
+	Batching    Batching `json:"batching,omitempty"`
+	// Serving is the application's spec.serving (nil: the defaults).
+	Serving *repository.Config `json:"serving,omitempty"`
+	Created time.Time          `json:"created"`
 }
 
 // InstanceStatus is an instance's state as its agent reports it.

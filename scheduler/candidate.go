@@ -182,6 +182,7 @@ func (d *decision) instance(node, accel string) cluster.Instance {
 		ModelDigest: digest,
 		MemoryBytes: d.req.MemoryBytes,
 		Batching:    d.req.App.Spec.Batching,
+		Serving:     d.req.App.Spec.Serving,
 	}
 }
 

@@ -163,7 +163,7 @@ func (s *Server) reconcile(ctx context.Context) error {
 			in.ID = newInstanceID(name)
 			in.App, in.ServedName = name, in.ID
 			in.ModelName, in.ModelDigest = model, digest
-			in.Batching = a.Spec.Batching
+			in.Batching, in.Serving = a.Spec.Batching, a.Spec.Serving
 			in.MemoryBytes = instanceMemory(v, a)
 			in.Created = time.Now().UTC()
 			val, _ := json.Marshal(in)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/accelpool/accelpool/agent"
 	"github.com/accelpool/accelpool/agent/member"
+	"github.com/accelpool/accelpool/agent/repository"
 	"github.com/accelpool/accelpool/agent/runtime/fake"
 	"github.com/accelpool/accelpool/client"
 	"github.com/accelpool/accelpool/cluster"
@@ -43,6 +44,7 @@ type testAgent struct {
 	cancel context.CancelFunc
 	done   chan error
 	once   sync.Once
+	dir    string // its data directory
 }
 
 func (a *testAgent) stop() {
@@ -70,7 +72,7 @@ func startAgent(t *testing.T, servers []string, n cluster.Node) *testAgent {
 	}
 	n.HTTPAddr, n.GRPCAddr = node.HTTPAddr(), node.GRPCAddr()
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &testAgent{node: node, cancel: cancel, done: make(chan error, 1)}
+	a := &testAgent{node: node, cancel: cancel, done: make(chan error, 1), dir: dir}
 	go func() {
 		a.done <- member.Run(ctx, member.Config{Servers: servers, Token: token, Node: n, DataDir: dir, Manager: node.Manager, Logger: quiet(), PollWait: 2 * time.Second, AutoProfile: true})
 	}()
@@ -170,6 +172,7 @@ spec:
   replicas: {min: 2, max: 2}
   constraints: {labels: {zone: eu}}
   memoryBytes: 104857600
+  serving: {concurrency: 2, default_timeout_ms: 500}
 `
 	if _, err := cl.Deploy(ctx, []byte(apps), client.DeployOptions{}); err != nil {
 		t.Fatal(err)
@@ -179,6 +182,12 @@ spec:
 	if err := cl.WaitReady(waitCtx, "add"); err != nil {
 		av, _ := cl.App(ctx, "add")
 		t.Fatalf("app not ready: %v; status %+v", err, av.Status)
+	}
+	// The instance on edge-a is served as spec.serving says.
+	served, err := repository.Scan(member.RepositoryDir(a1.dir))
+	if err != nil || len(served) != 1 || served[0].ConfigErr != nil ||
+		served[0].Config.Concurrency != 2 || served[0].Config.DefaultTimeoutMS != 500 {
+		t.Fatalf("edge-a's repository: %+v, %v; want one model with concurrency 2 and default_timeout_ms 500", served, err)
 	}
 
 	// Inference through either replica's gateway (each replica's mirror of

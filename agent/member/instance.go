@@ -2,6 +2,7 @@ package member
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -59,7 +60,7 @@ func (in *instance) set(state, reason string) {
 // thing served.
 func sameSpec(a, b cluster.Instance) bool {
 	return a.ModelDigest == b.ModelDigest && a.ServedName == b.ServedName && a.Batching == b.Batching &&
-		a.Accelerator == b.Accelerator && a.MemoryBytes == b.MemoryBytes
+		a.Accelerator == b.Accelerator && a.MemoryBytes == b.MemoryBytes && sameServing(a.Serving, b.Serving)
 }
 
 // reconcile starts the instances that are new in want and stops those no
@@ -206,10 +207,27 @@ func (m *member) teardown(in *instance, removed bool) {
 	in.log.Info("instance stopped", "unloaded", true, "removed", removed)
 }
 
-// modelConfig is the part of the repository's config.yaml an instance sets.
-type modelConfig struct {
-	MaxBatchSize    int     `yaml:"max_batch_size"`
-	MaxQueueDelayMS float64 `yaml:"max_queue_delay_ms"`
+// modelConfig is the config.yaml an instance is served with: its
+// application's spec.serving and spec.batching. The application was
+// validated when it was deployed; a config that still fails is reported
+// by the model's load.
+func modelConfig(spec cluster.Instance) ([]byte, error) {
+	c := repository.DefaultConfig()
+	if spec.Serving != nil {
+		c = spec.Serving.WithDefaults()
+	}
+	c.MaxBatchSize, c.MaxQueueDelayMS = spec.Batching.MaxBatchSize, spec.Batching.MaxQueueDelayMs
+	return yaml.Marshal(c)
+}
+
+// sameServing reports whether two spec.serving values ask for the same.
+func sameServing(a, b *repository.Config) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	ja, erra := json.Marshal(a)
+	jb, errb := json.Marshal(b)
+	return erra == nil && errb == nil && string(ja) == string(jb)
 }
 
 // install lays the instance out in the repository:
@@ -225,7 +243,7 @@ func (m *member) install(spec cluster.Instance, blob string) (changed bool, err 
 		return false, fmt.Errorf("install: %w", err)
 	}
 
-	cfg, err := yaml.Marshal(modelConfig{MaxBatchSize: spec.Batching.MaxBatchSize, MaxQueueDelayMS: spec.Batching.MaxQueueDelayMs})
+	cfg, err := modelConfig(spec)
 	if err != nil {
 		return false, fmt.Errorf("install: %w", err)
 	}

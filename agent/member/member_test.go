@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -200,6 +201,7 @@ func TestInstanceLifecycle(t *testing.T) {
 	r := startAgent(t, cp, t.TempDir(), nil)
 	in := instanceOf("i1", "resnet-a", digest)
 	in.Batching = cluster.Batching{MaxBatchSize: 8, MaxQueueDelayMs: 2.5}
+	in.Serving = &repository.Config{Concurrency: 3, IntraOpThreads: 1, DefaultTimeoutMS: 750}
 	cp.assign(in)
 
 	hb := waitState(t, cp, "i1", cluster.InstanceReady)
@@ -220,8 +222,10 @@ func TestInstanceLifecycle(t *testing.T) {
 	if err != nil || !ok || m.ConfigErr != nil {
 		t.Fatalf("repository: %v %v %v", ok, err, m.ConfigErr)
 	}
-	if m.Config.MaxBatchSize != 8 || m.Config.MaxQueueDelayMS != 2.5 {
-		t.Fatalf("config.yaml gives %+v", m.Config)
+	want := repository.Config{MaxBatchSize: 8, MaxQueueDelayMS: 2.5, MaxQueueSize: repository.DefaultConfig().MaxQueueSize,
+		Concurrency: 3, IntraOpThreads: 1, DefaultTimeoutMS: 750, Providers: []string{}, Preprocess: map[string]repository.ImageInput{}}
+	if !reflect.DeepEqual(m.Config, want) {
+		t.Fatalf("config.yaml gives %+v, want the instance's batching and serving %+v", m.Config, want)
 	}
 	blobPath := filepath.Join(BlobDir(r.dataDir), strings.TrimPrefix(digest, "sha256:"))
 	a, err1 := os.Stat(blobPath)

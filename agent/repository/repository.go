@@ -45,29 +45,29 @@ type Config struct {
 	// MaxBatchSize > 1 turns on dynamic batching for models whose first
 	// input dimension is dynamic: requests are stacked along it up to this
 	// many rows. 0 or 1 runs each request alone.
-	MaxBatchSize int `yaml:"max_batch_size"`
+	MaxBatchSize int `yaml:"max_batch_size" json:"max_batch_size,omitempty"`
 	// MaxQueueDelayMS is how long the first request of a batch waits for
 	// company before the batch runs anyway.
-	MaxQueueDelayMS float64 `yaml:"max_queue_delay_ms"`
+	MaxQueueDelayMS float64 `yaml:"max_queue_delay_ms" json:"max_queue_delay_ms,omitempty"`
 	// MaxQueueSize bounds the requests waiting for this model; a request
 	// that finds it full is refused at once (HTTP 503 / ResourceExhausted).
-	MaxQueueSize int `yaml:"max_queue_size"`
+	MaxQueueSize int `yaml:"max_queue_size" json:"max_queue_size,omitempty"`
 	// Concurrency is how many executions of the model may run at once.
-	Concurrency int `yaml:"concurrency"`
+	Concurrency int `yaml:"concurrency" json:"concurrency,omitempty"`
 	// IntraOpThreads and InterOpThreads size the runtime's thread pools.
-	IntraOpThreads int `yaml:"intra_op_threads"`
-	InterOpThreads int `yaml:"inter_op_threads"`
+	IntraOpThreads int `yaml:"intra_op_threads" json:"intra_op_threads,omitempty"`
+	InterOpThreads int `yaml:"inter_op_threads" json:"inter_op_threads,omitempty"`
 	// Providers lists execution providers by preference (tensorrt, cuda, cpu).
-	Providers []string `yaml:"providers"`
+	Providers []string `yaml:"providers" json:"providers,omitempty"`
 	// DefaultTimeoutMS applies to requests that bring no deadline; 0: none.
-	DefaultTimeoutMS float64 `yaml:"default_timeout_ms"`
+	DefaultTimeoutMS float64 `yaml:"default_timeout_ms" json:"default_timeout_ms,omitempty"`
 	// AllowSpinning lets the runtime's threads busy-wait for work.
-	AllowSpinning bool `yaml:"allow_spinning"`
+	AllowSpinning bool `yaml:"allow_spinning" json:"allow_spinning,omitempty"`
 	// Preprocess, keyed by model input name, lets clients send that input
 	// as encoded images (a BYTES tensor of shape [N] holding JPEG or PNG
 	// files) which the agent decodes and turns into the model's tensor.
 	// The normal tensor stays accepted too.
-	Preprocess map[string]ImageInput `yaml:"preprocess"`
+	Preprocess map[string]ImageInput `yaml:"preprocess" json:"preprocess,omitempty"`
 }
 
 // MaxImageSide bounds ImageInput.Width and Height.
@@ -83,23 +83,23 @@ const DefaultImageScale = 1.0 / 255
 // them against the model when it loads it.
 type ImageInput struct {
 	// Width and Height of the tensor; 0: the model input's fixed size.
-	Width  int `yaml:"width"`
-	Height int `yaml:"height"`
+	Width  int `yaml:"width" json:"width,omitempty"`
+	Height int `yaml:"height" json:"height,omitempty"`
 	// Layout is NCHW or NHWC; empty: inferred from the model input's
 	// shape (dimension 1 of 3: NCHW; last dimension of 3: NHWC).
-	Layout string `yaml:"layout"`
+	Layout string `yaml:"layout" json:"layout,omitempty"`
 	// Scale multiplies channel values 0..255 first; unset: 1/255 (1 when
 	// the datatype is UINT8).
-	Scale *float64 `yaml:"scale"`
+	Scale *float64 `yaml:"scale" json:"scale,omitempty"`
 	// Mean and Std are per RGB channel, three values each; unset: 0 and 1.
-	Mean []float64 `yaml:"mean"`
-	Std  []float64 `yaml:"std"`
+	Mean []float64 `yaml:"mean" json:"mean,omitempty"`
+	Std  []float64 `yaml:"std" json:"std,omitempty"`
 	// BGR feeds the channels in blue, green, red order.
-	BGR bool `yaml:"bgr"`
+	BGR bool `yaml:"bgr" json:"bgr,omitempty"`
 	// DataType of the tensor: FP32, FP16 or UINT8 (values rounded and
 	// clamped to 0..255); empty: the model input's datatype. It must
 	// match the model input.
-	DataType string `yaml:"datatype"`
+	DataType string `yaml:"datatype" json:"datatype,omitempty"`
 }
 
 // validate checks the fields that need no model; field prefixes names.
@@ -140,6 +140,20 @@ func (p ImageInput) validate(bad func(field, format string, a ...any) error, fie
 // DefaultConfig is what a model without config.yaml gets.
 func DefaultConfig() Config {
 	return Config{MaxQueueSize: 128, Concurrency: 1}
+}
+
+// WithDefaults fills the fields whose zero value is not valid (the queue
+// size and the concurrency) from DefaultConfig, as config.yaml leaves
+// them when it does not name them.
+func (c Config) WithDefaults() Config {
+	d := DefaultConfig()
+	if c.MaxQueueSize == 0 {
+		c.MaxQueueSize = d.MaxQueueSize
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = d.Concurrency
+	}
+	return c
 }
 
 // QueueDelay is MaxQueueDelayMS as a duration.

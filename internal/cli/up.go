@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/accelpool/accelpool/agent"
 	"github.com/accelpool/accelpool/agent/member"
 	"github.com/accelpool/accelpool/agent/repository"
@@ -53,9 +55,6 @@ func defaultDataDir() string {
 	}
 	return filepath.Join(os.TempDir(), "accelpool-data")
 }
-
-// demoBatching is the batching the demo applications ask for.
-var demoBatching = map[string]cluster.Batching{"ocr-cls": {MaxBatchSize: 8, MaxQueueDelayMs: 2}}
 
 func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("up", "up [flags]", upHelp, stderr)
@@ -185,13 +184,29 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 // deployRepository pushes every model of a repository and deploys an
-// application of the same name for each, leaving existing ones alone.
+// application of the same name for each, served as the model's
+// config.yaml says, leaving existing applications alone. A model whose
+// config.yaml is invalid is skipped with the reason; the others deploy.
 func deployRepository(ctx context.Context, cl *client.Client, found []repository.Model, stdout io.Writer) ([]string, error) {
 	var names []string
+	taken := map[string]string{}
 	for _, m := range found {
-		if !cluster.ValidName(m.Name) {
-			fmt.Fprintf(stdout, "  skipping %s: not a valid application name\n", m.Name)
+		if m.ConfigErr != nil {
+			fmt.Fprintf(stdout, "  skipping %s: %v\n", m.Name, m.ConfigErr)
 			continue
+		}
+		name := appName(m.Name)
+		if other, ok := taken[name]; ok || !cluster.ValidName(name) {
+			why := "no valid application name can be made from it (1-63 lowercase letters, digits or '-')"
+			if ok {
+				why = fmt.Sprintf("its application name %s is taken by model %s", name, other)
+			}
+			fmt.Fprintf(stdout, "  skipping %s: %s\n", m.Name, why)
+			continue
+		}
+		taken[name] = m.Name
+		if name != m.Name {
+			fmt.Fprintf(stdout, "  %s is served as application %s (application names are DNS labels)\n", m.Name, name)
 		}
 		data, err := os.ReadFile(m.Path(m.Latest()))
 		if err != nil {
@@ -199,32 +214,69 @@ func deployRepository(ctx context.Context, cl *client.Client, found []repository
 		}
 		var art cluster.ModelArtifact
 		err = whileUnavailable(ctx, stdout, func() (err error) {
-			art, err = cl.PushModel(ctx, m.Name, data)
+			art, err = cl.PushModel(ctx, name, data)
 			return err
 		})
 		if err != nil {
 			return nil, fmt.Errorf("push %s: %w", m.Name, err)
 		}
-		app := fmt.Sprintf("apiVersion: %s\nkind: %s\nmetadata: {name: %s}\nspec:\n  model: %s\n  objective: {p99Ms: 1000}\n  replicas: {min: 1, max: 1}\n",
-			cluster.APIVersion, cluster.KindApplication, m.Name, m.Name)
-		if b, ok := demoBatching[m.Name]; ok {
-			app += fmt.Sprintf("  batching: {maxBatchSize: %d, maxQueueDelayMs: %g}\n", b.MaxBatchSize, b.MaxQueueDelayMs)
+		app, err := repositoryApp(name, m.Config)
+		if err != nil {
+			return nil, fmt.Errorf("deploy %s: %w", m.Name, err)
 		}
 		err = whileUnavailable(ctx, stdout, func() error {
-			_, err := cl.Deploy(ctx, []byte(app), client.DeployOptions{})
+			_, err := cl.Deploy(ctx, app, client.DeployOptions{})
 			return err
 		})
 		switch {
 		case errors.Is(err, errdefs.ErrAlreadyExists):
-			fmt.Fprintf(stdout, "  %-16s %s (application exists, kept)\n", m.Name, art.Digest[:19])
+			fmt.Fprintf(stdout, "  %-16s %s (application exists, kept)\n", name, art.Digest[:19])
 		case err != nil:
 			return nil, fmt.Errorf("deploy %s: %w", m.Name, err)
 		default:
-			fmt.Fprintf(stdout, "  %-16s %s deployed\n", m.Name, art.Digest[:19])
+			fmt.Fprintf(stdout, "  %-16s %s deployed\n", name, art.Digest[:19])
 		}
-		names = append(names, m.Name)
+		names = append(names, name)
 	}
 	return names, nil
+}
+
+// appName turns a model repository name (letters of either case, digits,
+// '_', '.', '-') into an application name: lowercase, with '_' and '.'
+// as '-'.
+func appName(model string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r == '_' || r == '.':
+			return '-'
+		case r >= 'A' && r <= 'Z':
+			return r + ('a' - 'A')
+		}
+		return r
+	}, model)
+}
+
+// repositoryApp is the application `up` deploys for a repository model:
+// one instance, a lenient objective, and the model's config.yaml as its
+// batching and serving settings.
+func repositoryApp(name string, c repository.Config) ([]byte, error) {
+	serving := c
+	serving.MaxBatchSize, serving.MaxQueueDelayMS = 0, 0
+	app := cluster.Application{
+		APIVersion: cluster.APIVersion, Kind: cluster.KindApplication,
+		Metadata: cluster.Metadata{Name: name},
+		Spec: cluster.AppSpec{
+			Model:     name,
+			Objective: cluster.Objective{P99Ms: 1000},
+			Replicas:  cluster.Replicas{Min: 1, Max: 1},
+			Batching:  cluster.Batching{MaxBatchSize: c.MaxBatchSize, MaxQueueDelayMs: c.MaxQueueDelayMS},
+			Serving:   &serving,
+		},
+	}
+	if err := app.Validate(); err != nil {
+		return nil, err
+	}
+	return yaml.Marshal(app)
 }
 
 // upLeaderWait bounds how long `accelpool up` waits for its control

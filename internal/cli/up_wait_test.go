@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/accelpool/accelpool/agent/repository"
+	"github.com/accelpool/accelpool/cluster"
 	"github.com/accelpool/accelpool/errdefs"
 )
 
@@ -32,5 +34,33 @@ func TestWhileUnavailable(t *testing.T) {
 	cancel()
 	if err := whileUnavailable(ctx, &out, func() error { return errdefs.New(errdefs.ErrUnavailable, "no leader") }); !errors.Is(err, context.Canceled) {
 		t.Fatalf("canceled while waiting: %v", err)
+	}
+}
+
+// TestRepositoryApp: `up` deploys a repository model with its config.yaml
+// (batching to spec.batching, the rest to spec.serving) under a valid
+// application name.
+func TestRepositoryApp(t *testing.T) {
+	for in, want := range map[string]string{"ocr-cls": "ocr-cls", "My_Model.v2": "my-model-v2"} {
+		if got := appName(in); got != want {
+			t.Errorf("appName(%q) = %q, want %q", in, got, want)
+		}
+	}
+	c, err := repository.ParseConfig([]byte("max_batch_size: 8\nmax_queue_delay_ms: 2\nconcurrency: 3\nintra_op_threads: 1\npreprocess: {x: {width: 64}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := repositoryApp("m", c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apps, err := cluster.ParseApplications(doc)
+	if err != nil {
+		t.Fatalf("%v in\n%s", err, doc)
+	}
+	s := apps[0].Spec
+	if s.Model != "m" || s.Batching != (cluster.Batching{MaxBatchSize: 8, MaxQueueDelayMs: 2}) || s.Serving == nil ||
+		s.Serving.Concurrency != 3 || s.Serving.IntraOpThreads != 1 || s.Serving.Preprocess["x"].Width != 64 || s.Serving.MaxBatchSize != 0 {
+		t.Fatalf("spec %+v (serving %+v) from\n%s", s, s.Serving, doc)
 	}
 }
