@@ -89,9 +89,10 @@ func StartNode(ctx context.Context, cfg NodeConfig) (n *Node, err error) {
 		return nil, err
 	}
 	n = &Node{Manager: mgr, log: log.With("component", "node"), errc: make(chan error, 3)}
+	started := n // the named result is nil once an error is returned
 	defer func() {
 		if err != nil {
-			n.Close(context.Background())
+			started.Close(context.Background())
 		}
 	}()
 

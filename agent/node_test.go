@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -89,4 +90,30 @@ func (t tokenRT) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	r.Header.Set("Authorization", "Bearer "+t.tok)
 	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestStartNodeListenError: an address that cannot be bound is an error
+// naming it, not a panic in the clean-up of the half-started node.
+func TestStartNodeListenError(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	root := writeRepo(t, map[string]repoModel{"m": {model: vec}})
+	for _, c := range []NodeConfig{
+		{HTTPAddr: busy.Addr().String(), GRPCAddr: "127.0.0.1:0"},
+		{HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", MetricsAddr: busy.Addr().String()},
+		{HTTPAddr: "127.0.0.1:99999"},
+	} {
+		c.Manager = Config{Repository: root, Backend: fake.New(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		n, err := StartNode(context.Background(), c)
+		if err == nil {
+			n.Close(context.Background())
+			t.Fatalf("%+v: started", c)
+		}
+		if n != nil || !strings.Contains(err.Error(), "127.0.0.1:") {
+			t.Errorf("%+v: node %v, error %v; want nil and one naming the address", c, n, err)
+		}
+	}
 }

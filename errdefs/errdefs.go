@@ -8,7 +8,9 @@ package errdefs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -112,15 +114,38 @@ func GRPCCode(err error) codes.Code {
 	return codes.Internal
 }
 
-// ToGRPC converts err to a gRPC status error carrying its message.
+// MaxMessageBytes bounds an error message sent to a client. Messages
+// quote what the client sent (names, shapes), which may be megabytes; a
+// gRPC status travels in HTTP/2 trailers, and one larger than the peer's
+// header limit breaks the whole connection, not just the request.
+const MaxMessageBytes = 2048
+
+// Clip shortens msg to at most MaxMessageBytes, cutting on a character
+// boundary and saying how much was left out.
+func Clip(msg string) string {
+	if len(msg) <= MaxMessageBytes {
+		return msg
+	}
+	cut := MaxMessageBytes - 40
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s… (%d bytes more)", msg[:cut], len(msg)-cut)
+}
+
+// ToGRPC converts err to a gRPC status error carrying its message,
+// clipped to MaxMessageBytes.
 func ToGRPC(err error) error {
 	if err == nil {
 		return nil
 	}
-	if _, ok := status.FromError(err); ok && kind(err) == ErrInternal {
-		return err
+	if st, ok := status.FromError(err); ok && kind(err) == ErrInternal {
+		if len(st.Message()) <= MaxMessageBytes {
+			return err
+		}
+		return status.Error(st.Code(), Clip(st.Message()))
 	}
-	return status.Error(GRPCCode(err), err.Error())
+	return status.Error(GRPCCode(err), Clip(err.Error()))
 }
 
 // FromGRPC converts a gRPC status error back to an error wrapping the

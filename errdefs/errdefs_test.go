@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 func TestMapping(t *testing.T) {
@@ -55,5 +58,24 @@ func TestRoundTrips(t *testing.T) {
 		if h := FromHTTP(HTTPStatus(err), err.Error()); HTTPStatus(h) != HTTPStatus(err) {
 			t.Errorf("HTTP round trip of %v changed status", k)
 		}
+	}
+}
+
+// TestClip: a message quoting megabytes of client input reaches the wire
+// clipped, on a character boundary, saying how much was cut; the kind is
+// kept.
+func TestClip(t *testing.T) {
+	long := Invalid("unknown output \"" + strings.Repeat("é", 5<<20) + "\"")
+	st, _ := status.FromError(ToGRPC(long))
+	if st.Code() != codes.InvalidArgument || len(st.Message()) > MaxMessageBytes || !utf8.ValidString(st.Message()) ||
+		!strings.HasPrefix(st.Message(), "unknown output \"é") || !strings.Contains(st.Message(), "bytes more)") {
+		t.Fatalf("clipped to %d bytes, code %v, ends %q", len(st.Message()), st.Code(), st.Message()[max(0, len(st.Message())-40):])
+	}
+	if short := "model \"m\" not found"; Clip(short) != short {
+		t.Fatalf("a short message changed: %q", Clip(short))
+	}
+	internal := status.Error(codes.Internal, strings.Repeat("x", 1<<20))
+	if st, _ := status.FromError(ToGRPC(internal)); len(st.Message()) > MaxMessageBytes || st.Code() != codes.Internal {
+		t.Fatalf("a passed-through status: %d bytes, %v", len(st.Message()), st.Code())
 	}
 }

@@ -82,7 +82,7 @@ func (s *Server) writeOnLeader(fn func(http.ResponseWriter, *http.Request) error
 func writeError(w http.ResponseWriter, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(errdefs.HTTPStatus(err))
-	b, _ := json.Marshal(map[string]string{"error": err.Error()})
+	b, _ := json.Marshal(map[string]string{"error": errdefs.Clip(err.Error())})
 	_, _ = w.Write(append(b, '\n'))
 }
 

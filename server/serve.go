@@ -74,9 +74,10 @@ func Start(ctx context.Context, cfg ServeConfig) (r *Replica, err error) {
 		cfg.MaxBodyBytes = 64 << 20
 	}
 	r = &Replica{errc: make(chan error, 2)}
+	started := r // the named result is nil once an error is returned
 	defer func() {
 		if err != nil {
-			r.Close(context.Background())
+			started.Close(context.Background())
 		}
 	}()
 	if r.httpLn, err = net.Listen("tcp", cfg.ListenAddr); err != nil {

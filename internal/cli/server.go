@@ -47,7 +47,7 @@ func openStoreTTL(ctx context.Context, endpoints, etcdListen, dataDir string, el
 		emb, err = etcdstore.StartEmbedded(ctx, etcdstore.EmbeddedConfig{Dir: filepath.Join(dataDir, "etcd"),
 			ClientURL: "http://" + etcdListen, PeerURL: "http://127.0.0.1:0", Logger: log})
 		if err != nil {
-			return nil, nil, fmt.Errorf("embedded etcd in %s: %w", filepath.Join(dataDir, "etcd"), err)
+			return nil, nil, err // it names the directory and the address
 		}
 		eps = emb.ClientEndpoints()
 		log.Info("embedded etcd started", "endpoints", eps, "dir", filepath.Join(dataDir, "etcd"))

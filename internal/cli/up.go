@@ -217,6 +217,11 @@ func deployRepository(ctx context.Context, cl *client.Client, found []repository
 			art, err = cl.PushModel(ctx, name, data)
 			return err
 		})
+		if errors.Is(err, errdefs.ErrInvalid) || errors.Is(err, errdefs.ErrTooLarge) {
+			// A corrupt or unsupported model: the others still deploy.
+			fmt.Fprintf(stdout, "  skipping %s: %v\n", m.Name, err)
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("push %s: %w", m.Name, err)
 		}

@@ -164,7 +164,7 @@ func (h *handler) handle(fn func(http.ResponseWriter, *http.Request) error) http
 func writeError(w http.ResponseWriter, code int, msg string) {
 	body, _ := json.Marshal(struct {
 		Error string `json:"error"`
-	}{msg})
+	}{errdefs.Clip(msg)})
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(code)

@@ -2,12 +2,18 @@ package etcd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -69,6 +75,7 @@ type Embedded struct {
 	peerURL   string
 	mute      *atomic.Bool
 	closeOnce sync.Once
+	lock      *os.File // Dir's lock, held while the member runs
 }
 
 // StartEmbedded starts etcd in this process and waits until it serves
@@ -125,6 +132,16 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(
 		zapToSlog(cfg.Logger.With("component", "etcd"), zapcore.ErrorLevel, mute))
 
+	lock, err := lockDir(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	started := false
+	defer func() {
+		if !started {
+			_ = lock.Close()
+		}
+	}()
 	e, err := embed.StartEtcd(ec)
 	if err != nil {
 		return nil, fmt.Errorf("embedded etcd in %s on %s: %w", cfg.Dir, curl, err)
@@ -149,7 +166,39 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 		e.Close()
 		return nil, fmt.Errorf("embedded etcd in %s: %w", cfg.Dir, ctx.Err())
 	}
-	return &Embedded{etcd: e, clientURL: curl.String(), peerURL: purl.String(), mute: mute}, nil
+	started = true
+	return &Embedded{etcd: e, clientURL: curl.String(), peerURL: purl.String(), mute: mute, lock: lock}, nil
+}
+
+// lockDir takes an exclusive lock on dir (a file beside it, dir.lock) so
+// that a second process given the same directory is told at once rather
+// than waiting for ever on etcd's own database lock. The lock file holds
+// the holder's process id, for the message.
+func lockDir(dir string) (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		return nil, fmt.Errorf("embedded etcd: %w", err)
+	}
+	path := dir + ".lock"
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("embedded etcd: lock %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(path)
+		_ = f.Close()
+		who := "another process"
+		if pid := strings.TrimSpace(string(holder)); pid != "" {
+			who = "process " + pid
+		}
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, errdefs.New(errdefs.ErrConflict, fmt.Sprintf("embedded etcd: %s is in use by %s (another accelpool with the same --data-dir?): stop it, or give another --data-dir", dir, who))
+		}
+		return nil, fmt.Errorf("embedded etcd: lock %s: %w", path, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return f, nil
 }
 
 // resolveURL parses raw (or def when raw is empty) and replaces port 0 by
@@ -203,5 +252,8 @@ func (e *Embedded) Close() {
 		e.mute.Store(true)
 		e.etcd.Close()
 		<-e.etcd.Server.StopNotify()
+		if e.lock != nil {
+			_ = e.lock.Close()
+		}
 	})
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -255,4 +257,26 @@ func TestPrefix(t *testing.T) {
 	if err != nil || len(kvs) != 1 || kvs[0].Key != "/apps/x" {
 		t.Fatalf("List(\"\") = %v, %v", kvs, err)
 	}
+}
+
+// TestDataDirInUse: a second member on a directory another holds is an
+// error at once naming the holder, not a wait on etcd's database lock;
+// once the first closes, the directory can be used again.
+func TestDataDirInUse(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "etcd")
+	first := etcdtest.StartEmbedded(t, dir)
+	start := time.Now()
+	_, err := etcd.StartEmbedded(context.Background(), etcd.EmbeddedConfig{Dir: dir, ClientURL: "http://127.0.0.1:0", PeerURL: "http://127.0.0.1:0"})
+	if !errors.Is(err, errdefs.ErrConflict) || !strings.Contains(err.Error(), fmt.Sprintf("process %d", os.Getpid())) {
+		t.Fatalf("second member on %s: %v; want a conflict naming this process", dir, err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("refused after %v, want at once", took)
+	}
+	first.Close()
+	again, err := etcd.StartEmbedded(context.Background(), etcd.EmbeddedConfig{Dir: dir, ClientURL: "http://127.0.0.1:0", PeerURL: "http://127.0.0.1:0"})
+	if err != nil {
+		t.Fatalf("after the first closed: %v", err)
+	}
+	again.Close()
 }
