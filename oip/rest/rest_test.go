@@ -1,14 +1,17 @@
 package rest
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -652,5 +655,42 @@ func TestBodyBufferReused(t *testing.T) {
 			t.Fatalf("request %d allocated a new body buffer instead of reusing the pooled one", i)
 		}
 		bp = bp[:0]
+	}
+}
+
+// TestStalledBodyTimesOut: a body that stops arriving fails with 408 after
+// the idle timeout instead of holding its connection and buffer for ever;
+// one that keeps moving, however slowly, is read.
+func TestStalledBodyTimesOut(t *testing.T) {
+	base := startServer(t, newFake(), Options{Logger: slog.New(slog.DiscardHandler), BodyIdleTimeout: 300 * time.Millisecond})
+	send := func(gap time.Duration, parts int) (string, time.Duration) {
+		t.Helper()
+		conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		body := `{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]}]}`
+		fmt.Fprintf(conn, "POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(body))
+		start := time.Now()
+		for i := range parts {
+			time.Sleep(gap)
+			lo, hi := i*len(body)/parts, (i+1)*len(body)/parts
+			if parts == 1 {
+				hi = 10 // a few bytes, then nothing
+			}
+			if _, err := conn.Write([]byte(body[lo:hi])); err != nil {
+				break
+			}
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		line, _ := bufio.NewReader(conn).ReadString('\n')
+		return line, time.Since(start)
+	}
+	if line, took := send(0, 1); !strings.Contains(line, " 408 ") || took > 5*time.Second {
+		t.Fatalf("stalled body: %q after %v, want 408 after about 300ms", line, took)
+	}
+	if line, _ := send(100*time.Millisecond, 8); strings.Contains(line, " 408 ") || line == "" {
+		t.Fatalf("a slow body that keeps moving got %q", line)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -40,21 +41,33 @@ type Options struct {
 	// Logger receives one debug line per request and an error per panic.
 	// nil means slog.Default().
 	Logger *slog.Logger
+	// BodyIdleTimeout is how long reading a request body may wait for
+	// more bytes before the request fails with 408; 0 means
+	// DefaultBodyIdleTimeout. It bounds a stalled upload without capping
+	// a slow one that keeps moving.
+	BodyIdleTimeout time.Duration
 }
 
+// DefaultBodyIdleTimeout is Options.BodyIdleTimeout's default.
+const DefaultBodyIdleTimeout = 30 * time.Second
+
 type handler struct {
-	svc oip.Service
-	max int64
-	log *slog.Logger
-	mux *http.ServeMux
+	svc  oip.Service
+	max  int64
+	idle time.Duration
+	log  *slog.Logger
+	mux  *http.ServeMux
 }
 
 // NewHandler serves svc over the Open Inference Protocol's REST API; see
 // the package documentation for routes and behaviour.
 func NewHandler(svc oip.Service, opts Options) http.Handler {
-	h := &handler{svc: svc, max: opts.MaxBodyBytes, log: opts.Logger, mux: http.NewServeMux()}
+	h := &handler{svc: svc, max: opts.MaxBodyBytes, idle: opts.BodyIdleTimeout, log: opts.Logger, mux: http.NewServeMux()}
 	if h.max <= 0 {
 		h.max = DefaultMaxBodyBytes
+	}
+	if h.idle <= 0 {
+		h.idle = DefaultBodyIdleTimeout
 	}
 	if h.log == nil {
 		h.log = slog.Default()
@@ -153,6 +166,9 @@ func (h *handler) handle(fn func(http.ResponseWriter, *http.Request) error) http
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := fn(w, r); err != nil {
 			code := errdefs.HTTPStatus(err)
+			if errors.As(err, new(errStalled)) {
+				code = http.StatusRequestTimeout
+			}
 			if code >= 500 && code != http.StatusServiceUnavailable && code != http.StatusGatewayTimeout {
 				h.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", code, "err", err)
 			}
@@ -266,9 +282,9 @@ func (h *handler) modelReady(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (h *handler) repositoryIndex(w http.ResponseWriter, r *http.Request) error {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxControlBody))
+	body, err := h.readControl(w, r)
 	if err != nil {
-		return bodyError(err, maxControlBody)
+		return err
 	}
 	var q struct {
 		Ready bool `json:"ready"`
@@ -343,9 +359,9 @@ func (h *handler) shmRegister(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxControlBody))
+	body, err := h.readControl(w, r)
 	if err != nil {
-		return bodyError(err, maxControlBody)
+		return err
 	}
 	var q struct {
 		Key      *string `json:"key"`
@@ -380,12 +396,48 @@ func (h *handler) shmUnregister(w http.ResponseWriter, r *http.Request) error {
 }
 
 // bodyError classifies an error reading a request body.
-func bodyError(err error, limit int64) error {
+func bodyError(err error, limit int64, idle time.Duration) error {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return errdefs.New(errdefs.ErrTooLarge, fmt.Sprintf("request body exceeds the %d-byte limit", limit))
 	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return errStalled{idle}
+	}
 	return invalidf("reading request body: %v", err)
+}
+
+// readControl reads a small control request's body (repository and
+// shared-memory calls), within maxControlBody and the idle timeout.
+func (h *handler) readControl(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	rc := http.NewResponseController(w)
+	body, err := io.ReadAll(&idleReader{r: http.MaxBytesReader(w, r.Body, maxControlBody), rc: rc, idle: h.idle})
+	if err != nil {
+		return nil, bodyError(err, maxControlBody, h.idle) // the deadline stays: see readBody
+	}
+	_ = rc.SetReadDeadline(time.Time{})
+	return body, nil
+}
+
+// errStalled is a request body that stopped arriving: 408.
+type errStalled struct{ idle time.Duration }
+
+func (e errStalled) Error() string {
+	return fmt.Sprintf("request body stalled: no bytes for %v", e.idle)
+}
+func (e errStalled) Unwrap() error { return errdefs.ErrInvalid }
+
+// idleReader reads a request body with the connection's read deadline
+// moved h.idle ahead before each read.
+type idleReader struct {
+	r    io.Reader
+	rc   *http.ResponseController
+	idle time.Duration
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	_ = r.rc.SetReadDeadline(time.Now().Add(r.idle))
+	return r.r.Read(p)
 }
 
 // Request bodies and response headers are pooled apart, so a small header
@@ -411,11 +463,21 @@ func putBuf(p *sync.Pool, b *[]byte) {
 // and returns it. *bp keeps the buffer from its first byte (so its whole
 // capacity is there for the next request); the body returned may start a
 // few bytes in, where its binary section falls on a tensor.Align boundary.
-func (h *handler) readBody(w http.ResponseWriter, r *http.Request, bp *[]byte, headerLen int) ([]byte, error) {
+func (h *handler) readBody(w http.ResponseWriter, r *http.Request, bp *[]byte, headerLen int) (_ []byte, err error) {
 	if r.ContentLength > h.max {
 		return nil, errdefs.New(errdefs.ErrTooLarge, fmt.Sprintf("request body of %d bytes exceeds the %d-byte limit", r.ContentLength, h.max))
 	}
-	body := http.MaxBytesReader(w, r.Body, h.max)
+	rc := http.NewResponseController(w)
+	body := &idleReader{r: http.MaxBytesReader(w, r.Body, h.max), rc: rc, idle: h.idle}
+	// The deadline is for the body only: once it is read, the server's
+	// own timeouts take the connection over again. After a failed read
+	// it stays, so that the server's discarding what is left of the body
+	// cannot wait for ever either.
+	defer func() {
+		if err == nil {
+			_ = rc.SetReadDeadline(time.Time{})
+		}
+	}()
 	buf := (*bp)[:0]
 	if r.ContentLength >= 0 {
 		n := int(r.ContentLength)
@@ -434,7 +496,7 @@ func (h *handler) readBody(w http.ResponseWriter, r *http.Request, bp *[]byte, h
 		}
 		got := buf[pad : pad+n]
 		if _, err := io.ReadFull(body, got); err != nil {
-			return nil, bodyError(err, h.max)
+			return nil, bodyError(err, h.max, h.idle)
 		}
 		return got, nil
 	}
@@ -449,7 +511,7 @@ func (h *handler) readBody(w http.ResponseWriter, r *http.Request, bp *[]byte, h
 			break
 		}
 		if err != nil {
-			return nil, bodyError(err, h.max)
+			return nil, bodyError(err, h.max, h.idle)
 		}
 	}
 	return buf, nil
