@@ -22,6 +22,18 @@ import (
 // context deadline.
 const TimeoutParameter = "timeout"
 
+// Bounds on the structure of one request, checked while it is decoded so
+// that a small body cannot make the server allocate far more than its size
+// (21 million empty input objects fit in 64 MiB of JSON).
+const (
+	// MaxTensors bounds the inputs, and the requested outputs, of a request.
+	MaxTensors = 1024
+	// MaxRank bounds a tensor's number of dimensions.
+	MaxRank = 64
+	// MaxParameters bounds the parameters of a request or of one tensor.
+	MaxParameters = 256
+)
+
 // RequestTimeout reads the timeout parameter: a non-negative integer count
 // of microseconds; 0 or absent means none.
 func RequestTimeout(p Parameters) (time.Duration, error) {

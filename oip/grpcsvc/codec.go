@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	pb "github.com/accelpool/accelpool/api/inference"
+	"github.com/accelpool/accelpool/oip"
 	"github.com/accelpool/accelpool/tensor"
 )
 
@@ -121,6 +122,20 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	return protoCodec.Unmarshal(data, v)
 }
 
+// ModelInferRequest's repeated fields the walk counts, beside raw_input_contents.
+const (
+	inputsField  protowire.Number = 5
+	outputsField protowire.Number = 6
+)
+
+// tooMany is a request with more than oip.MaxTensors entries in a list.
+type tooMany struct{ field protowire.Number }
+
+func (e tooMany) Error() string {
+	name := map[protowire.Number]string{rawInputField: "raw_input_contents", inputsField: "inputs", outputsField: "outputs"}[e.field]
+	return fmt.Sprintf("the request has more than %d %s", oip.MaxTensors, name)
+}
+
 // errFallBack: the message has something the field walk leaves to
 // protobuf as a whole.
 var errFallBack = errors.New("fall back to protobuf")
@@ -133,6 +148,7 @@ func unmarshalRaw(data mem.BufferSlice, m proto.Message, field protowire.Number,
 	r.left = data.Len()
 	var rest []byte
 	var got [][]byte
+	counts := map[protowire.Number]int{}
 	err := func() error {
 		for r.left > 0 {
 			// Tags, lengths and varints are kept as they came (protobuf
@@ -144,6 +160,13 @@ func unmarshalRaw(data mem.BufferSlice, m proto.Message, field protowire.Number,
 				return err
 			}
 			num, typ := protowire.DecodeTag(tag)
+			if field == rawInputField && (num == field || num == inputsField || num == outputsField) {
+				// Bound the request's lists before allocating them: 64 MiB
+				// of one-byte entries would otherwise take gigabytes.
+				if counts[num]++; counts[num] > oip.MaxTensors {
+					return tooMany{num}
+				}
+			}
 			if num == field && typ == protowire.BytesType {
 				rest = rest[:mark]
 				n, err := r.length()
@@ -192,6 +215,14 @@ func unmarshalRaw(data mem.BufferSlice, m proto.Message, field protowire.Number,
 		}
 		return nil
 	}()
+	var many tooMany
+	if errors.As(err, &many) {
+		if pooled != nil {
+			tensor.PutBuffers(*pooled)
+			*pooled = nil
+		}
+		return many
+	}
 	if err != nil {
 		// Truncated, or not what the walk expects: protobuf reads the
 		// whole message and gives its own error, if any.

@@ -694,3 +694,36 @@ func TestStalledBodyTimesOut(t *testing.T) {
 		t.Fatalf("a slow body that keeps moving got %q", line)
 	}
 }
+
+// TestParseBounds: the request's lists are bounded while they are decoded
+// (a body of millions of empty inputs must not become gigabytes), and a
+// parameter given twice is an error, not the last one silently.
+func TestParseBounds(t *testing.T) {
+	many := func(n int, item string) string { return strings.TrimSuffix(strings.Repeat(item+",", n), ",") }
+	one := `{"name":"x","shape":[1],"datatype":"FP32","data":[1]}`
+	for name, c := range map[string]struct{ body, want string }{
+		"inputs":     {`{"inputs":[` + many(oip.MaxTensors+1, `{}`) + `]}`, "more than 1024 tensors"},
+		"outputs":    {`{"inputs":[` + one + `],"outputs":[` + many(oip.MaxTensors+1, `{"name":"y"}`) + `]}`, "more than 1024 requested outputs"},
+		"rank":       {`{"inputs":[{"name":"x","shape":[` + many(oip.MaxRank+1, "1") + `],"datatype":"FP32","data":[1]}]}`, "more than 64 dimensions"},
+		"parameters": {`{"parameters":{` + many(1, `"a":1,"a":2`) + `},"inputs":[` + one + `]}`, `parameter "a" is given twice`},
+		"params max": {`{"parameters":{` + strings.Join(func() []string {
+			var kv []string
+			for i := range oip.MaxParameters + 1 {
+				kv = append(kv, fmt.Sprintf(`"p%d":1`, i))
+			}
+			return kv
+		}(), ",") + `},"inputs":[` + one + `]}`, "more than 256 parameters"},
+	} {
+		_, err := ParseInferRequest([]byte(c.body), 0)
+		if !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an invalid-argument error saying %q", name, err, c.want)
+		}
+	}
+	var all []string
+	for i := range oip.MaxTensors {
+		all = append(all, strings.Replace(one, `"x"`, fmt.Sprintf(`"x%d"`, i), 1))
+	}
+	if req, err := ParseInferRequest([]byte(`{"inputs":[`+strings.Join(all, ",")+`]}`), 0); err != nil || len(req.Inputs) != oip.MaxTensors {
+		t.Errorf("%d inputs, the most allowed: %v", oip.MaxTensors, err)
+	}
+}

@@ -1,6 +1,7 @@
 package rest
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,7 +47,7 @@ type (
 
 	wireTensor struct {
 		Name       string          `json:"name"`
-		Shape      []int64         `json:"shape"`
+		Shape      wireShape       `json:"shape"`
 		Datatype   string          `json:"datatype"`
 		Parameters wireParams      `json:"parameters"`
 		Data       json.RawMessage `json:"data"`
@@ -58,11 +59,16 @@ type (
 	}
 
 	wireRequest struct {
-		ID         string       `json:"id"`
-		Parameters wireParams   `json:"parameters"`
-		Inputs     []wireTensor `json:"inputs"`
-		Outputs    []wireOutput `json:"outputs"`
+		ID         string      `json:"id"`
+		Parameters wireParams  `json:"parameters"`
+		Inputs     wireTensors `json:"inputs"`
+		Outputs    wireOutputs `json:"outputs"`
 	}
+
+	// The request's lists, decoded within the bounds of package oip.
+	wireTensors []wireTensor
+	wireOutputs []wireOutput
+	wireShape   []int64
 
 	wireResponse struct {
 		ModelName    string       `json:"model_name"`
@@ -72,6 +78,87 @@ type (
 		Outputs      []wireTensor `json:"outputs"`
 	}
 )
+
+func (l *wireTensors) UnmarshalJSON(b []byte) (err error) {
+	*l, err = decodeList[wireTensor](b, oip.MaxTensors, "tensors")
+	return err
+}
+
+func (l *wireOutputs) UnmarshalJSON(b []byte) (err error) {
+	*l, err = decodeList[wireOutput](b, oip.MaxTensors, "requested outputs")
+	return err
+}
+
+func (l *wireShape) UnmarshalJSON(b []byte) (err error) {
+	*l, err = decodeList[int64](b, oip.MaxRank, "dimensions")
+	return err
+}
+
+// UnmarshalJSON decodes parameters within oip.MaxParameters, refusing a
+// key given twice (encoding/json would keep the last silently).
+func (p *wireParams) UnmarshalJSON(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if tok == nil {
+		*p = nil
+		return nil
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return fmt.Errorf("parameters must be an object")
+	}
+	m := wireParams{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		key, _ := tok.(string)
+		if _, dup := m[key]; dup {
+			return fmt.Errorf("parameter %q is given twice", key)
+		}
+		if len(m) == oip.MaxParameters {
+			return fmt.Errorf("more than %d parameters", oip.MaxParameters)
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return err
+		}
+		m[key] = v
+	}
+	*p = m
+	return nil
+}
+
+// decodeList decodes a JSON array (or null) of at most limit elements,
+// failing at the first one over rather than after allocating them all.
+func decodeList[T any](b []byte, limit int, what string) ([]T, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	if tok == nil {
+		return nil, nil
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '[' {
+		return nil, fmt.Errorf("%s must be an array", what)
+	}
+	out := []T{} // [] stays apart from null (a scalar's shape)
+	for dec.More() {
+		if len(out) == limit {
+			return nil, fmt.Errorf("more than %d %s", limit, what)
+		}
+		var v T
+		if err := dec.Decode(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
 
 // paramValue converts one JSON parameter value to the types oip.Parameters
 // allows: bool, int64, uint64, float64 or string.
