@@ -123,7 +123,8 @@ latency objective, replicas and placement constraints:
     rate: 20                       # expected requests/s
     replicas: {min: 2, max: 4}
     constraints: {tiers: [edge], labels: {zone: eu}, acceleratorKind: cpu}
-    batching: {maxBatchSize: 8, maxQueueDelayMs: 2}`, stderr)
+    batching: {maxBatchSize: 8, maxQueueDelayMs: 2}
+    serving: {concurrency: 2, intra_op_threads: 1}   # config.yaml's keys`, stderr)
 	af := addAdminFlags(fs)
 	file := fs.String("f", "", "application YAML `file` (- for stdin)")
 	replace := fs.Bool("replace", false, "update applications that exist")
