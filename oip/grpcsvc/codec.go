@@ -148,7 +148,7 @@ func unmarshalRaw(data mem.BufferSlice, m proto.Message, field protowire.Number,
 	r.left = data.Len()
 	var rest []byte
 	var got [][]byte
-	counts := map[protowire.Number]int{}
+	var nRaw, nInputs, nOutputs int
 	err := func() error {
 		for r.left > 0 {
 			// Tags, lengths and varints are kept as they came (protobuf
@@ -160,11 +160,22 @@ func unmarshalRaw(data mem.BufferSlice, m proto.Message, field protowire.Number,
 				return err
 			}
 			num, typ := protowire.DecodeTag(tag)
-			if field == rawInputField && (num == field || num == inputsField || num == outputsField) {
+			if field == rawInputField {
 				// Bound the request's lists before allocating them: 64 MiB
 				// of one-byte entries would otherwise take gigabytes.
-				if counts[num]++; counts[num] > oip.MaxTensors {
-					return tooMany{num}
+				var n *int
+				switch num {
+				case rawInputField:
+					n = &nRaw
+				case inputsField:
+					n = &nInputs
+				case outputsField:
+					n = &nOutputs
+				}
+				if n != nil {
+					if *n++; *n > oip.MaxTensors {
+						return tooMany{num}
+					}
 				}
 			}
 			if num == field && typ == protowire.BytesType {

@@ -727,3 +727,15 @@ func TestParseBounds(t *testing.T) {
 		t.Errorf("%d inputs, the most allowed: %v", oip.MaxTensors, err)
 	}
 }
+
+// TestCountElements: the pre-count that bounds a list before decoding it.
+func TestCountElements(t *testing.T) {
+	for in, want := range map[string]int{
+		`null`: 0, `[]`: 0, "[ \n]": 0, `[1]`: 1, `[1,2]`: 2, `[{}]`: 1, `[[]]`: 1,
+		`["a,b",[1,2],{"x":[3,4],"y":"]"}]`: 3, `["\"",1]`: 2, `["\\",1]`: 2, ` [ 1 , 2 , 3 ] `: 3,
+	} {
+		if got := countElements([]byte(in)); got != want {
+			t.Errorf("countElements(%s) = %d, want %d", in, got, want)
+		}
+	}
+}

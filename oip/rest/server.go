@@ -410,13 +410,13 @@ func bodyError(err error, limit int64, idle time.Duration) error {
 // readControl reads a small control request's body (repository and
 // shared-memory calls), within maxControlBody and the idle timeout.
 func (h *handler) readControl(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	rc := http.NewResponseController(w)
-	body, err := io.ReadAll(&idleReader{r: http.MaxBytesReader(w, r.Body, maxControlBody), rc: rc, idle: h.idle})
+	body := h.bodyReader(w, r, maxControlBody)
+	b, err := io.ReadAll(body)
+	body.done(err)
 	if err != nil {
-		return nil, bodyError(err, maxControlBody, h.idle) // the deadline stays: see readBody
+		return nil, bodyError(err, maxControlBody, h.idle)
 	}
-	_ = rc.SetReadDeadline(time.Time{})
-	return body, nil
+	return b, nil
 }
 
 // errStalled is a request body that stopped arriving: 408.
@@ -427,17 +427,32 @@ func (e errStalled) Error() string {
 }
 func (e errStalled) Unwrap() error { return errdefs.ErrInvalid }
 
-// idleReader reads a request body with the connection's read deadline
-// moved h.idle ahead before each read.
+// idleReader reads a request body, within a size limit, with the
+// connection's read deadline moved idle ahead before each read.
 type idleReader struct {
 	r    io.Reader
 	rc   *http.ResponseController
 	idle time.Duration
 }
 
+// bodyReader reads r's body within limit bytes and h.idle between bytes.
+func (h *handler) bodyReader(w http.ResponseWriter, r *http.Request, limit int64) *idleReader {
+	return &idleReader{r: http.MaxBytesReader(w, r.Body, limit), rc: http.NewResponseController(w), idle: h.idle}
+}
+
 func (r *idleReader) Read(p []byte) (int, error) {
 	_ = r.rc.SetReadDeadline(time.Now().Add(r.idle))
 	return r.r.Read(p)
+}
+
+// done ends the body's deadline once it was read without error, handing
+// the connection back to the server's own timeouts. After a failed read
+// the deadline stays, so that the server's discarding what is left of
+// the body cannot wait for ever either.
+func (r *idleReader) done(err error) {
+	if err == nil {
+		_ = r.rc.SetReadDeadline(time.Time{})
+	}
 }
 
 // Request bodies and response headers are pooled apart, so a small header
@@ -467,17 +482,8 @@ func (h *handler) readBody(w http.ResponseWriter, r *http.Request, bp *[]byte, h
 	if r.ContentLength > h.max {
 		return nil, errdefs.New(errdefs.ErrTooLarge, fmt.Sprintf("request body of %d bytes exceeds the %d-byte limit", r.ContentLength, h.max))
 	}
-	rc := http.NewResponseController(w)
-	body := &idleReader{r: http.MaxBytesReader(w, r.Body, h.max), rc: rc, idle: h.idle}
-	// The deadline is for the body only: once it is read, the server's
-	// own timeouts take the connection over again. After a failed read
-	// it stays, so that the server's discarding what is left of the body
-	// cannot wait for ever either.
-	defer func() {
-		if err == nil {
-			_ = rc.SetReadDeadline(time.Time{})
-		}
-	}()
+	body := h.bodyReader(w, r, h.max)
+	defer func() { body.done(err) }()
 	buf := (*bp)[:0]
 	if r.ContentLength >= 0 {
 		n := int(r.ContentLength)

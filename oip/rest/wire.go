@@ -132,32 +132,60 @@ func (p *wireParams) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// decodeList decodes a JSON array (or null) of at most limit elements,
-// failing at the first one over rather than after allocating them all.
+// decodeList decodes a JSON array (or null) of at most limit elements.
+// It counts them first, in one pass over the bytes without allocating
+// (encoding/json has already checked the syntax), so that an array of
+// millions fails before any is decoded; within the limit it is plain
+// json.Unmarshal.
 func decodeList[T any](b []byte, limit int, what string) ([]T, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	tok, err := dec.Token()
-	if err != nil {
+	if n := countElements(b); n > limit {
+		return nil, fmt.Errorf("more than %d %s", limit, what)
+	}
+	var out []T
+	if err := json.Unmarshal(b, &out); err != nil {
 		return nil, err
 	}
-	if tok == nil {
-		return nil, nil
-	}
-	if d, ok := tok.(json.Delim); !ok || d != '[' {
-		return nil, fmt.Errorf("%s must be an array", what)
-	}
-	out := []T{} // [] stays apart from null (a scalar's shape)
-	for dec.More() {
-		if len(out) == limit {
-			return nil, fmt.Errorf("more than %d %s", limit, what)
-		}
-		var v T
-		if err := dec.Decode(&v); err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-	}
 	return out, nil
+}
+
+// countElements counts the top-level elements of a syntactically valid
+// JSON array; anything else counts 0.
+func countElements(b []byte) int {
+	depth, n, inString, empty := 0, 0, false, true
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case inString:
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				inString = false
+			}
+			continue
+		case c == '"':
+			inString = true
+		case c == '[' || c == '{':
+			depth++
+			if depth == 1 {
+				continue
+			}
+		case c == ']' || c == '}':
+			depth--
+			continue
+		case c == ',' && depth == 1:
+			n++
+			continue
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			continue
+		}
+		if depth >= 1 {
+			empty = false
+		}
+	}
+	if empty {
+		return 0
+	}
+	return n + 1
 }
 
 // paramValue converts one JSON parameter value to the types oip.Parameters
