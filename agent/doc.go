@@ -28,12 +28,15 @@
 // BYTES tensor of shape [N] whose elements are encoded images. N may exceed
 // 1 only when the input's batch dimension is dynamic, and is at most
 // MinImagesPerRequest or max_batch_size, whichever is larger. Each image
-// is decoded in pure Go (package preprocess: header-checked against a
-// pixel limit before decoding; other formats refused), resized
-// bilinearly, normalised and stacked into the [N,...] tensor the model
-// declares, on the request's goroutine before the request is queued, so
-// requests decode in parallel and the model's executors only run the
-// model. Model metadata keeps describing the model's real input. Over REST
+// is decoded in pure Go (package preprocess; other formats refused),
+// resized bilinearly, normalised and stacked into the [N,...] tensor the
+// model declares, on the request's goroutine before the request is queued,
+// so requests decode in parallel and the model's executors only run the
+// model. Decoding is bounded before any pixel is allocated: the header
+// says what the image will take (a small 16-bit or progressive file can
+// claim hundreds of MiB); one image may take preprocess.MaxImageBytes and
+// all requests' images decoding at once Config.ImageDecodeBytes, for
+// which a request waits within its deadline. Model metadata keeps describing the model's real input. Over REST
 // send the images in the binary tensor extension (JSON strings cannot
 // carry arbitrary bytes); over gRPC as raw input contents.
 //

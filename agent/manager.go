@@ -75,7 +75,16 @@ type Config struct {
 	// 1 MB answer with GOMAXPROCS 2 and 4.7–5.5 ms with the executors
 	// added.
 	KeepGOMAXPROCS bool
+	// ImageDecodeBytes bounds the memory that encoded images being
+	// decoded at once may take across all requests (preprocess.Budget);
+	// 0 is DefaultImageDecodeBytes. A request waits for its share within
+	// its deadline.
+	ImageDecodeBytes int64
 }
+
+// DefaultImageDecodeBytes is Config.ImageDecodeBytes's default: room for
+// two of the largest images at once, or hundreds of camera frames.
+const DefaultImageDecodeBytes = 2 * preprocess.MaxImageBytes
 
 // Manager serves the models of one repository on one backend. It
 // implements oip.Service.
@@ -89,6 +98,8 @@ type Manager struct {
 	closed bool
 
 	loadMu sync.Mutex // serialises load/unload of models
+
+	decode *preprocess.Budget // shared by every request's image decoding
 
 	busyNanos atomic.Int64 // total execution time of every model
 	procs     int          // GOMAXPROCS last set for the executors (procs.go); loadMu held
@@ -225,7 +236,14 @@ func NewManager(cfg Config) (*Manager, error) {
 	if cfg.ServerName == "" {
 		cfg.ServerName = "accelpool"
 	}
-	return &Manager{cfg: cfg, log: cfg.Logger.With("component", "agent"), metrics: newMetrics(cfg.Registry), models: map[string]*model{}}, nil
+	if cfg.ImageDecodeBytes < 0 {
+		return nil, fmt.Errorf("agent: image decode budget %d bytes is negative", cfg.ImageDecodeBytes)
+	}
+	if cfg.ImageDecodeBytes == 0 {
+		cfg.ImageDecodeBytes = DefaultImageDecodeBytes
+	}
+	return &Manager{cfg: cfg, log: cfg.Logger.With("component", "agent"), metrics: newMetrics(cfg.Registry), models: map[string]*model{},
+		decode: preprocess.NewBudget(cfg.ImageDecodeBytes)}, nil
 }
 
 // LoadAll loads every model in the repository. A model that fails to load
@@ -551,7 +569,7 @@ func (m *Manager) Infer(ctx context.Context, req *oip.InferRequest) (resp *oip.I
 		// On the request's goroutine, so requests decode in parallel and
 		// the executors only run the model.
 		start := time.Now()
-		if err := decodeImages(ctx, md.name, inputs, images); err != nil {
+		if err := decodeImages(ctx, md.name, inputs, images, m.decode); err != nil {
 			outcome = errdefs.Outcome(err)
 			return nil, err
 		}
@@ -581,11 +599,11 @@ type imageJob struct {
 	pre    *imageInput
 }
 
-// decodeImages decodes and preprocesses every image job into inputs,
-// checking ctx between images.
-func decodeImages(ctx context.Context, model string, inputs []tensor.Tensor, jobs []imageJob) error {
+// decodeImages decodes and preprocesses every image job into inputs within
+// budget, checking ctx between images.
+func decodeImages(ctx context.Context, model string, inputs []tensor.Tensor, jobs []imageJob, budget *preprocess.Budget) error {
 	for _, j := range jobs {
-		t, err := preprocess.Images(ctx, j.name, j.images, j.pre.spec)
+		t, err := preprocess.Images(ctx, j.name, j.images, j.pre.spec, budget)
 		switch {
 		case errors.Is(err, context.Canceled):
 			return errdefs.New(errdefs.ErrCanceled, fmt.Sprintf("model %q: input %q: request canceled while decoding images", model, j.name))

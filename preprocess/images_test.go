@@ -155,7 +155,7 @@ func TestImagesStacksLikeToTensor(t *testing.T) {
 		{Width: 5, Height: 7, Layout: NHWC, BGR: true, DataType: tensor.FP16},
 		{Width: 5, Height: 7, Layout: NHWC, DataType: tensor.Uint8},
 	} {
-		got, err := Images(context.Background(), "in", encoded, spec)
+		got, err := Images(context.Background(), "in", encoded, spec, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -184,18 +184,22 @@ func TestImagesStacksLikeToTensor(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := Images(ctx, "in", encoded, Spec{Width: 2, Height: 2}); !errors.Is(err, context.Canceled) {
+	if _, err := Images(ctx, "in", encoded, Spec{Width: 2, Height: 2}, nil); !errors.Is(err, context.Canceled) {
 		t.Errorf("canceled context: %v", err)
 	}
 }
 
 // hugePNG is a PNG signature and IHDR chunk (with a valid checksum)
 // declaring a w×h RGB image, and nothing else.
-func hugePNG(w, h uint32) []byte {
+func hugePNG(w, h uint32) []byte { return pngHeader(w, h, 8, 2, 0) }
+
+// pngHeader is a PNG's signature and IHDR chunk alone: enough for
+// image.DecodeConfig.
+func pngHeader(w, h uint32, depth, colorType, interlace byte) []byte {
 	var ihdr []byte
 	ihdr = binary.BigEndian.AppendUint32(ihdr, w)
 	ihdr = binary.BigEndian.AppendUint32(ihdr, h)
-	ihdr = append(ihdr, 8, 2, 0, 0, 0)
+	ihdr = append(ihdr, depth, colorType, 0, 0, interlace)
 	out := []byte("\x89PNG\r\n\x1a\n")
 	out = binary.BigEndian.AppendUint32(out, uint32(len(ihdr)))
 	chunk := append([]byte("IHDR"), ihdr...)
@@ -224,7 +228,7 @@ func TestDecodeErrorsSayWhy(t *testing.T) {
 			t.Errorf("%s: got %v, want ErrInvalid containing %q", name, err, c.want)
 		}
 	}
-	_, err := Images(context.Background(), "in", [][]byte{jpg, []byte("nope")}, Spec{Width: 2, Height: 2})
+	_, err := Images(context.Background(), "in", [][]byte{jpg, []byte("nope")}, Spec{Width: 2, Height: 2}, nil)
 	if !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), "image 1 of 2") {
 		t.Errorf("second image bad: %v", err)
 	}

@@ -7,6 +7,7 @@
 package preprocess
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -18,7 +19,10 @@ import (
 	_ "image/png"
 	"io"
 	"math"
+	"runtime"
 	"strings"
+
+	"golang.org/x/sync/semaphore"
 
 	"github.com/accelpool/accelpool/errdefs"
 	"github.com/accelpool/accelpool/tensor"
@@ -62,49 +66,210 @@ func Supported(dt tensor.DataType) bool {
 // before decoding.
 const MaxPixels = 64 << 20
 
+// MaxImageBytes bounds the memory that decoding one image may take, as
+// DecodeCost counts it from the header: an 8192×8192 baseline JPEG or 8-bit
+// PNG fits (4 bytes a pixel, and the decoder's buffers), a 16-bit,
+// interlaced or progressive one that size does not. A few hundred bytes of
+// compressed input can claim this much, so it is checked before decoding.
+const MaxImageBytes = 257 << 20
+
 // Formats names the encodings Decode accepts.
 const Formats = "JPEG or PNG"
 
-// Decode reads a JPEG or PNG image, refusing other formats and absurd
-// dimensions before allocating. Errors wrap errdefs.ErrInvalid.
+// Decode reads a JPEG or PNG image, refusing other formats, absurd
+// dimensions and images whose decoding would take more than MaxImageBytes
+// before allocating. Errors wrap errdefs.ErrInvalid.
 func Decode(r io.ReadSeeker) (image.Image, error) {
-	img, err := decode(r)
-	if err != nil {
-		return nil, fmt.Errorf("image: %w", err)
+	h, err := readHeader(r)
+	if err == nil {
+		var img image.Image
+		if img, err = h.decode(r); err == nil {
+			return img, nil
+		}
 	}
-	return img, nil
+	return nil, fmt.Errorf("image: %w", err)
 }
 
-// decode is Decode with errors that do not start "image: ".
-func decode(r io.ReadSeeker) (image.Image, error) {
-	var head [16]byte
+// header is what an image's header says about decoding it.
+type header struct {
+	format        string // "jpeg" or "png"
+	width, height int
+	// cost is the memory decoding takes, in bytes (DecodeCost).
+	cost int64
+}
+
+// DecodeCost reads an encoded image's header and returns the memory, in
+// bytes, that decoding it will take, within a few percent of what Go's
+// decoders allocate: the decoded pixels at their own depth and sampling
+// (a 16-bit RGBA PNG takes 8 bytes a pixel, a 4:2:0 JPEG 1.5), 4 bytes a
+// sample more for a progressive JPEG's coefficients, twice over for an
+// interlaced PNG's passes, and the decoder's own tables and buffers. Errors are Decode's, so a nil error means the header is a JPEG
+// or PNG within MaxPixels and MaxImageBytes.
+func DecodeCost(b []byte) (int64, error) {
+	h, err := readHeader(bytes.NewReader(b))
+	if err != nil {
+		return 0, fmt.Errorf("image: %w", err)
+	}
+	return h.cost, nil
+}
+
+// readHeader reads and checks r's header and seeks back to the start. Its
+// errors do not start "image: ".
+func readHeader(r io.ReadSeeker) (header, error) {
+	var head [32]byte
 	n, _ := io.ReadFull(r, head[:])
 	if _, err := r.Seek(0, io.SeekStart); err != nil {
-		return nil, err
+		return header{}, err
 	}
 	if n == 0 {
-		return nil, errdefs.Invalid("empty (want " + Formats + ")")
+		return header{}, errdefs.Invalid("empty (want " + Formats + ")")
 	}
 	cfg, format, err := image.DecodeConfig(r)
 	if err != nil {
-		return nil, errdefs.Invalid(explain(head[:n], err))
+		return header{}, errdefs.Invalid(explain(head[:n], err))
 	}
 	if format != "jpeg" && format != "png" {
 		// Another package of the program may have registered a decoder;
 		// the contract stays JPEG or PNG.
-		return nil, errdefs.Invalid(fmt.Sprintf("%s images are not supported (want %s)", formatName(format), Formats))
+		return header{}, errdefs.Invalid(fmt.Sprintf("%s images are not supported (want %s)", formatName(format), Formats))
 	}
-	if cfg.Width <= 0 || cfg.Height <= 0 || int64(cfg.Width)*int64(cfg.Height) > MaxPixels {
-		return nil, errdefs.Invalid(fmt.Sprintf("%s of %dx%d pixels is outside 1..%d pixels", formatName(format), cfg.Width, cfg.Height, MaxPixels))
+	pixels := int64(cfg.Width) * int64(cfg.Height)
+	if cfg.Width <= 0 || cfg.Height <= 0 || pixels > MaxPixels {
+		return header{}, errdefs.Invalid(fmt.Sprintf("%s of %dx%d pixels is outside 1..%d pixels", formatName(format), cfg.Width, cfg.Height, MaxPixels))
+	}
+	var cost int64
+	var what string
+	switch format {
+	case "png":
+		perPixel := pixelBytes(cfg.ColorModel)
+		cost, what = pixels*perPixel, fmt.Sprintf("%d bytes a pixel", perPixel)
+		// Besides: the inflater's state and window, and two rows.
+		cost += 72<<10 + 2*(int64(cfg.Width)*perPixel+1)
+		// The interlace method is the IHDR's last byte (offset 28);
+		// Adam7 decodes each pass into its own image, then merges.
+		if n > 28 && head[28] == 1 {
+			cost, what = 2*cost, what+", interlaced"
+		}
+	case "jpeg":
+		// The decoder keeps one plane per component at its own sampling,
+		// a progressive frame's coefficients (4 bytes a sample) besides,
+		// and converts 4-component images into a CMYK one.
+		if _, err := r.Seek(0, io.SeekStart); err != nil {
+			return header{}, err
+		}
+		planes, progressive, err := jpegFrame(r)
+		if err != nil {
+			return header{}, errdefs.Invalid("corrupt JPEG: " + err.Error())
+		}
+		perPixel := planes
+		if progressive {
+			perPixel *= 5
+		}
+		if cfg.ColorModel == color.CMYKModel {
+			perPixel += 4
+		}
+		cost = int64(math.Ceil(float64(pixels)*perPixel)) + 24<<10 // and tables, buffers
+		what = fmt.Sprintf("%.3g bytes a pixel", perPixel)
+		if progressive {
+			what += ", progressive"
+		}
 	}
 	if _, err := r.Seek(0, io.SeekStart); err != nil {
-		return nil, err
+		return header{}, err
 	}
+	h := header{format: format, width: cfg.Width, height: cfg.Height, cost: cost}
+	if cost > MaxImageBytes {
+		return h, errdefs.Invalid(fmt.Sprintf("%s of %dx%d pixels at %s would take %d MiB to decode, more than the %d MiB one image may take",
+			formatName(format), cfg.Width, cfg.Height, what, cost>>20, MaxImageBytes>>20))
+	}
+	return h, nil
+}
+
+// decode decodes the image whose header h was read from r.
+func (h header) decode(r io.Reader) (image.Image, error) {
 	img, _, err := image.Decode(r)
 	if err != nil {
-		return nil, errdefs.Invalid(fmt.Sprintf("corrupt %s: %v", formatName(format), err))
+		return nil, errdefs.Invalid(fmt.Sprintf("corrupt %s: %v", formatName(h.format), err))
 	}
 	return img, nil
+}
+
+// pixelBytes is how many bytes a pixel of a PNG decoded to color model m
+// takes; an unknown model counts as the largest Go has.
+func pixelBytes(m color.Model) int64 {
+	switch m {
+	case color.GrayModel, color.AlphaModel:
+		return 1
+	case color.Gray16Model, color.Alpha16Model:
+		return 2
+	case color.RGBAModel, color.NRGBAModel:
+		return 4
+	}
+	if _, ok := m.(color.Palette); ok {
+		return 1
+	}
+	return 8
+}
+
+// jpegFrame walks a JPEG's marker segments to its frame header (SOFn) and
+// returns the decoded planes' size relative to the image's (3 for 4:4:4,
+// 1.5 for 4:2:0, 1 for gray) and whether the frame is progressive. r starts
+// at the SOI and image.DecodeConfig has already accepted the header.
+func jpegFrame(r io.Reader) (planes float64, progressive bool, err error) {
+	br := bufio.NewReader(r)
+	var buf [4]byte
+	if _, err := io.ReadFull(br, buf[:2]); err != nil || buf[0] != 0xff || buf[1] != 0xd8 {
+		return 0, false, errors.New("no SOI marker")
+	}
+	for {
+		b, err := br.ReadByte()
+		if err != nil {
+			return 0, false, errors.New("no frame header")
+		}
+		if b != 0xff {
+			continue // between segments: skip until a marker
+		}
+		m, err := br.ReadByte()
+		for err == nil && m == 0xff { // fill bytes
+			m, err = br.ReadByte()
+		}
+		if err != nil {
+			return 0, false, errors.New("no frame header")
+		}
+		if m == 0x00 || m == 0x01 || (m >= 0xd0 && m <= 0xd7) {
+			continue // stuffed byte, TEM or RSTn: no length follows
+		}
+		if _, err := io.ReadFull(br, buf[:2]); err != nil {
+			return 0, false, errors.New("truncated segment")
+		}
+		n := int(buf[0])<<8 | int(buf[1])
+		if n < 2 {
+			return 0, false, errors.New("bad segment length")
+		}
+		seg := make([]byte, n-2)
+		if _, err := io.ReadFull(br, seg); err != nil {
+			return 0, false, errors.New("truncated segment")
+		}
+		if m < 0xc0 || m > 0xcf || m == 0xc4 || m == 0xc8 || m == 0xcc {
+			continue
+		}
+		// SOFn: precision, height, width, component count, then per
+		// component an id, its sampling factors (H<<4|V) and a table.
+		if len(seg) < 6 || len(seg) < 6+3*int(seg[5]) || seg[5] == 0 {
+			return 0, false, errors.New("bad frame header")
+		}
+		nc := int(seg[5])
+		hmax, vmax := 1, 1
+		for c := range nc {
+			f := seg[7+3*c]
+			hmax, vmax = max(hmax, int(f>>4)), max(vmax, int(f&15))
+		}
+		for c := range nc {
+			f := seg[7+3*c]
+			planes += float64(max(int(f>>4), 1)*max(int(f&15), 1)) / float64(hmax*vmax)
+		}
+		return planes, m == 0xc2 || m == 0xc6 || m == 0xca || m == 0xce, nil
+	}
 }
 
 // explain turns a header error into words, naming formats it recognises.
@@ -202,13 +367,32 @@ func ToTensor(name string, img image.Image, spec Spec) (tensor.Tensor, error) {
 	return tensor.Tensor{Name: name, DataType: spec.DataType, Shape: spec.shape(1), Data: data}, nil
 }
 
+// Budget bounds the memory that images being decoded at once may take,
+// across every request that shares it, as DecodeCost counts it: a decoder
+// waits for its image's share (or its context) before allocating it.
+type Budget struct {
+	sem  *semaphore.Weighted
+	size int64
+}
+
+// NewBudget returns a budget of size bytes; a size below MaxImageBytes is
+// raised to it, so every image that Decode accepts can be decoded.
+func NewBudget(size int64) *Budget {
+	size = max(size, MaxImageBytes)
+	return &Budget{sem: semaphore.NewWeighted(size), size: size}
+}
+
+// Size is the budget in bytes.
+func (b *Budget) Size() int64 { return b.size }
+
 // Images decodes encoded JPEG or PNG images, preprocesses each to spec and
 // stacks them into one [N,3,H,W] or [N,H,W,3] tensor named name, exactly
-// as ToTensor would for each decoded image. It decodes one image at a time
-// and checks ctx between images, returning ctx.Err() unwrapped when it
+// as ToTensor would for each decoded image. It decodes one image at a time,
+// each within budget (nil: no shared bound), and checks ctx between images
+// and while it waits for budget, returning ctx.Err() unwrapped when it
 // ends. Bad images give errors that wrap errdefs.ErrInvalid and name the
 // image's index.
-func Images(ctx context.Context, name string, images [][]byte, spec Spec) (tensor.Tensor, error) {
+func Images(ctx context.Context, name string, images [][]byte, spec Spec, budget *Budget) (tensor.Tensor, error) {
 	spec, err := spec.check()
 	if err != nil {
 		return tensor.Tensor{}, err
@@ -222,14 +406,47 @@ func Images(ctx context.Context, name string, images [][]byte, spec Spec) (tenso
 		if err := ctx.Err(); err != nil {
 			return tensor.Tensor{}, err
 		}
-		img, err := decode(bytes.NewReader(b))
-		if err != nil {
+		if err := decodeInto(ctx, data[i*per:(i+1)*per], b, spec, budget); err != nil {
+			if ctx.Err() != nil {
+				return tensor.Tensor{}, ctx.Err()
+			}
 			return tensor.Tensor{}, fmt.Errorf("image %d of %d: %w", i, len(images), err)
 		}
-		fill(data[i*per:(i+1)*per], img, spec)
 	}
 	return tensor.Tensor{Name: name, DataType: spec.DataType, Shape: spec.shape(len(images)), Data: data}, nil
 }
+
+// decodeInto decodes one encoded image within budget and fills dst.
+func decodeInto(ctx context.Context, dst, b []byte, spec Spec, budget *Budget) error {
+	r := bytes.NewReader(b)
+	h, err := readHeader(r)
+	if err != nil {
+		return err
+	}
+	if budget != nil {
+		if err := budget.sem.Acquire(ctx, h.cost); err != nil {
+			return err
+		}
+		defer budget.sem.Release(h.cost)
+	}
+	img, err := h.decode(r)
+	if err != nil {
+		return err
+	}
+	fill(dst, img, spec)
+	if h.cost >= collectAbove {
+		// The decoded pixels are garbage now. Collect them before the
+		// budget lets the next large image in, or the heap grows by
+		// GOGC's margin on top of what the budget bounds.
+		runtime.GC()
+	}
+	return nil
+}
+
+// collectAbove is the decoding cost from which an image's pixels are
+// collected at once after use (decodeInto): a collection costs far less
+// than decoding this many bytes.
+const collectAbove = 32 << 20
 
 // fill writes one image's tensor data into dst; spec has been checked.
 func fill(dst []byte, img image.Image, spec Spec) {
