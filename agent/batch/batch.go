@@ -363,7 +363,17 @@ func (s *Scheduler) execute(batch []*job) {
 	cancel()
 	d := time.Since(start)
 	s.observe(int(total), len(batch), d)
+	if errors.Is(err, errdefs.ErrInvalid) {
+		// The model refused the stacked inputs: one request's values
+		// (an index out of range, say) fail the whole batch. Run each
+		// alone, so that only the request at fault is told so.
+		for _, j := range batch {
+			s.execute([]*job{j})
+		}
+		return
+	}
 	if err != nil {
+		err = fmt.Errorf("model %s: %w", s.cfg.Name, err)
 		for _, j := range batch {
 			j.done <- jobResult{err: err}
 		}
@@ -389,6 +399,9 @@ func (s *Scheduler) runOne(j *job) jobResult {
 	start := time.Now()
 	outs, err := s.run(j.ctx, j.inputs, j.outputs)
 	d := time.Since(start)
+	if err != nil {
+		err = fmt.Errorf("model %s: %w", s.cfg.Name, err)
+	}
 	rows := int(max(j.rows, 1))
 	s.observe(rows, 1, d)
 	return jobResult{res: Result{Outputs: outs, QueueTime: start.Sub(j.enqueued), ComputeTime: d, BatchSize: rows}, err: err}

@@ -21,6 +21,8 @@ type recorder struct {
 	gate    chan struct{} // if set, each run waits for a token
 	runs    atomic.Int64
 	noRows  bool // output has no batch dimension
+	// poison, if set, is a value the model refuses as invalid input.
+	poison *float32
 }
 
 func (r *recorder) run(ctx context.Context, in []tensor.Tensor, _ []string) ([]tensor.Tensor, error) {
@@ -36,6 +38,9 @@ func (r *recorder) run(ctx context.Context, in []tensor.Tensor, _ []string) ([]t
 	r.mu.Unlock()
 	v := in[0].Float32s()
 	for i := range v {
+		if r.poison != nil && v[i] == *r.poison {
+			return nil, errdefs.Invalid("index out of range")
+		}
 		v[i] *= 2
 	}
 	shape := in[0].Shape
@@ -245,6 +250,58 @@ func TestUnsplittableFallsBack(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// TestInvalidRowFailsOnlyItsRequest: when the model refuses a batch as
+// invalid input, the batch's requests run alone, so one request's bad
+// values fail that request only; other errors name the model.
+func TestInvalidRowFailsOnlyItsRequest(t *testing.T) {
+	poison := float32(-1)
+	r := &recorder{poison: &poison, gate: make(chan struct{})}
+	s := New(Config{Name: "m", MaxBatchSize: 8, MaxDelay: 50 * time.Millisecond, QueueSize: 64, Concurrency: 1}, r.run)
+	defer s.Close()
+	// The first request occupies the executor, so the next six queue and
+	// are taken as one batch.
+	first := make(chan error, 1)
+	go func() {
+		_, err := s.Submit(context.Background(), input(1, 0), nil)
+		first <- err
+	}()
+	for r.runs.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	errs := make([]error, 6)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			val := float32(i)
+			if i == 3 {
+				val = poison
+			}
+			_, errs[i] = s.Submit(context.Background(), input(1, val), nil)
+		}()
+	}
+	for s.QueueLen() < len(errs) {
+		time.Sleep(time.Millisecond)
+	}
+	close(r.gate) // every run from now on proceeds
+	wg.Wait()
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	for i, err := range errs {
+		switch {
+		case i == 3 && (!errors.Is(err, errdefs.ErrInvalid) || err.Error() != "model m: index out of range"):
+			t.Errorf("poisoned request: %v, want ErrInvalid %q", err, "model m: index out of range")
+		case i != 3 && err != nil:
+			t.Errorf("request %d failed with the poisoned one: %v", i, err)
+		}
+	}
+	if got := slices.Max(r.batches); got < 2 {
+		t.Fatalf("largest batch %d rows: the requests were never batched, so the test proved nothing", got)
+	}
 }
 
 func TestClosedRefuses(t *testing.T) {

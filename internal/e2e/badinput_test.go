@@ -124,6 +124,10 @@ func TestBadInputREST(t *testing.T) {
 			return b
 		}(), fmt.Sprint(len(strings.Replace(goodHeader, fmt.Sprint(len(raw)), fmt.Sprint(len(raw)-4), 1))), 400, ""},
 		{"oversized body", "POST", infer, make([]byte, 9<<20), "", 413, ""},
+		// Shapes the declaration allows ([-1,3,-1,-1]) but the graph
+		// cannot run: the client's fault, said without ONNX Runtime's
+		// source paths.
+		{"sides the graph cannot take", "POST", "/v2/models/ocr-det/infer", body(`{"inputs":[{"name":"x","shape":[1,3,40,40],"datatype":"FP32","data":[` + strings.Repeat("0.5,", 3*40*40-1) + `0.5]}]}`), "", 400, "failed on this input: Attempting to broadcast"},
 		{"wrong method", "GET", infer, nil, "", 405, ""},
 		{"load unknown model", "POST", "/v2/repository/models/no-such-model/load", nil, "", 404, ""},
 		{"metadata of unknown model", "GET", "/v2/models/ghost", nil, "", 404, ""},
@@ -227,6 +231,9 @@ func TestBadInputGRPC(t *testing.T) {
 		msg  string
 	}{
 		{"unknown model", faceReq(func(r *pb.ModelInferRequest) { r.ModelName = "ghost" }), nil, codes.NotFound, "ghost"},
+		{"sides the graph cannot take", &pb.ModelInferRequest{ModelName: "ocr-det",
+			Inputs:           []*pb.ModelInferRequest_InferInputTensor{{Name: "x", Datatype: "FP32", Shape: []int64{1, 3, 40, 40}}},
+			RawInputContents: [][]byte{make([]byte, 4*3*40*40)}}, nil, codes.InvalidArgument, "failed on this input"},
 		{"unknown version", faceReq(func(r *pb.ModelInferRequest) { r.ModelVersion = "9" }), nil, codes.NotFound, "version"},
 		{"unknown output", faceReq(func(r *pb.ModelInferRequest) {
 			r.Outputs = []*pb.ModelInferRequest_InferRequestedOutputTensor{{Name: "nope"}}

@@ -213,27 +213,71 @@ func loadErrorKind(err error) error {
 		return wrapKind(errdefs.ErrNotFound, err)
 	case isOutOfMemory(oe.msg):
 		return wrapKind(errdefs.ErrResourceExhausted, err)
-	case oe.code == 11: // EP_FAIL
+	case oe.code == ortEPFail:
 		return wrapKind(errdefs.ErrUnavailable, err)
 	}
 	return wrapKind(errdefs.ErrInvalid, err)
 }
 
 // runErrorKind classifies a failed Run. Inputs have been checked against
-// the model's declaration, so what ONNX Runtime still rejects as an invalid
-// argument depends on the values; anything else is an internal error.
+// the model's declaration (names, datatypes, ranks, fixed dimensions), so
+// an invalid argument, or a node that fails on them, fails on what the
+// client sent: a dynamic dimension the graph cannot take (a reshape, a
+// broadcast), an empty batch, an index out of range. Those are invalid
+// input, told without ONNX Runtime's source paths (nodeFailure). Running
+// out of memory is exhausted; a failing execution provider and anything
+// else are internal.
 func runErrorKind(err error) error {
 	var oe *ortError
 	if !errors.As(err, &oe) {
 		return err
 	}
 	switch {
-	case oe.code == ortInvalidArgument:
-		return wrapKind(errdefs.ErrInvalid, err)
 	case isOutOfMemory(oe.msg):
 		return wrapKind(errdefs.ErrResourceExhausted, err)
+	case oe.code == ortEPFail:
+		return wrapKind(errdefs.ErrInternal, err)
+	}
+	if msg, ok := nodeFailure(oe.msg); ok {
+		return wrapKind(errdefs.ErrInvalid, errors.New(msg))
+	}
+	if oe.code == ortInvalidArgument {
+		return wrapKind(errdefs.ErrInvalid, err)
 	}
 	return wrapKind(errdefs.ErrInternal, err)
+}
+
+// nodeFailure rewrites ONNX Runtime's report of a node that failed while
+// running ("Non-zero status code returned while running Add node.
+// Name:'n' Status Message: /onnxruntime_src/...h:583 void f(...) cond was
+// false. Attempting to broadcast ...") as what a client can act on:
+// `the model's Add node "n" failed on this input: Attempting to broadcast
+// ...`. ok is false for any other message.
+func nodeFailure(msg string) (string, bool) {
+	const head, name, status = "Non-zero status code returned while running ", " node. Name:'", "' Status Message: "
+	rest, found := strings.CutPrefix(msg, head)
+	if !found {
+		return "", false
+	}
+	op, rest, found := strings.Cut(rest, name)
+	if !found {
+		return "", false
+	}
+	node, detail, found := strings.Cut(rest, status)
+	if !found {
+		return "", false
+	}
+	// An enforcement failure starts with the source location and the C++
+	// function: keep what follows the failed condition. Any other message
+	// that starts with a path keeps what follows its location.
+	if strings.HasPrefix(detail, "/") {
+		if _, after, ok := strings.Cut(detail, " was false. "); ok {
+			detail = after
+		} else if _, after, ok := strings.Cut(detail, " "); ok {
+			detail = after
+		}
+	}
+	return fmt.Sprintf("the model's %s node %q failed on this input: %s", op, node, strings.TrimSpace(detail)), true
 }
 
 func isOutOfMemory(msg string) bool {

@@ -59,4 +59,11 @@
 // its error; one cancelled during the run sets ONNX Runtime's terminate
 // flag, which stops it between nodes, and Run returns an error wrapping
 // errdefs.ErrCanceled or errdefs.ErrDeadline (and the context's error).
+//
+// A run that ONNX Runtime fails on inputs that passed those checks fails
+// on what the client sent (a dynamic dimension the graph cannot take, an
+// index out of range): errdefs.ErrInvalid, as `the model's Add node "n"
+// failed on this input: ...`, without ONNX Runtime's source paths and C++
+// signatures. Running out of memory is errdefs.ErrResourceExhausted; a
+// failing execution provider, or anything else, errdefs.ErrInternal.
 package onnx

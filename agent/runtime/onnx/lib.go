@@ -200,6 +200,7 @@ const (
 	ortModelLoaded     = 8
 	ortNotImplemented  = 9
 	ortInvalidGraph    = 10
+	ortEPFail          = 11
 	ortNotFound        = 14
 )
 

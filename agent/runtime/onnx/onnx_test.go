@@ -626,3 +626,68 @@ func firstLine(s string) string {
 	}
 	return s
 }
+
+// TestRunFailuresOnClientInput: inputs that match the model's declared
+// datatypes and ranks but that its graph cannot run (a broadcast between
+// mismatched dynamic dimensions, a gather index out of range) are invalid
+// input, told without ONNX Runtime's source paths or C++ signatures.
+func TestRunFailuresOnClientInput(t *testing.T) {
+	b := newBackend(t)
+	ctx := context.Background()
+	add := load(t, b, writeModel(t, onnxtest.BuildModel(13,
+		[]onnxtest.Node{{Op: "Add", Inputs: []string{"a", "b"}, Outputs: []string{"y"}}},
+		[]onnxtest.Tensor{{Name: "a", ElemType: 1, Shape: []int64{-1}}, {Name: "b", ElemType: 1, Shape: []int64{-1}}},
+		[]onnxtest.Tensor{{Name: "y", ElemType: 1, Shape: []int64{-1}}})))
+	gather := load(t, b, writeModel(t, onnxtest.BuildModel(13,
+		[]onnxtest.Node{{Op: "Gather", Inputs: []string{"data", "idx"}, Outputs: []string{"y"}}},
+		[]onnxtest.Tensor{{Name: "data", ElemType: 1, Shape: []int64{-1}}, {Name: "idx", ElemType: 7, Shape: []int64{-1}}},
+		[]onnxtest.Tensor{{Name: "y", ElemType: 1, Shape: []int64{-1}}})))
+	idx := func(v ...int64) tensor.Tensor {
+		data := make([]byte, 8*len(v))
+		for i, x := range v {
+			binary.LittleEndian.PutUint64(data[8*i:], uint64(x))
+		}
+		return tensor.Tensor{Name: "idx", DataType: tensor.Int64, Shape: []int64{int64(len(v))}, Data: data}
+	}
+	for name, c := range map[string]struct {
+		s    runtime.Session
+		in   []tensor.Tensor
+		want string
+	}{
+		"broadcast": {add, []tensor.Tensor{tensor.FromFloat32("a", []int64{2}, []float32{1, 2}), tensor.FromFloat32("b", []int64{3}, []float32{1, 2, 3})},
+			`the model's Add node "n0" failed on this input: Attempting to broadcast an axis by a dimension other than 1. 2 by 3`},
+		"gather index": {gather, []tensor.Tensor{tensor.FromFloat32("data", []int64{3}, []float32{1, 2, 3}), idx(1, 7)},
+			`the model's Gather node "n0" failed on this input: indices element out of data bounds, idx=7 must be within the inclusive range [-3,2]`},
+	} {
+		_, err := c.s.Run(ctx, c.in, nil)
+		if !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want ErrInvalid containing %q", name, err, c.want)
+		}
+		if err != nil && (strings.Contains(err.Error(), "onnxruntime_src") || strings.Contains(err.Error(), ".h:") || strings.Contains(err.Error(), ".cc:")) {
+			t.Errorf("%s: error names ONNX Runtime's sources: %v", name, err)
+		}
+	}
+	// The same sessions still run good input.
+	out, err := add.Run(ctx, []tensor.Tensor{tensor.FromFloat32("a", []int64{2}, []float32{1, 2}), tensor.FromFloat32("b", []int64{1}, []float32{10})}, nil)
+	if err != nil || fmt.Sprint(out[0].Float32s()) != "[11 12]" {
+		t.Fatalf("good input after failures: %v, %v", out, err)
+	}
+}
+
+func TestNodeFailureMessages(t *testing.T) {
+	for _, c := range []struct{ msg, want string }{
+		{"Non-zero status code returned while running Reshape node. Name:'Reshape_token_34' Status Message: /onnxruntime_src/onnxruntime/core/providers/cpu/tensor/reshape_helper.h:84 onnxruntime::ReshapeHelper::ReshapeHelper(const onnxruntime::TensorShape&, onnxruntime::TensorShapeVector&, bool) size != 0 && (input_shape_size % size) == 0 was false. The input tensor cannot be reshaped to the requested shape. Input shape:{0,16,6,96}, requested shape:{0,-1,6,96,16}",
+			`the model's Reshape node "Reshape_token_34" failed on this input: The input tensor cannot be reshaped to the requested shape. Input shape:{0,16,6,96}, requested shape:{0,-1,6,96,16}`},
+		{"Non-zero status code returned while running Conv node. Name:'c1' Status Message: Invalid input shape: {1,1}",
+			`the model's Conv node "c1" failed on this input: Invalid input shape: {1,1}`},
+		{"Non-zero status code returned while running Foo node. Name:'f' Status Message: /src/foo.cc:12 something odd",
+			`the model's Foo node "f" failed on this input: something odd`},
+		{"Failed to allocate memory for requested buffer of size 10", ""},
+		{"Non-zero status code returned while running Add node.", ""},
+	} {
+		got, ok := nodeFailure(c.msg)
+		if ok != (c.want != "") || got != c.want {
+			t.Errorf("nodeFailure(%q) = %q, %v; want %q", c.msg, got, ok, c.want)
+		}
+	}
+}

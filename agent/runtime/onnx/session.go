@@ -227,7 +227,7 @@ func (s *Session) Run(ctx context.Context, inputs []tensor.Tensor, outputs []str
 		if err := ctx.Err(); err != nil {
 			return nil, contextError("run stopped", err)
 		}
-		return nil, fmt.Errorf("onnxruntime: run %s: %w", s.path, runErrorKind(runErr))
+		return nil, fmt.Errorf("onnxruntime: run: %w", runErrorKind(runErr))
 	}
 
 	res := make([]tensor.Tensor, len(out))
