@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
@@ -172,6 +173,9 @@ func FromGRPC(err error) error {
 		k = ErrUnavailable
 	case codes.ResourceExhausted:
 		k = ErrResourceExhausted
+		if IsSizeRefusal(st.Message()) {
+			k = ErrTooLarge
+		}
 	case codes.DeadlineExceeded:
 		k = ErrDeadline
 	case codes.Canceled:
@@ -183,6 +187,13 @@ func FromGRPC(err error) error {
 	}
 	return New(k, st.Message())
 }
+
+// IsSizeRefusal reports whether a gRPC ResourceExhausted message is gRPC
+// refusing a message over its size limit ("received message larger than
+// max", "trying to send message larger than max"): the request is too
+// large, not the server overloaded, and would fail the same way on every
+// server. FromGRPC maps it to ErrTooLarge.
+func IsSizeRefusal(msg string) bool { return strings.Contains(msg, "larger than max") }
 
 // FromHTTP maps an HTTP status and message back to a sentinel-wrapped error.
 func FromHTTP(code int, msg string) error {

@@ -42,6 +42,15 @@ func TestMapping(t *testing.T) {
 			t.Errorf("Outcome(%v) = %q, want %q", c.err, got, c.outcome)
 		}
 	}
+	// gRPC's own size refusals are the request's size, not overload.
+	for _, msg := range []string{"grpc: received message larger than max (5 vs. 4)", "grpc: trying to send message larger than max (122880042 vs. 67108864)"} {
+		if err := FromGRPC(status.Error(codes.ResourceExhausted, msg)); !errors.Is(err, ErrTooLarge) || HTTPStatus(err) != 413 {
+			t.Errorf("FromGRPC(ResourceExhausted %q) = %v (HTTP %d), want ErrTooLarge, 413", msg, err, HTTPStatus(err))
+		}
+	}
+	if err := FromGRPC(status.Error(codes.ResourceExhausted, "model m: queue full")); !errors.Is(err, ErrResourceExhausted) || HTTPStatus(err) != 503 {
+		t.Errorf("queue full through gRPC: %v, want ErrResourceExhausted, 503", err)
+	}
 	if Outcome(nil) != "success" || ToGRPC(nil) != nil || FromGRPC(nil) != nil {
 		t.Error("nil handling")
 	}

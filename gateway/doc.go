@@ -34,9 +34,9 @@
 // the failure means the instance did not process it: ErrUnavailable
 // (connection refused or reset, server or model not ready, unloading),
 // ErrNotFound (the instance's model was removed) and ErrResourceExhausted
-// (that instance's queue is full). gRPC message-size refusals also read as
-// ErrResourceExhausted but would fail the same way everywhere, so they are
-// not retried. ErrInvalid, ErrDeadline, ErrCanceled and model failures
+// (that instance's queue is full). gRPC message-size refusals are
+// ErrTooLarge (errdefs.FromGRPC), not ErrResourceExhausted: they would fail
+// the same way everywhere, so they are not retried. ErrInvalid, ErrDeadline, ErrCanceled and model failures
 // (ErrInternal) are returned at once. Attempts are bounded by
 // Config.MaxAttempts and by the request context's deadline, which each
 // attempt carries as its gRPC deadline; there is no pause between attempts,

@@ -420,7 +420,11 @@ func (g *Gateway) forward(ctx context.Context, app string, eps []Endpoint, op at
 			return nil
 		}
 		if !retryable(err) {
-			return fmt.Errorf("application %q, instance %s on node %s: %w", app, ep.InstanceID, ep.Node, err)
+			hint := ""
+			if errors.Is(err, errdefs.ErrTooLarge) {
+				hint = " (the gateway forwards tensors to agents in gRPC messages of bounded size, set by --max-body-bytes; JSON numbers can take up to 4 times their text's size as tensors: split the request, or raise the limit)"
+			}
+			return fmt.Errorf("application %q, instance %s on node %s: %w%s", app, ep.InstanceID, ep.Node, err, hint)
 		}
 		g.log.Debug("attempt failed; trying another instance", "app", app, "instance", ep.InstanceID,
 			"node", ep.Node, "attempt", attempts, "err", err)
@@ -447,12 +451,7 @@ func (g *Gateway) forward(ctx context.Context, app string, eps []Endpoint, op at
 // process the request, so that another may.
 func retryable(err error) bool {
 	switch {
-	case errors.Is(err, errdefs.ErrResourceExhausted):
-		// gRPC's message-size refusals ("received message larger than
-		// max", "trying to send message larger than max") would fail on
-		// every instance alike.
-		return !grpcsvc.IsSizeRefusal(err)
-	case errors.Is(err, errdefs.ErrUnavailable), errors.Is(err, errdefs.ErrNotFound):
+	case errors.Is(err, errdefs.ErrResourceExhausted), errors.Is(err, errdefs.ErrUnavailable), errors.Is(err, errdefs.ErrNotFound):
 		return true
 	}
 	return false

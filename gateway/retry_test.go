@@ -71,11 +71,17 @@ func (s *stubAgent) Infer(ctx context.Context, req *oip.InferRequest) (*oip.Infe
 // startStubs serves n stub agents ("a", "b", ...) as instances of app "app".
 func startStubs(t *testing.T, n int) ([]*stubAgent, *StaticResolver) {
 	t.Helper()
+	return startStubsWith(t, n, grpcsvc.Options{})
+}
+
+// startStubsWith starts n stub agents whose gRPC servers take opts.
+func startStubsWith(t *testing.T, n int, opts grpcsvc.Options) ([]*stubAgent, *StaticResolver) {
+	t.Helper()
 	r := &StaticResolver{}
 	var stubs []*stubAgent
 	for i := range n {
 		s := &stubAgent{id: string(rune('a' + i))}
-		gs, err := grpcsvc.New(s, grpcsvc.Options{}).NewGRPCServer()
+		gs, err := grpcsvc.New(s, opts).NewGRPCServer()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -339,5 +345,31 @@ func TestConnectionsDroppedWhenBroken(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(g.metrics.retries.WithLabelValues("app")); n != 1 {
 		t.Errorf("%v retries, want 1 (then the dead instance cools down)", n)
+	}
+}
+
+// TestOversizedHopIsTooLarge: a request whose tensors exceed the agents'
+// gRPC message limit is 413 (ErrTooLarge), tried once, and leaves the
+// instance in rotation: it is the request's size, not the instance.
+func TestOversizedHopIsTooLarge(t *testing.T) {
+	stubs, r := startStubsWith(t, 2, grpcsvc.Options{MaxRecvMsgSize: 4 << 10})
+	g, _ := newGateway(t, r, func(c *Config) { c.Cooldown = time.Minute })
+	big := &oip.InferRequest{ModelName: "app", ID: "big", Inputs: []oip.InferInput{{Tensor: tensor.FromFloat32("x", []int64{1, 2048}, make([]float32, 2048))}}}
+	_, err := g.Infer(context.Background(), big)
+	if !errors.Is(err, errdefs.ErrTooLarge) || errdefs.HTTPStatus(err) != 413 || !strings.Contains(err.Error(), "larger than max") {
+		t.Fatalf("oversized request: %v (HTTP %d), want ErrTooLarge, 413", err, errdefs.HTTPStatus(err))
+	}
+	if strings.Contains(err.Error(), "attempts") {
+		t.Errorf("an oversized request was retried: %v", err)
+	}
+	for range 4 {
+		if _, err := g.Infer(context.Background(), smallReq("app")); err != nil {
+			t.Fatalf("small request after the oversized one: %v", err)
+		}
+	}
+	for _, s := range stubs {
+		if s.calls.Load() == 0 {
+			t.Errorf("instance %s got no request after the oversized one: it was taken out of rotation", s.id)
+		}
 	}
 }

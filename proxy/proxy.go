@@ -704,8 +704,6 @@ func fallBack(err error) bool {
 	switch {
 	case errors.Is(err, errdefs.ErrInvalid), errors.Is(err, errdefs.ErrTooLarge), errors.Is(err, errdefs.ErrCanceled):
 		return false
-	case errors.Is(err, errdefs.ErrResourceExhausted):
-		return !grpcsvc.IsSizeRefusal(err)
 	}
 	return true
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -35,7 +36,8 @@ type ServeConfig struct {
 	GRPCAddr    string
 	TLSCertFile string
 	TLSKeyFile  string
-	// MaxBodyBytes bounds gateway request bodies and gRPC messages.
+	// MaxBodyBytes bounds gateway request bodies and gRPC messages, the
+	// gateway's to and from the agents included.
 	MaxBodyBytes int64
 	// OpenInference serves the gateway's /v2 and gRPC without the token
 	// (the admin API always needs it). Only sensible on loopback.
@@ -106,6 +108,11 @@ func Start(ctx context.Context, cfg ServeConfig) (r *Replica, err error) {
 	}
 	r.Server = srv
 	dial := append([]grpc.DialOption{}, cfg.GatewayDialOptions...)
+	if cfg.MaxBodyBytes > 0 {
+		// What the front doors accept, the hop to the agents carries.
+		n := int(min(cfg.MaxBodyBytes, math.MaxInt32))
+		dial = append(dial, grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(n), grpc.MaxCallRecvMsgSize(n)))
+	}
 	if cfg.Token != "" {
 		dial = append(dial, grpc.WithPerRPCCredentials(auth.Credentials{Token: cfg.Token}))
 	}

@@ -71,14 +71,6 @@ func DefaultDialOptions() []grpc.DialOption {
 	}
 }
 
-// IsSizeRefusal reports whether err is gRPC refusing a message over its
-// size limit ("received message larger than max", "trying to send message
-// larger than max"): it reads as ErrResourceExhausted but would fail the
-// same way on every server, so it is not worth retrying elsewhere.
-func IsSizeRefusal(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "larger than max")
-}
-
 // Close closes the connection if Dial opened it.
 func (c *Client) Close() error {
 	if c.conn == nil {

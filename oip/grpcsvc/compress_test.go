@@ -67,7 +67,7 @@ func TestZeroRunCompression(t *testing.T) {
 	// 8 MiB of zeros compress to a few bytes; the server must refuse them.
 	_, err := c.InferWith(t.Context(), &oip.InferRequest{ModelName: "echo",
 		Inputs: []oip.InferInput{{Tensor: tensor.Tensor{Name: "x", DataType: tensor.Uint8, Shape: []int64{8 << 20}, Data: make([]byte, 8<<20)}}}}, Compressed())
-	if errdefs.GRPCCode(err) != codes.ResourceExhausted || !errors.Is(err, errdefs.ErrResourceExhausted) {
+	if errdefs.GRPCCode(err) != codes.ResourceExhausted || !errors.Is(err, errdefs.ErrTooLarge) {
 		t.Errorf("compressed request decompressing past the limit: %v", err)
 	}
 }

@@ -217,7 +217,7 @@ func TestMessageSizeLimits(t *testing.T) {
 	if err := infer(512 << 10); err != nil {
 		t.Fatalf("small request: %v", err)
 	}
-	if err := infer(4 << 20); errdefs.GRPCCode(err) != codes.ResourceExhausted || !errors.Is(err, errdefs.ErrResourceExhausted) {
+	if err := infer(4 << 20); errdefs.GRPCCode(err) != codes.ResourceExhausted || !errors.Is(err, errdefs.ErrTooLarge) {
 		t.Errorf("request beyond MaxRecvMsgSize: %v", err)
 	}
 	if err := infer(2 << 20); errdefs.GRPCCode(err) != codes.ResourceExhausted {
