@@ -308,8 +308,8 @@ func TestMessageTooLargeNotRetried(t *testing.T) {
 	})
 	req := &oip.InferRequest{ModelName: "app", Inputs: []oip.InferInput{{Tensor: tensor.FromFloat32("x", []int64{1, 1024}, make([]float32, 1024))}}}
 	_, err := g.Infer(context.Background(), req)
-	if !errors.Is(err, errdefs.ErrResourceExhausted) {
-		t.Fatalf("err %v, want ErrResourceExhausted", err)
+	if !errors.Is(err, errdefs.ErrTooLarge) || errdefs.HTTPStatus(err) != 413 {
+		t.Fatalf("err %v, want ErrTooLarge (413)", err)
 	}
 	if n := totalCalls(stubs); n != 0 {
 		t.Errorf("%d calls reached agents", n)
