@@ -17,6 +17,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -39,6 +40,10 @@ const (
 	MaxThreads         = 1024
 	MaxQueueDelayLimit = 10 * time.Second
 )
+
+// Providers are the execution providers a config (and the CLI's
+// --providers) may name, fastest first.
+var Providers = []string{"tensorrt", "cuda", "cpu"}
 
 // Config tunes how one model is served. Zero values take defaults.
 type Config struct {
@@ -188,10 +193,8 @@ func (c Config) Validate() error {
 		return bad("default_timeout_ms", "%g is negative", c.DefaultTimeoutMS)
 	}
 	for i, p := range c.Providers {
-		switch p {
-		case "cpu", "cuda", "tensorrt":
-		default:
-			return bad(fmt.Sprintf("providers[%d]", i), "%q is not one of cpu, cuda, tensorrt", p)
+		if !slices.Contains(Providers, p) {
+			return bad(fmt.Sprintf("providers[%d]", i), "%q is not one of %s", p, strings.Join(Providers, ", "))
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(c.Preprocess)) {

@@ -171,6 +171,10 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	tuneGC()
+	provs, err := parseProviders(*providers)
+	if err != nil {
+		return err
+	}
 	if *join == "" {
 		fs.Usage()
 		return fmt.Errorf("--join is required")
@@ -212,7 +216,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	node, err := agent.StartNode(ctx, agent.NodeConfig{
-		Manager:  agent.Config{Repository: repo, Backend: backend, Logger: log, Version: Version, Providers: strings.Split(*providers, ",")},
+		Manager:  agent.Config{Repository: repo, Backend: backend, Logger: log, Version: Version, Providers: provs},
 		HTTPAddr: *httpAddr, GRPCAddr: *grpcAddr, Token: *token, TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey,
 	})
 	if err != nil {

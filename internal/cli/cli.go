@@ -10,11 +10,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/accelpool/accelpool/agent/repository"
 )
 
 // Version is set at build time with -ldflags "-X .../cli.Version=...".
@@ -115,6 +119,32 @@ func parse(fs *flag.FlagSet, args []string) error {
 			return err
 		}
 		return errUsage
+	}
+	return nil
+}
+
+// parseProviders checks a --providers list: comma-separated execution
+// providers the runtime knows, none twice.
+func parseProviders(s string) ([]string, error) {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		p = strings.ToLower(strings.TrimSpace(p))
+		switch {
+		case !slices.Contains(repository.Providers, p):
+			return nil, fmt.Errorf("--providers %q: %q is not one of %s", s, p, strings.Join(repository.Providers, ", "))
+		case slices.Contains(out, p):
+			return nil, fmt.Errorf("--providers %q: %s is given twice", s, p)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// checkMaxBody checks --max-body-bytes: gRPC and protobuf carry messages
+// below 2 GiB, and a limit below 4 KiB would refuse ordinary requests.
+func checkMaxBody(n int64) error {
+	if n < 4<<10 || n > math.MaxInt32 {
+		return fmt.Errorf("--max-body-bytes %d: must be between 4096 and %d (2 GiB - 1, protobuf's limit)", n, math.MaxInt32)
 	}
 	return nil
 }

@@ -82,6 +82,28 @@ func TestHelpAndUnknownCommand(t *testing.T) {
 	if code := Main([]string{"deploy", "-f", "/nonexistent.yaml"}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "nonexistent") {
 		t.Fatalf("missing file: %d %s", code, errb.String())
 	}
+	// Bad server flags are named before anything starts or listens.
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"serve", "--max-body-bytes", "-1"}, "--max-body-bytes -1: must be between 4096 and 2147483647"},
+		{[]string{"up", "--max-body-bytes", "4294967296"}, "--max-body-bytes 4294967296: must be between"},
+		{[]string{"proxy", "--max-body-bytes", "0", "--target", "name=a,addr=127.0.0.1:1"}, "--max-body-bytes 0: must be between"},
+		{[]string{"serve", "--providers", "bogus"}, `--providers "bogus": "bogus" is not one of tensorrt, cuda, cpu`},
+		{[]string{"up", "--providers", "cuda,,cpu"}, `"" is not one of`},
+		{[]string{"agent", "--providers", "cpu,cpu", "--join", "http://127.0.0.1:1"}, "cpu is given twice"},
+		{[]string{"serve", "extra"}, `unexpected arguments ["extra"]`},
+		{[]string{"infer", "--model", "m", "--max-side", "0"}, "--max-side 0: must be at least 32"},
+		{[]string{"infer", "--model", "m", "--scale", "0"}, "--scale 0: must be a finite number other than 0"},
+		{[]string{"infer", "--model", "m", "--std", "1,0,1"}, `--std "1,0,1": every entry divides`},
+		{[]string{"infer", "--model", "m", "--mean", "0,NaN,0"}, "NaN is not a finite number"},
+	} {
+		errb.Reset()
+		if code := Main(c.args, &out, &errb); code != 1 || !strings.Contains(errb.String(), c.want) {
+			t.Errorf("%v: code %d, %q; want 1 and %q", c.args, code, errb.String(), c.want)
+		}
+	}
 	// Bad proxy timings are named before anything starts.
 	for _, c := range []struct{ flag, want string }{
 		{"--refresh-after=10ms", "--refresh-after 10ms: at least 1s"},

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -109,6 +110,22 @@ func runInfer(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.Usage()
 		return fmt.Errorf("--model is required")
 	}
+	ispec := imageOpts{scale: float32(*scale), bgr: *bgr, maxSide: *maxSide}
+	var err error
+	if ispec.mean, err = parseTriple(*mean, "--mean"); err != nil {
+		return err
+	}
+	if ispec.std, err = parseTriple(*std, "--std"); err != nil {
+		return err
+	}
+	switch {
+	case *maxSide < 32:
+		return fmt.Errorf("--max-side %d: must be at least 32 (sides are rounded to multiples of 32)", *maxSide)
+	case *scale == 0 || math.IsNaN(*scale) || math.IsInf(*scale, 0):
+		return fmt.Errorf("--scale %g: must be a finite number other than 0", *scale)
+	case slices.Contains(ispec.std[:], 0):
+		return fmt.Errorf("--std %q: every entry divides, so none may be 0", *std)
+	}
 	ctx, cancel := context.WithTimeout(ctx, *cf.timeout)
 	defer cancel()
 	svc, closeFn, err := cf.dial(*binary)
@@ -120,13 +137,6 @@ func runInfer(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	ispec := imageOpts{scale: float32(*scale), bgr: *bgr, maxSide: *maxSide}
-	if ispec.mean, err = parseTriple(*mean, "--mean"); err != nil {
-		return err
-	}
-	if ispec.std, err = parseTriple(*std, "--std"); err != nil {
-		return err
-	}
 	req := &oip.InferRequest{ModelName: *model, ModelVersion: *version, ID: fmt.Sprintf("cli-%d", time.Now().UnixNano())}
 	files := map[string]string{}
 	for _, a := range fs.Args() {
@@ -136,6 +146,9 @@ func runInfer(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				return fmt.Errorf("model %s has %d inputs: give files as NAME=FILE", *model, len(meta.Inputs))
 			}
 			name, file = meta.Inputs[0].Name, a
+		}
+		if prev, dup := files[name]; dup {
+			return fmt.Errorf("two files for input %s: %s and %s", name, prev, file)
 		}
 		files[name] = file
 	}
@@ -200,6 +213,9 @@ func parseTriple(s, flagName string) ([3]float32, error) {
 		f, err := strconv.ParseFloat(strings.TrimSpace(p), 32)
 		if err != nil {
 			return out, fmt.Errorf("%s %q: %v", flagName, s, err)
+		}
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return out, fmt.Errorf("%s %q: %s is not a finite number", flagName, s, p)
 		}
 		out[i] = float32(f)
 	}

@@ -144,6 +144,9 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.Usage()
 		return errors.New("nothing to run requests on: give --join, --target or --models")
 	}
+	if err := checkMaxBody(*maxBody); err != nil {
+		return err
+	}
 	if *probe < 10*time.Millisecond {
 		return fmt.Errorf("--probe-interval %v: at least 10ms", *probe)
 	}

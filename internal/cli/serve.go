@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/accelpool/accelpool/agent"
@@ -42,6 +41,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	tuneGC()
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q (see --help)", fs.Args())
+	}
+	provs, err := parseProviders(*providers)
+	if err != nil {
+		return err
+	}
+	if err := checkMaxBody(*maxBody); err != nil {
+		return err
+	}
 	log, err := newLogger(stderr, *logLevel, *logFormat)
 	if err != nil {
 		return err
@@ -59,7 +68,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	node, err := agent.StartNode(ctx, agent.NodeConfig{
-		Manager:  agent.Config{Repository: *repo, Backend: backend, Logger: log, Version: Version, Providers: strings.Split(*providers, ",")},
+		Manager:  agent.Config{Repository: *repo, Backend: backend, Logger: log, Version: Version, Providers: provs},
 		HTTPAddr: *httpAddr, GRPCAddr: *grpcAddr, MetricsAddr: *metricsAddr, Token: *token,
 		TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey, MaxBodyBytes: *maxBody, AllowClientSHM: *allowSHM,
 	})

@@ -78,6 +78,13 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	tuneGC()
+	provs, err := parseProviders(*providers)
+	if err != nil {
+		return err
+	}
+	if err := checkMaxBody(*maxBody); err != nil {
+		return err
+	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q (see --help)", fs.Args())
 	}
@@ -136,7 +143,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	node, err := agent.StartNode(ctx, agent.NodeConfig{
-		Manager:  agent.Config{Repository: member.RepositoryDir(agentDir), Backend: backend, Logger: log, Version: Version, Providers: strings.Split(*providers, ",")},
+		Manager:  agent.Config{Repository: member.RepositoryDir(agentDir), Backend: backend, Logger: log, Version: Version, Providers: provs},
 		HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", MetricsAddr: *metricsAddr, Token: tok, MaxBodyBytes: *maxBody,
 	})
 	if err != nil {
