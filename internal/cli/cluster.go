@@ -26,7 +26,7 @@ type adminFlags struct {
 
 func addAdminFlags(fs *flag.FlagSet) adminFlags {
 	return adminFlags{
-		server:  fs.String("server", envOr("ACCELPOOL_SERVER", "http://127.0.0.1:8000"), "control plane `URLs`, comma-separated (default $ACCELPOOL_SERVER)"),
+		server:  fs.String("server", envOr("ACCELPOOL_SERVER", defaultServerURL), "control plane `URLs`, comma-separated (default $ACCELPOOL_SERVER)"),
 		token:   fs.String("token", "", "admin `token` (default $ACCELPOOL_TOKEN, else the local data dir's token file)"),
 		tlsCA:   fs.String("tls-ca", "", "CA `file` (PEM) to trust for https server URLs"),
 		timeout: fs.Duration("timeout", 2*time.Minute, "give up after this `duration`"),

@@ -52,7 +52,7 @@ func addClientFlags(fsAdd interface {
 	Duration(string, time.Duration, string) *time.Duration
 }) clientFlags {
 	return clientFlags{
-		url:      fsAdd.String("url", envOr("ACCELPOOL_URL", "http://127.0.0.1:8000"), "server REST `URL`"),
+		url:      fsAdd.String("url", envOr("ACCELPOOL_URL", defaultServerURL), "server REST `URL`"),
 		grpcAddr: fsAdd.String("grpc", "", "use gRPC to this `address` instead of REST"),
 		token:    fsAdd.String("token", os.Getenv("ACCELPOOL_TOKEN"), "bearer `token` (default $ACCELPOOL_TOKEN)"),
 		timeout:  fsAdd.Duration("timeout", 60*time.Second, "give up after this `duration`"),

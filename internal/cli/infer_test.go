@@ -63,3 +63,27 @@ func TestInferAgainstNode(t *testing.T) {
 		}
 	}
 }
+
+// TestTryItLines: the banner's example commands carry --url, --server and
+// the data dir exactly when up does not use the CLI's defaults.
+func TestTryItLines(t *testing.T) {
+	var b bytes.Buffer
+	writeTryIt(&b, tryIt{self: "accelpool", base: defaultServerURL, example: "ocr-cls", open: true, dataDir: defaultDataDir()})
+	for _, not := range []string{"--url", "--server", "ACCELPOOL_DATA_DIR", "Authorization"} {
+		if strings.Contains(b.String(), not) {
+			t.Errorf("defaults: %q in\n%s", not, b.String())
+		}
+	}
+	b.Reset()
+	writeTryIt(&b, tryIt{self: "accelpool", base: "http://127.0.0.1:38200", example: "ocr-cls", open: false, dataDir: "/tmp/my data"})
+	for _, want := range []string{
+		"accelpool infer --url http://127.0.0.1:38200 --model ocr-cls --print-request | curl -s -H \"Authorization: Bearer $ACCELPOOL_TOKEN\" -X POST http://127.0.0.1:38200/v2/models/ocr-cls/infer",
+		"accelpool infer --url http://127.0.0.1:38200 --model ocr-cls path/to/photo.jpg",
+		"ACCELPOOL_DATA_DIR='/tmp/my data' accelpool get apps --server http://127.0.0.1:38200",
+		"ACCELPOOL_DATA_DIR='/tmp/my data' accelpool explain --server http://127.0.0.1:38200 ocr-cls",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("elsewhere: missing %q in\n%s", want, b.String())
+		}
+	}
+}

@@ -175,7 +175,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil && ctx.Err() == nil {
 		fmt.Fprintf(stderr, "warning: not every application is ready yet (%v); see `accelpool get apps`\n", err)
 	}
-	printBanner(ctx, stdout, cl, rep, *tlsCert != "", loopback)
+	printBanner(ctx, stdout, cl, rep, *tlsCert != "", loopback, *dataDir)
 
 	select {
 	case <-ctx.Done():
@@ -319,7 +319,7 @@ func whileUnavailable(ctx context.Context, stdout io.Writer, fn func() error) er
 	}
 }
 
-func printBanner(ctx context.Context, w io.Writer, cl *client.Client, rep *server.Replica, withTLS, open bool) {
+func printBanner(ctx context.Context, w io.Writer, cl *client.Client, rep *server.Replica, withTLS, open bool, dataDir string) {
 	scheme := "http"
 	if withTLS {
 		scheme = "https"
@@ -337,20 +337,51 @@ func printBanner(ctx context.Context, w io.Writer, cl *client.Client, rep *serve
 			example = a.Metadata.Name
 		}
 	}
-	authHdr := ""
-	if !open {
+	fmt.Fprintf(w, "\nTry it:\n")
+	writeTryIt(w, tryIt{self: selfName(), base: base, example: example, open: open, dataDir: dataDir})
+	fmt.Fprintf(w, "\nStop with Ctrl-C (requests in flight finish first).\n\n")
+}
+
+// tryIt is what the banner's example commands depend on.
+type tryIt struct {
+	self, base, example string
+	open                bool   // inference needs no token
+	dataDir             string // where the token is
+}
+
+// writeTryIt writes example commands that work as printed: the CLI's
+// --url and --server are given when up listens elsewhere than their
+// defaults, and the data dir when the CLI would not find the token in its
+// default one.
+func writeTryIt(w io.Writer, t tryIt) {
+	authHdr, url, server, env := "", "", "", ""
+	if !t.open {
 		authHdr = ` -H "Authorization: Bearer $ACCELPOOL_TOKEN"`
 	}
-	self := selfName()
-	fmt.Fprintf(w, "\nTry it:\n")
-	fmt.Fprintf(w, "  curl -s%s %s/v2/models/%s\n", authHdr, base, orDefault(example, "MODEL"))
-	if example != "" {
-		fmt.Fprintf(w, "  %s infer --model %s --print-request | curl -s%s -X POST %s/v2/models/%s/infer -H 'Content-Type: application/json' --data-binary @-\n",
-			self, example, authHdr, base, example)
-		fmt.Fprintf(w, "  %s infer --url %s --model %s path/to/photo.jpg\n", self, base, example)
+	if t.base != defaultServerURL {
+		url, server = " --url "+t.base, " --server "+t.base
 	}
-	fmt.Fprintf(w, "  %s get apps    %s get nodes    %s explain %s\n", self, self, self, orDefault(example, "APP"))
-	fmt.Fprintf(w, "\nStop with Ctrl-C (requests in flight finish first).\n\n")
+	if filepath.Clean(t.dataDir) != filepath.Clean(defaultDataDir()) {
+		env = "ACCELPOOL_DATA_DIR=" + shellQuote(t.dataDir) + " "
+	}
+	fmt.Fprintf(w, "  curl -s%s %s/v2/models/%s\n", authHdr, t.base, orDefault(t.example, "MODEL"))
+	if t.example != "" {
+		fmt.Fprintf(w, "  %s infer%s --model %s --print-request | curl -s%s -X POST %s/v2/models/%s/infer -H 'Content-Type: application/json' --data-binary @-\n",
+			t.self, url, t.example, authHdr, t.base, t.example)
+		fmt.Fprintf(w, "  %s infer%s --model %s path/to/photo.jpg\n", t.self, url, t.example)
+	}
+	fmt.Fprintf(w, "  %s%s get apps%s\n  %s%s explain%s %s\n", env, t.self, server, env, t.self, server, orDefault(t.example, "APP"))
+}
+
+// defaultServerURL is where the CLI's --url and --server point by default.
+const defaultServerURL = "http://127.0.0.1:8000"
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+,:@%") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // selfName is how the user can call this binary again: its name when it is
