@@ -35,6 +35,12 @@
 // tensors. A "timeout" request parameter, in microseconds as in Triton,
 // bounds the request's context.
 //
+// A request body may be compressed, as Triton takes it: Content-Encoding
+// gzip or deflate (zlib), and then Inference-Header-Content-Length counts
+// the decompressed bytes. The limit on body size holds both for the bytes
+// sent and for what they decompress to (413). Responses are not
+// compressed: on the links where it pays, gRPC compression is there.
+//
 // Buffer reuse puts one rule on the served oip.Service: once Infer has
 // returned without error it must not touch the request's input data again.
 // (After an error the buffer is never reused, so a service may abandon work

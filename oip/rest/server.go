@@ -2,6 +2,8 @@ package rest
 
 import (
 	"bytes"
+	"compress/gzip"
+	"compress/zlib"
 	"context"
 	"encoding/json"
 	"errors"
@@ -484,6 +486,13 @@ func (h *handler) readBody(w http.ResponseWriter, r *http.Request, bp *[]byte, h
 	}
 	body := h.bodyReader(w, r, h.max)
 	defer func() { body.done(err) }()
+	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
+	case "", "identity":
+	case "gzip", "x-gzip", "deflate":
+		return h.readCompressed(body, enc, bp)
+	default:
+		return nil, invalidf("Content-Encoding %q is not supported (want gzip, deflate or identity)", enc)
+	}
 	buf := (*bp)[:0]
 	if r.ContentLength >= 0 {
 		n := int(r.ContentLength)
@@ -506,21 +515,60 @@ func (h *handler) readBody(w http.ResponseWriter, r *http.Request, bp *[]byte, h
 		}
 		return got, nil
 	}
+	return readGrowing(body, bp, func(err error) error { return bodyError(err, h.max, h.idle) })
+}
+
+// readGrowing reads r to its end into the pooled buffer *bp, growing it,
+// and maps read errors with fail.
+func readGrowing(r io.Reader, bp *[]byte, fail func(error) error) ([]byte, error) {
+	buf := (*bp)[:0]
 	for {
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
 			*bp = buf[:0]
 		}
-		n, err := body.Read(buf[len(buf):cap(buf)])
+		n, err := r.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		if err == io.EOF {
-			break
+			return buf, nil
 		}
 		if err != nil {
-			return nil, bodyError(err, h.max, h.idle)
+			return nil, fail(err)
 		}
 	}
-	return buf, nil
+}
+
+// readCompressed reads a gzip or deflate (zlib) request body, as Triton
+// accepts them, within h.max bytes both as sent and once decompressed: a
+// small body may decompress to gigabytes. Inference-Header-Content-Length
+// counts the decompressed bytes.
+func (h *handler) readCompressed(body io.Reader, enc string, bp *[]byte) ([]byte, error) {
+	fail := func(err error) error {
+		if e := bodyError(err, h.max, h.idle); !errors.Is(e, errdefs.ErrInvalid) || errors.As(e, new(errStalled)) {
+			return e
+		}
+		return invalidf("%s request body: %v", enc, err)
+	}
+	var zr io.ReadCloser
+	var err error
+	if enc == "deflate" {
+		zr, err = zlib.NewReader(body)
+	} else {
+		zr, err = gzip.NewReader(body)
+	}
+	if err != nil {
+		return nil, fail(err)
+	}
+	defer zr.Close()
+	lr := &io.LimitedReader{R: zr, N: h.max + 1}
+	b, err := readGrowing(lr, bp, fail)
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > h.max {
+		return nil, errdefs.New(errdefs.ErrTooLarge, fmt.Sprintf("%s request body decompresses to more than the %d-byte limit", enc, h.max))
+	}
+	return b, nil
 }
 
 func (h *handler) infer(w http.ResponseWriter, r *http.Request) error {
