@@ -265,7 +265,7 @@ func (m *Manager) LoadAll(ctx context.Context) error {
 // ServerMetadata implements oip.Service.
 func (m *Manager) ServerMetadata() oip.ServerMetadata {
 	return oip.ServerMetadata{Name: m.cfg.ServerName, Version: m.cfg.Version,
-		Extensions: []string{"binary_tensor_data", "model_repository", "parameters"}}
+		Extensions: []string{"binary_tensor_data", "classification", "model_repository", "parameters"}}
 }
 
 // Live implements oip.Service.
@@ -582,6 +582,20 @@ func (m *Manager) Infer(ctx context.Context, req *oip.InferRequest) (resp *oip.I
 		return nil, err
 	}
 	m.metrics.queueTime.WithLabelValues(md.name).Observe(res.QueueTime.Seconds())
+	for _, o := range req.Outputs {
+		k, _ := classifyCount(o) // checked by validate
+		if k == 0 {
+			continue
+		}
+		for i := range res.Outputs {
+			if res.Outputs[i].Name == o.Name {
+				if res.Outputs[i], err = classify(res.Outputs[i], k, md.cfg.MaxBatchSize > 0); err != nil {
+					outcome = errdefs.Outcome(err)
+					return nil, fmt.Errorf("model %q: %w", md.name, err)
+				}
+			}
+		}
+	}
 	outcome = "success"
 	params := oip.Parameters{QueueParameter: res.QueueTime.Microseconds(), ComputeParameter: res.ComputeTime.Microseconds()}
 	if len(images) > 0 {
@@ -656,6 +670,9 @@ func metricModel(m *Manager, name string) string {
 // sent as encoded images, whose places in inputs are left empty for
 // decodeImages.
 func validate(md *model, req *oip.InferRequest) ([]tensor.Tensor, []string, []imageJob, error) {
+	if err := checkSequence(req.Parameters); err != nil {
+		return nil, nil, nil, fmt.Errorf("model %q: %w", md.name, err)
+	}
 	byName := make(map[string]*oip.InferInput, len(req.Inputs))
 	for i := range req.Inputs {
 		in := &req.Inputs[i]
@@ -709,15 +726,15 @@ func validate(md *model, req *oip.InferRequest) ([]tensor.Tensor, []string, []im
 			return nil, nil, nil, errdefs.Invalid(fmt.Sprintf("output %q requested twice", o.Name))
 		}
 		seen[o.Name] = true
-		known := false
-		for _, spec := range md.meta.Outputs {
-			if spec.Name == o.Name {
-				known = true
-				break
-			}
-		}
-		if !known {
+		i := slices.IndexFunc(md.meta.Outputs, func(spec runtime.IOSpec) bool { return spec.Name == o.Name })
+		if i < 0 {
 			return nil, nil, nil, errdefs.Invalid(fmt.Sprintf("model %q has no output %q", md.name, o.Name))
+		}
+		switch k, err := classifyCount(o); {
+		case err != nil:
+			return nil, nil, nil, fmt.Errorf("model %q: %w", md.name, err)
+		case k > 0 && md.meta.Outputs[i].DataType == tensor.Bytes:
+			return nil, nil, nil, errdefs.Invalid(fmt.Sprintf("model %q: output %q is BYTES; classification needs a numeric output", md.name, o.Name))
 		}
 		outputs = append(outputs, o.Name)
 	}

@@ -232,7 +232,7 @@ func (g *Gateway) counter(instanceID string) *atomic.Int64 {
 // ServerMetadata implements oip.Service.
 func (g *Gateway) ServerMetadata() oip.ServerMetadata {
 	return oip.ServerMetadata{Name: ServerName, Version: g.cfg.Version,
-		Extensions: []string{"binary_tensor_data", "model_repository", "parameters"}}
+		Extensions: []string{"binary_tensor_data", "classification", "model_repository", "parameters"}}
 }
 
 // Live implements oip.Service.

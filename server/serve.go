@@ -42,6 +42,8 @@ type ServeConfig struct {
 	// OpenInference serves the gateway's /v2 and gRPC without the token
 	// (the admin API always needs it). Only sensible on loopback.
 	OpenInference bool
+	// Version answers the gateway's server metadata (GET /v2).
+	Version string
 	// GatewayDialOptions reach the agents (e.g. TLS credentials); the
 	// cluster token is added.
 	GatewayDialOptions []grpc.DialOption
@@ -116,7 +118,7 @@ func Start(ctx context.Context, cfg ServeConfig) (r *Replica, err error) {
 	if cfg.Token != "" {
 		dial = append(dial, grpc.WithPerRPCCredentials(auth.Credentials{Token: cfg.Token}))
 	}
-	r.Gateway = gateway.New(gateway.Config{Resolver: srv.Resolver(), DialOptions: dial, Logger: cfg.Logger, Registry: cfg.Registry})
+	r.Gateway = gateway.New(gateway.Config{Resolver: srv.Resolver(), DialOptions: dial, Logger: cfg.Logger, Registry: cfg.Registry, Version: cfg.Version})
 
 	mux := http.NewServeMux()
 	api := srv.APIHandler()

@@ -120,7 +120,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		Config: server.Config{Store: st, AdvertiseURL: *advertise, Token: tok, DataDir: *dataDir, Logger: log, LeaseTTL: *leaseTTL,
 			ForwardClient: tlsutil.HTTPClient(tcfg, 5*time.Minute)},
 		ListenAddr: *listen, GRPCAddr: *grpcAddr, TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey, OpenInference: *openInfer,
-		GatewayDialOptions: tlsutil.DialOptions(tcfg),
+		GatewayDialOptions: tlsutil.DialOptions(tcfg), Version: Version,
 	})
 	if err != nil {
 		return err

@@ -123,7 +123,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	rep, err := server.Start(ctx, server.ServeConfig{
 		Config:     server.Config{Store: st, Token: tok, DataDir: *dataDir, Logger: log},
 		ListenAddr: *httpAddr, GRPCAddr: *grpcAddr, TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey,
-		MaxBodyBytes: *maxBody, OpenInference: loopback, AllowClientSHM: *allowSHM,
+		MaxBodyBytes: *maxBody, OpenInference: loopback, AllowClientSHM: *allowSHM, Version: Version,
 	})
 	if err != nil {
 		return err
