@@ -437,6 +437,9 @@ func ParseInferRequest(body []byte, headerLen int) (*oip.InferRequest, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkRequestKeys(header); err != nil {
+		return nil, err
+	}
 	var w wireRequest
 	if err := json.Unmarshal(header, &w); err != nil {
 		return nil, jsonError("request", err)
