@@ -5,15 +5,17 @@ import (
 	"compress/gzip"
 	"compress/zlib"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"testing"
 )
 
-func gzipped(t *testing.T, b []byte) []byte {
+// compressed returns b written through a compressor from newWriter.
+func compressed(t *testing.T, b []byte, newWriter func(io.Writer) io.WriteCloser) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
+	zw := newWriter(&buf)
 	if _, err := zw.Write(b); err != nil {
 		t.Fatal(err)
 	}
@@ -23,17 +25,12 @@ func gzipped(t *testing.T, b []byte) []byte {
 	return buf.Bytes()
 }
 
+func gzipped(t *testing.T, b []byte) []byte {
+	return compressed(t, b, func(w io.Writer) io.WriteCloser { return gzip.NewWriter(w) })
+}
+
 func zlibbed(t *testing.T, b []byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := zlib.NewWriter(&buf)
-	if _, err := zw.Write(b); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return compressed(t, b, func(w io.Writer) io.WriteCloser { return zlib.NewWriter(w) })
 }
 
 // TestCompressedRequests: gzip and deflate request bodies, as Triton
