@@ -92,8 +92,7 @@ func Decode(r io.ReadSeeker) (image.Image, error) {
 
 // header is what an image's header says about decoding it.
 type header struct {
-	format        string // "jpeg" or "png"
-	width, height int
+	format string // "jpeg" or "png"
 	// cost is the memory decoding takes, in bytes (DecodeCost).
 	cost int64
 }
@@ -103,8 +102,9 @@ type header struct {
 // decoders allocate: the decoded pixels at their own depth and sampling
 // (a 16-bit RGBA PNG takes 8 bytes a pixel, a 4:2:0 JPEG 1.5), 4 bytes a
 // sample more for a progressive JPEG's coefficients, twice over for an
-// interlaced PNG's passes, and the decoder's own tables and buffers. Errors are Decode's, so a nil error means the header is a JPEG
-// or PNG within MaxPixels and MaxImageBytes.
+// interlaced PNG's passes, and the decoder's own tables and buffers.
+// Errors are Decode's, so a nil error means the header is a JPEG or PNG
+// within MaxPixels and MaxImageBytes.
 func DecodeCost(b []byte) (int64, error) {
 	h, err := readHeader(bytes.NewReader(b))
 	if err != nil {
@@ -177,7 +177,7 @@ func readHeader(r io.ReadSeeker) (header, error) {
 	if _, err := r.Seek(0, io.SeekStart); err != nil {
 		return header{}, err
 	}
-	h := header{format: format, width: cfg.Width, height: cfg.Height, cost: cost}
+	h := header{format: format, cost: cost}
 	if cost > MaxImageBytes {
 		return h, errdefs.Invalid(fmt.Sprintf("%s of %dx%d pixels at %s would take %d MiB to decode, more than the %d MiB one image may take",
 			formatName(format), cfg.Width, cfg.Height, what, cost>>20, MaxImageBytes>>20))
@@ -246,12 +246,16 @@ func jpegFrame(r io.Reader) (planes float64, progressive bool, err error) {
 		if n < 2 {
 			return 0, false, errors.New("bad segment length")
 		}
+		if m < 0xc0 || m > 0xcf || m == 0xc4 || m == 0xc8 || m == 0xcc {
+			// Not a frame header (APPn, DQT, ...): skip it unread.
+			if _, err := br.Discard(n - 2); err != nil {
+				return 0, false, errors.New("truncated segment")
+			}
+			continue
+		}
 		seg := make([]byte, n-2)
 		if _, err := io.ReadFull(br, seg); err != nil {
 			return 0, false, errors.New("truncated segment")
-		}
-		if m < 0xc0 || m > 0xcf || m == 0xc4 || m == 0xc8 || m == 0xcc {
-			continue
 		}
 		// SOFn: precision, height, width, component count, then per
 		// component an id, its sampling factors (H<<4|V) and a table.

@@ -22,22 +22,19 @@ var (
 // passes: json.Unmarshal reports it with its position.
 func checkRequestKeys(b []byte) error {
 	s := keyScanner{b: b}
-	return s.object("request", requestKeys, func(key string) error {
+	return s.object("request", -1, requestKeys, func(key string) error {
+		var what string
 		var known []string
 		switch key {
 		case "inputs":
-			known = tensorKeys
+			what, known = "input", tensorKeys
 		case "outputs":
-			known = outputKeys
+			what, known = "requested output", outputKeys
 		default:
 			return s.skip()
 		}
-		what := strings.TrimSuffix(key, "s")
-		if key == "outputs" {
-			what = "requested output"
-		}
 		return s.array(func(i int) error {
-			return s.object(fmt.Sprintf("%s %d", what, i), known, func(string) error { return s.skip() })
+			return s.object(what, i, known, func(string) error { return s.skip() })
 		})
 	})
 }
@@ -132,8 +129,15 @@ func (s *keyScanner) skip() error {
 }
 
 // object walks an object (null is none), checking its keys against known
-// and calling value for each, positioned at the value.
-func (s *keyScanner) object(what string, known []string, value func(key string) error) error {
+// and calling value for each, positioned at the value. Errors name the
+// object as what, followed by index unless it is negative.
+func (s *keyScanner) object(what string, index int, known []string, value func(key string) error) error {
+	name := func() string { // only for errors: no formatting on the way
+		if index < 0 {
+			return what
+		}
+		return fmt.Sprintf("%s %d", what, index)
+	}
 	switch s.peek() {
 	case 'n':
 		return s.skip()
@@ -162,7 +166,7 @@ func (s *keyScanner) object(what string, known []string, value func(key string) 
 			dup = dup || k == key
 		}
 		if dup {
-			return invalidf("%s: key %q is given twice", what, key)
+			return invalidf("%s: key %q is given twice", name(), key)
 		}
 		if len(seen) < 8 {
 			seen = append(seen, key)
@@ -174,7 +178,7 @@ func (s *keyScanner) object(what string, known []string, value func(key string) 
 		}
 		for _, k := range known {
 			if k != key && strings.EqualFold(k, key) {
-				return invalidf("%s: key %q is not %q (keys are case-sensitive)", what, key, k)
+				return invalidf("%s: key %q is not %q (keys are case-sensitive)", name(), key, k)
 			}
 		}
 		if err := value(key); err != nil {
