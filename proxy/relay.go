@@ -41,13 +41,7 @@ func NewGRPCServer(p *Proxy, opts grpcsvc.Options, extra ...grpc.ServerOption) (
 		grpc.StatsHandler(p.StatsHandler()))
 	gs := grpc.NewServer(append(so, extra...)...)
 	s := &relayServer{Server: grpcsvc.New(p, opts), p: p, opts: opts}
-	desc := pb.GRPCInferenceService_ServiceDesc
-	desc.Methods = append([]grpc.MethodDesc(nil), desc.Methods...)
-	for i := range desc.Methods {
-		if desc.Methods[i].MethodName == "ModelInfer" {
-			desc.Methods[i].Handler = relayModelInferHandler
-		}
-	}
+	desc := grpcsvc.ServiceDesc(relayModelInferHandler)
 	gs.RegisterService(&desc, s)
 	reflection.Register(gs)
 	return gs, nil

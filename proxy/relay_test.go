@@ -344,11 +344,19 @@ func TestRelayRefusesBadRequests(t *testing.T) {
 			}
 		})
 	}
+	// The other methods' messages are decoded by protobuf: garbled ones
+	// are the client's error too.
+	garbled := &frame{data: mem.BufferSlice{mem.SliceBuffer([]byte{0x0a, 0x7f, 'm'})}}
+	err := conn.Invoke(context.Background(), pb.GRPCInferenceService_ModelMetadata_FullMethodName,
+		garbled, new(frame), grpc.ForceCodecV2(relayCodec{}))
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "malformed request message") {
+		t.Fatalf("garbled ModelMetadata request: %v, want InvalidArgument", err)
+	}
 	if n := len(rec.requests()); n != 0 {
 		t.Fatalf("the target saw %d of the refused requests", n)
 	}
 	// The same refusals through the standard client read as errdefs kinds.
-	_, err := grpcsvc.NewClient(conn).Infer(context.Background(), request("nosuch"))
+	_, err = grpcsvc.NewClient(conn).Infer(context.Background(), request("nosuch"))
 	if !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("unknown model through the client: %v", err)
 	}

@@ -112,6 +112,9 @@ func marshalRaw(head proto.Message, field protowire.Number, raws [][]byte) (mem.
 // Unmarshal implements encoding.CodecV2.
 func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch m := v.(type) {
+	case *lenient:
+		m.err = Codec{}.Unmarshal(data, m.msg)
+		return nil
 	case *inferRequest:
 		return unmarshalRaw(data, m.msg, rawInputField, &m.msg.RawInputContents, &m.bufs)
 	case *pb.ModelInferRequest:
@@ -249,6 +252,24 @@ func unmarshalRaw(data mem.BufferSlice, m proto.Message, field protowire.Number,
 	*raws = got
 	return nil
 }
+
+// protoMessage is what a protobuf codec can decode into.
+type protoMessage interface {
+	ProtoReflect() protoreflect.Message
+}
+
+// lenient is a request message to decode whose failure the Codec keeps in
+// err instead of returning it: gRPC would answer a codec's error with
+// Internal at once, and a message the client garbled is the client's
+// error (see decodeAsInvalid). Any other protobuf codec decodes msg
+// through ProtoReflect and fails as usual.
+type lenient struct {
+	msg protoMessage
+	err error
+}
+
+// ProtoReflect makes a lenient decodable by any protobuf codec.
+func (l *lenient) ProtoReflect() protoreflect.Message { return l.msg.ProtoReflect() }
 
 // inferRequest is a ModelInferRequest decoded into pooled buffers (by the
 // tensor Codec; with another codec, ProtoReflect lets protobuf decode it

@@ -7,6 +7,8 @@ import (
 	"slices"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	pb "github.com/accelpool/accelpool/api/inference"
 	"github.com/accelpool/accelpool/errdefs"
@@ -36,14 +38,51 @@ func New(svc oip.Service, opts Options) *Server {
 // ServerOptions), ModelInfer requests are decoded into pooled buffers that
 // go back to the pool once the service is done with them.
 func (s *Server) Register(gs grpc.ServiceRegistrar) {
+	desc := ServiceDesc(modelInferHandler)
+	gs.RegisterService(&desc, s)
+}
+
+// ServiceDesc is the inference service's description with ModelInfer's
+// handler replaced by infer (nil keeps the generated one), and every
+// method's request that cannot be decoded answered with InvalidArgument:
+// gRPC reports a message its codec cannot read as Internal, a server
+// fault, though the bytes are the client's.
+func ServiceDesc(infer grpc.MethodHandler) grpc.ServiceDesc {
 	desc := pb.GRPCInferenceService_ServiceDesc
 	desc.Methods = slices.Clone(desc.Methods)
 	for i := range desc.Methods {
-		if desc.Methods[i].MethodName == "ModelInfer" {
-			desc.Methods[i].Handler = modelInferHandler
+		h := desc.Methods[i].Handler
+		if infer != nil && desc.Methods[i].MethodName == "ModelInfer" {
+			h = infer
 		}
+		desc.Methods[i].Handler = decodeAsInvalid(h)
 	}
-	gs.RegisterService(&desc, s)
+	return desc
+}
+
+// decodeAsInvalid wraps h so that a request message that fails to decode
+// gets InvalidArgument instead of gRPC's Internal. gRPC sends its own
+// status as soon as the codec fails, so the message is handed to the
+// Codec wrapped in a lenient, where the failure is kept for the handler.
+// Other failures of the read (the message too large, the call cancelled)
+// keep their codes, and a server without the Codec answers as before.
+func decodeAsInvalid(h grpc.MethodHandler) grpc.MethodHandler {
+	return func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+		return h(srv, ctx, func(m any) error {
+			pm, ok := m.(protoMessage)
+			if !ok {
+				return dec(m)
+			}
+			l := &lenient{msg: pm}
+			if err := dec(l); err != nil {
+				return err
+			}
+			if l.err != nil {
+				return status.Error(codes.InvalidArgument, errdefs.Clip("malformed request message: "+l.err.Error()))
+			}
+			return nil
+		}, interceptor)
+	}
 }
 
 // modelInferHandler is the generated ModelInfer handler, decoding into an
