@@ -295,6 +295,9 @@ func (m *Manager) lookup(name, version string) (*model, error) {
 	if md == nil {
 		return nil, errdefs.New(errdefs.ErrNotFound, fmt.Sprintf("unknown model %q", name))
 	}
+	if err := oip.CheckVersion(version); err != nil {
+		return nil, err
+	}
 	if version != "" && version != md.version {
 		for _, v := range md.versions {
 			if v == version {

@@ -248,6 +248,9 @@ func (g *Gateway) resolve(app, version string) (eps []Endpoint, known bool, err 
 	if app == "" {
 		return nil, false, errdefs.Invalid("no model name: name the application")
 	}
+	if err := oip.CheckVersion(version); err != nil {
+		return nil, false, err
+	}
 	if eps, err = g.cfg.Resolver.Endpoints(app); err != nil {
 		return nil, false, err
 	}

@@ -365,6 +365,10 @@ func TestTensorBytesIntact(t *testing.T) {
 	if _, err := g.Infer(context.Background(), req); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("version 2: %v, want ErrNotFound", err)
 	}
+	req.ModelVersion = "latest"
+	if _, err := g.Infer(context.Background(), req); !errors.Is(err, errdefs.ErrInvalid) {
+		t.Errorf("version latest: %v, want ErrInvalid", err)
+	}
 }
 
 func TestMetadataIndexAndRefusals(t *testing.T) {

@@ -34,6 +34,23 @@ const (
 	MaxParameters = 256
 )
 
+// CheckVersion refuses a model version that no repository can hold. A
+// version is a non-negative decimal integer, as a model repository names
+// its version directories; empty asks for the version served.
+func CheckVersion(version string) error {
+	if version == "" {
+		return nil
+	}
+	ok := len(version) <= 19 // every such string fits an int64
+	for i := 0; ok && i < len(version); i++ {
+		ok = version[i] >= '0' && version[i] <= '9'
+	}
+	if !ok {
+		return errdefs.Invalid(fmt.Sprintf("model version %q is not a version number (a non-negative integer of at most 19 digits)", version))
+	}
+	return nil
+}
+
 // RequestTimeout reads the timeout parameter: a non-negative integer count
 // of microseconds; 0 or absent means none.
 func RequestTimeout(p Parameters) (time.Duration, error) {

@@ -138,7 +138,7 @@ func Start(ctx context.Context, cfg ServeConfig) (r *Replica, err error) {
 	oipREST := rest.NewHandler(front, rest.Options{MaxBodyBytes: cfg.MaxBodyBytes, Logger: cfg.Logger})
 	mux.Handle("/v2/", auth.HTTP(oipREST, inferToken, "/v2/health/"))
 	mux.Handle("/v2", auth.HTTP(oipREST, inferToken))
-	r.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	r.httpSrv = &http.Server{Handler: rest.CleanPaths(mux), ReadHeaderTimeout: 10 * time.Second}
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel

@@ -217,7 +217,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("--http %s: %w", *httpAddr, err)
 	}
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: rest.CleanPaths(mux), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := hs.Serve(hln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("http: %w", err)

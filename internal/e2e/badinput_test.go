@@ -112,6 +112,7 @@ func TestBadInputREST(t *testing.T) {
 		{"unknown output", "POST", infer, []byte(strings.Replace(faceJSON(), `"inputs"`, `"outputs":[{"name":"nope"}],"inputs"`, 1)), "", 400, "nope"},
 		{"unknown model", "POST", "/v2/models/no-such-model/infer", []byte(faceJSON()), "", 404, "no-such-model"},
 		{"unknown version", "POST", "/v2/models/blazeface-front/versions/7/infer", []byte(faceJSON()), "", 404, "version"},
+		{"version not a number", "POST", "/v2/models/blazeface-front/versions/latest/infer", []byte(faceJSON()), "", 400, "not a version number"},
 		{"model not ready (corrupt file)", "POST", "/v2/models/corrupt/infer", []byte(faceJSON()), "", 503, "not ready"},
 		{"binary: truncated body", "POST", infer, good[:len(good)-100], goodLen, 400, ""},
 		{"binary: trailing bytes", "POST", infer, append(append([]byte{}, good...), 1, 2, 3), goodLen, 400, ""},
@@ -235,6 +236,7 @@ func TestBadInputGRPC(t *testing.T) {
 			Inputs:           []*pb.ModelInferRequest_InferInputTensor{{Name: "x", Datatype: "FP32", Shape: []int64{1, 3, 40, 40}}},
 			RawInputContents: [][]byte{make([]byte, 4*3*40*40)}}, nil, codes.InvalidArgument, "failed on this input"},
 		{"unknown version", faceReq(func(r *pb.ModelInferRequest) { r.ModelVersion = "9" }), nil, codes.NotFound, "version"},
+		{"version not a number", faceReq(func(r *pb.ModelInferRequest) { r.ModelVersion = "-1" }), nil, codes.InvalidArgument, "not a version number"},
 		{"unknown output", faceReq(func(r *pb.ModelInferRequest) {
 			r.Outputs = []*pb.ModelInferRequest_InferRequestedOutputTensor{{Name: "nope"}}
 		}), nil, codes.InvalidArgument, "nope"},

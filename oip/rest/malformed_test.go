@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -82,6 +83,8 @@ func TestMalformedRequests(t *testing.T) {
 		{name: "wrong method", method: "GET", status: 405, phrase: "not allowed"},
 		{name: "wrong method on health", method: "POST", path: "/v2/health/live", status: 405, phrase: "not allowed"},
 		{name: "unknown route", method: "GET", path: "/v3/whatever", status: 404, phrase: "no route"},
+		{name: "empty path segment", path: "/v2//models/echo/infer", body: in(`"shape":[1],"datatype":"FP32","data":[1]`), status: 404, phrase: `empty, "." or ".." segment`},
+		{name: "dot-dot path segment", method: "GET", path: "/v2/models/x/../echo", status: 404, phrase: `empty, "." or ".." segment`},
 		{name: "unknown model", path: "/v2/models/nope/infer", body: in(`"shape":[1],"datatype":"FP32","data":[1]`), status: 404, phrase: `model "nope"`},
 		{name: "unknown output", body: `{"outputs":[{"name":"y"}],` + in(`"shape":[1],"datatype":"FP32","data":[1]`)[1:], status: 400, phrase: `no output "y"`},
 	}
@@ -143,5 +146,27 @@ func TestMalformedRequests(t *testing.T) {
 	}
 	if len(tests) < 20 {
 		t.Fatalf("only %d cases", len(tests))
+	}
+}
+
+// TestCleanPaths: in front of a ServeMux, an unclean path gets a JSON 404
+// instead of the mux's redirect; clean ones, a trailing slash among them,
+// reach the mux.
+func TestCleanPaths(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v2/", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) })
+	h := CleanPaths(mux)
+	for p, want := range map[string]int{
+		"/v2/models/m/infer": http.StatusTeapot, "/v2/models/m/": http.StatusTeapot, "/v2/": http.StatusTeapot,
+		"/v2//models/m/infer": http.StatusNotFound, "/v2/./models": http.StatusNotFound, "/v2/models/..": http.StatusNotFound,
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "http://x"+p, nil))
+		if rec.Code != want {
+			t.Errorf("%s: %d, want %d", p, rec.Code, want)
+		}
+		if want == http.StatusNotFound && !strings.Contains(rec.Body.String(), `"error"`) {
+			t.Errorf("%s: body %q is not a JSON error", p, rec.Body.String())
+		}
 	}
 }

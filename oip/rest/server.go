@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -159,7 +160,43 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				slog.Duration("duration", time.Since(start)))
 		}
 	}()
+	if !cleanPath(r.URL.Path) {
+		writeError(sw, http.StatusNotFound, uncleanMessage(r))
+		return
+	}
 	h.mux.ServeHTTP(sw, r)
+}
+
+// CleanPaths answers a request whose path has an empty, "." or ".."
+// segment with 404 and a JSON error, and passes the others to next.
+// net/http's ServeMux would answer such a path with a redirect to its
+// cleaned form, which a client that does not follow redirects reads as
+// an empty answer, and which would drop a POST's body if followed.
+func CleanPaths(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !cleanPath(r.URL.Path) {
+			writeError(w, http.StatusNotFound, uncleanMessage(r))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// cleanPath reports whether p is its own path.Clean, but for a trailing
+// slash (which ServeMux leaves to the patterns).
+func cleanPath(p string) bool {
+	if p == "" || p == "/" {
+		return true
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") {
+		c += "/"
+	}
+	return c == p
+}
+
+func uncleanMessage(r *http.Request) string {
+	return fmt.Sprintf("no route for %s %s: the path has an empty, \".\" or \"..\" segment", r.Method, r.URL.Path)
 }
 
 // handle adapts a handler that returns an error: the error becomes the
