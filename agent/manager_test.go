@@ -198,11 +198,11 @@ func TestValidation(t *testing.T) {
 		want error
 		msg  string
 	}{
-		"unknown model":   {vecReq("nope", 1), errdefs.ErrNotFound, "nope"},
-		"unknown version": {mut(func(r *oip.InferRequest) { r.ModelVersion = "2" }), errdefs.ErrNotFound, "version"},
+		"unknown model":        {vecReq("nope", 1), errdefs.ErrNotFound, "nope"},
+		"unknown version":      {mut(func(r *oip.InferRequest) { r.ModelVersion = "2" }), errdefs.ErrNotFound, "version"},
 		"version not a number": {mut(func(r *oip.InferRequest) { r.ModelVersion = "v1" }), errdefs.ErrInvalid, "not a version number"},
-		"missing input":   {mut(func(r *oip.InferRequest) { r.Inputs = nil }), errdefs.ErrInvalid, "missing input"},
-		"duplicate input": {mut(func(r *oip.InferRequest) { r.Inputs = append(r.Inputs, r.Inputs[0]) }), errdefs.ErrInvalid, "twice"},
+		"missing input":        {mut(func(r *oip.InferRequest) { r.Inputs = nil }), errdefs.ErrInvalid, "missing input"},
+		"duplicate input":      {mut(func(r *oip.InferRequest) { r.Inputs = append(r.Inputs, r.Inputs[0]) }), errdefs.ErrInvalid, "twice"},
 		"extra input": {mut(func(r *oip.InferRequest) {
 			r.Inputs = append(r.Inputs, oip.InferInput{Tensor: tensor.FromFloat32("z", []int64{1}, []float32{1})})
 		}), errdefs.ErrInvalid, `"z"`},

@@ -432,7 +432,8 @@ func (s Slack) Score(c *scheduler.Candidate) float64 {
 
 // ModelDrivenPolicy is the SLO-aware placement: the default checkers
 // (liveness, constraints, memory, anti-affinity) and the latency Checker
-// over src with the default bound, ranked by scheduler.BinPack, so that
+// over src with the default bound, ranked by LeastWaste (scheduler.BinPack
+// that counts memory no application can use as wasted), so that
 // applications fill the fewest accelerators and nodes while every
 // objective holds.
 func ModelDrivenPolicy(src ProfileSource) scheduler.Policy { return CheckerPolicy(NewChecker(src)) }
@@ -442,7 +443,7 @@ func ModelDrivenPolicy(src ProfileSource) scheduler.Policy { return CheckerPolic
 func CheckerPolicy(ch Checker) scheduler.Policy {
 	return scheduler.Policy{
 		Checkers: append(scheduler.DefaultCheckers(), ch),
-		Rankers:  []scheduler.Weighted{{Ranker: scheduler.BinPack{}, Weight: 1}},
+		Rankers:  []scheduler.Weighted{{Ranker: LeastWaste{Checker: ch}, Weight: 1}},
 	}
 }
 

@@ -128,9 +128,13 @@
 //
 // Slack ("latency-slack") ranks by the smallest remaining headroom
 // 1 − p99/objective: it spreads. ModelDrivenPolicy packs instead: the
-// default checkers plus the latency Checker, ranked by scheduler.BinPack,
-// so applications fill the fewest accelerators while every objective
-// holds. Package baseline has the knapsacks it is compared with.
+// default checkers plus the latency Checker, ranked by LeastWaste
+// ("least-waste"), so applications fill the fewest accelerators while
+// every objective holds. LeastWaste is scheduler.BinPack that counts
+// memory nothing can use as lost: an application that cannot share an
+// accelerator even with a copy of itself goes to the smallest that takes
+// it, and a placement that leaves a hole smaller than the application
+// ranks low. Package baseline has the knapsacks it is compared with.
 //
 // # Cost
 //
