@@ -77,7 +77,7 @@ type jobResult struct {
 type Scheduler struct {
 	cfg   Config
 	run   RunFunc
-	queue chan *job
+	queue *jobQueue
 	// slots holds a token per execution in progress (at most
 	// Concurrency), whether an executor's or a caller's own.
 	slots chan struct{}
@@ -105,7 +105,7 @@ func New(cfg Config, run RunFunc) *Scheduler {
 	if cfg.Concurrency < 1 {
 		cfg.Concurrency = 1
 	}
-	s := &Scheduler{cfg: cfg, run: run, queue: make(chan *job, cfg.QueueSize), slots: make(chan struct{}, cfg.Concurrency)}
+	s := &Scheduler{cfg: cfg, run: run, queue: newJobQueue(min(cfg.QueueSize, 1024)), slots: make(chan struct{}, cfg.Concurrency)}
 	s.batchable.Store(cfg.MaxBatchSize > 1)
 	s.wg.Add(cfg.Concurrency)
 	for range cfg.Concurrency {
@@ -150,17 +150,24 @@ func (s *Scheduler) Submit(ctx context.Context, inputs []tensor.Tensor, outputs 
 		s.mu.RUnlock()
 		return Result{}, errdefs.New(errdefs.ErrResourceExhausted, fmt.Sprintf("model %s: queue full (%d requests waiting)", s.cfg.Name, s.cfg.QueueSize))
 	}
-	s.waiting.Add(1)
 	j.queued = true
 	j.done = make(chan jobResult, 1)
-	s.queue <- j // never blocks: it holds at most queued ≤ QueueSize jobs
+	s.waiting.Add(1)
+	s.queue.push(j) // the queue closes only under s.mu, which is held
 	s.mu.RUnlock()
 	select {
 	case r := <-j.done:
 		return r.res, r.err
 	case <-ctx.Done():
-		// The executor sees ctx.Done too and drops the job if it has not
-		// started; if it has, its result goes to the buffered channel.
+		if s.queue.remove(j) {
+			// Still in the queue: its place goes back now, not when an
+			// executor reaches it, which a long execution may delay
+			// while live requests are refused.
+			s.waiting.Add(-1)
+			s.queued.Add(-1)
+		}
+		// Otherwise an executor holds it: it drops the job if it has
+		// not started, and a result goes to the buffered channel.
 		return Result{}, ctxErr(s.cfg.Name, ctx.Err(), time.Since(j.enqueued))
 	}
 }
@@ -171,7 +178,7 @@ func (s *Scheduler) Close() {
 	s.mu.Lock()
 	if !s.closed {
 		s.closed = true
-		close(s.queue)
+		s.queue.close()
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
@@ -256,7 +263,7 @@ func (s *Scheduler) executor() {
 		first := carry
 		carry = nil
 		if first == nil {
-			j, ok := <-s.queue
+			j, ok := s.queue.pop(true, nil)
 			if !ok {
 				return
 			}
@@ -320,21 +327,8 @@ func (s *Scheduler) collect(batch []*job) ([]*job, *job) {
 		timeout = timer.C
 	}
 	for rows < max {
-		var j *job
-		var ok bool
-		if timeout == nil {
-			select {
-			case j, ok = <-s.queue:
-			default:
-				return batch, nil
-			}
-		} else {
-			select {
-			case j, ok = <-s.queue:
-			case <-timeout:
-				return batch, nil
-			}
-		}
+		// Without a delay, only what is already queued joins.
+		j, ok := s.queue.pop(timeout != nil, timeout)
 		if !ok {
 			return batch, nil
 		}

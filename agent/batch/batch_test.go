@@ -205,6 +205,50 @@ func TestDeadlineInQueueNeverRuns(t *testing.T) {
 	}
 }
 
+// TestExpiredRequestsGiveBackTheirPlace: requests that expire in the
+// queue while every executor is busy give their places back at once, so
+// live requests are not refused behind them, and none of them runs.
+func TestExpiredRequestsGiveBackTheirPlace(t *testing.T) {
+	r := &recorder{gate: make(chan struct{})}
+	s := New(Config{Name: "m", QueueSize: 2, Concurrency: 1}, r.run)
+	first := make(chan error, 1)
+	go func() { _, err := s.Submit(context.Background(), input(1, 1), nil); first <- err }()
+	waitFor(t, 30*time.Second, "the first request to start", func() bool { return r.runs.Load() >= 1 })
+	// Six times the queue's size expire while the first still runs.
+	for i := range 12 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+		_, err := s.Submit(ctx, input(1, 1), nil)
+		cancel()
+		if !errors.Is(err, errdefs.ErrDeadline) {
+			t.Fatalf("expiring request %d: %v, want ErrDeadline (refused with only expired requests waiting?)", i, err)
+		}
+	}
+	// The executor may hold one, taken off the queue, until a slot frees.
+	if n := s.QueueLen(); n > 1 {
+		t.Errorf("QueueLen %d with only expired requests waiting, want at most the 1 an executor holds", n)
+	}
+	// A live request is queued, not refused.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	live := make(chan error, 1)
+	go func() { _, err := s.Submit(ctx, input(1, 2), nil); live <- err }()
+	waitFor(t, 30*time.Second, "the live request to queue", func() bool {
+		s.queue.mu.Lock()
+		defer s.queue.mu.Unlock()
+		return len(s.queue.jobs) == 1
+	})
+	close(r.gate)
+	for _, c := range []chan error{first, live} {
+		if err := <-c; err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	if n := r.runs.Load(); n != 2 {
+		t.Fatalf("%d runs, want 2: expired requests were executed", n)
+	}
+}
+
 func TestIncompatibleNotMixed(t *testing.T) {
 	r := &recorder{delay: 2 * time.Millisecond}
 	s := New(Config{Name: "m", MaxBatchSize: 8, MaxDelay: 10 * time.Millisecond, QueueSize: 64, Concurrency: 1}, r.run)
