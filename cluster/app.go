@@ -148,7 +148,7 @@ func (a *Application) Validate() error {
 		return FieldError("spec.replicas.max", "%d is below spec.replicas.min %d", s.Replicas.Max, s.Replicas.Min)
 	case s.Batching.MaxBatchSize < 0 || s.Batching.MaxBatchSize > MaxBatchSize:
 		return FieldError("spec.batching.maxBatchSize", "%d must be between 0 and %d", s.Batching.MaxBatchSize, MaxBatchSize)
-	case s.Batching.MaxQueueDelayMs < 0 || s.Batching.MaxQueueDelayMs > 10000:
+	case !(s.Batching.MaxQueueDelayMs >= 0) || s.Batching.MaxQueueDelayMs > 10000:
 		return FieldError("spec.batching.maxQueueDelayMs", "%v must be between 0 and 10000", s.Batching.MaxQueueDelayMs)
 	case s.MemoryBytes < 0:
 		return FieldError("spec.memoryBytes", "%d must not be negative", s.MemoryBytes)

@@ -356,7 +356,12 @@ func (s *Server) handleDeploy(w http.ResponseWriter, r *http.Request) error {
 		if err := s.checkDeployable(r.Context(), v, a, force); err != nil {
 			return fmt.Errorf("application %q: %w", a.Metadata.Name, err)
 		}
-		val, _ := json.Marshal(a)
+		val, err := json.Marshal(a)
+		if err != nil {
+			// Validation should have refused what JSON cannot hold (NaN,
+			// say); nothing is written that the mirror could not read.
+			return errdefs.Invalid(fmt.Sprintf("application %q: %v; nothing was applied", a.Metadata.Name, err))
+		}
 		ops = append(ops, store.Op{Key: appKey(a.Metadata.Name), Value: val, CreateOnly: !replace})
 	}
 	if _, err := s.store.Txn(r.Context(), ops); err != nil {

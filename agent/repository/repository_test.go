@@ -16,13 +16,18 @@ func TestParseConfig(t *testing.T) {
 		t.Fatalf("%+v %v", c, err)
 	}
 	for doc, field := range map[string]string{
-		"max_batch_sise: 4":     "max_batch_sise",
-		"max_batch_size: -1":    "max_batch_size",
-		"concurrency: 0":        "concurrency",
-		"max_queue_size: 0":     "max_queue_size",
-		"providers: [fpga]":     "providers[0]",
-		"max_queue_delay_ms: x": "max_queue_delay_ms",
-		"[":                     "config.yaml",
+		"max_batch_sise: 4":        "max_batch_sise",
+		"max_batch_size: -1":       "max_batch_size",
+		"concurrency: 0":           "concurrency",
+		"max_queue_size: 0":        "max_queue_size",
+		"providers: [fpga]":        "providers[0]",
+		"max_queue_delay_ms: x":    "max_queue_delay_ms",
+		"max_queue_delay_ms: .nan": "max_queue_delay_ms",
+		"max_queue_delay_ms: .inf": "max_queue_delay_ms",
+		"default_timeout_ms: .nan": "default_timeout_ms",
+		"default_timeout_ms: .inf": "default_timeout_ms",
+		"default_timeout_ms: -1":   "default_timeout_ms",
+		"[":                        "config.yaml",
 	} {
 		if _, err := ParseConfig([]byte(doc)); !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), field) {
 			t.Errorf("%q: %v (want ErrInvalid naming %s)", doc, err, field)
