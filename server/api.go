@@ -30,6 +30,12 @@ func (s *Server) APIHandler() http.Handler {
 					writeError(w, errdefs.New(errdefs.ErrInternal, "internal error"))
 				}
 			}()
+			if !s.Synced() && !unsyncedOK[pattern] {
+				// An answer from an empty mirror would read as "nothing
+				// there": an agent told it has no instances unloads them.
+				writeError(w, errdefs.New(errdefs.ErrUnavailable, "cluster state not loaded yet; retry shortly"))
+				return
+			}
 			if err := fn(w, r); err != nil {
 				writeError(w, err)
 			}
@@ -66,6 +72,17 @@ func (s *Server) APIHandler() http.Handler {
 		return errdefs.New(errdefs.ErrNotFound, fmt.Sprintf("no API route %s %s", r.Method, r.URL.Path))
 	})
 	return auth.HTTP(mux, s.cfg.Token, "/healthz", "/readyz")
+}
+
+// unsyncedOK are the API routes a replica answers before its mirror of
+// the cluster is loaded: they write to the store or read nothing from the
+// mirror. Every other route answers 503 until then.
+var unsyncedOK = map[string]bool{
+	"POST /api/v1/agent/join":      true,
+	"POST /api/v1/agent/heartbeat": true,
+	"GET /api/v1/blobs/{digest}":   true,
+	"GET /api/v1/leader":           true,
+	"/api/":                        true,
 }
 
 // writeOnLeader forwards the request to the leader unless this replica leads.

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -125,5 +126,34 @@ func TestCheckDeployableStoreErrors(t *testing.T) {
 	err := (&Server{store: st}).checkDeployable(context.Background(), view{}, app, true)
 	if got := errdefs.HTTPStatus(err); got != http.StatusInternalServerError || !strings.Contains(err.Error(), "unreadable") {
 		t.Errorf("corrupt record: %v (HTTP %d)", err, got)
+	}
+}
+
+// TestUnsyncedReplicaRefusesReads: before its mirror is loaded a replica
+// answers reads with 503, not with the empty mirror: an agent told it has
+// no instances would unload them, a client told an application is
+// unknown would give up.
+func TestUnsyncedReplicaRefusesReads(t *testing.T) {
+	srv, err := New(Config{Store: memory.New(), AdvertiseURL: "http://127.0.0.1:1", Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := srv.APIHandler()
+	for _, path := range []string{"/api/v1/agent/assignments?node=n1&after=17&wait=10ms", "/api/v1/apps", "/api/v1/nodes", "/api/v1/apps/a/explain"} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "not loaded yet") {
+			t.Errorf("%s: %d %s, want 503 (state not loaded)", path, rec.Code, rec.Body.String())
+		}
+	}
+	if _, err := srv.Resolver().Endpoints("a"); !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Errorf("resolver before sync: %v, want ErrUnavailable", err)
+	}
+	// Once synced, the same reads answer.
+	srv.state = syncedState(t, 1)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/api/v1/apps", nil))
+	if rec.Code != http.StatusOK {
+		t.Errorf("after sync: %d %s", rec.Code, rec.Body.String())
 	}
 }
