@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -44,8 +45,13 @@ func parseSize(s string) (int64, error) {
 	for _, u := range units {
 		if num, ok := strings.CutSuffix(s, u.suf); ok {
 			f, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
-			if err != nil || f <= 0 {
+			if err != nil || !(f > 0) || math.IsInf(f, 1) {
 				return 0, fmt.Errorf("size %q: want a positive number with a unit (e.g. 8GiB)", s)
+			}
+			if b := f * u.mult; b >= math.MaxInt64 {
+				return 0, fmt.Errorf("size %q: too large (at most %d bytes)", s, int64(math.MaxInt64))
+			} else if b < 1 {
+				return 0, fmt.Errorf("size %q: less than a byte", s)
 			}
 			return int64(f * u.mult), nil
 		}
@@ -88,8 +94,8 @@ func parseAccelerators(s string) ([]cluster.Accelerator, error) {
 		}
 		compute := 1.0
 		if len(f) == 3 {
-			if compute, err = strconv.ParseFloat(f[2], 64); err != nil || compute <= 0 {
-				return nil, fmt.Errorf("--accelerator %q: compute must be a positive number", part)
+			if compute, err = strconv.ParseFloat(f[2], 64); err != nil || !(compute > 0) || compute > 1e6 {
+				return nil, fmt.Errorf("--accelerator %q: compute must be a positive number up to 1e6", part)
 			}
 		}
 		kind := f[0]

@@ -14,7 +14,7 @@ func TestParseSizeAndAccelerators(t *testing.T) {
 			t.Errorf("parseSize(%q) = %d, %v", in, got, err)
 		}
 	}
-	for _, bad := range []string{"", "-1GiB", "lots", "0"} {
+	for _, bad := range []string{"", "-1GiB", "lots", "0", "NaNGiB", "InfGiB", "1e30GiB", "0.1B"} {
 		if _, err := parseSize(bad); err == nil {
 			t.Errorf("parseSize(%q) accepted", bad)
 		}
@@ -23,7 +23,7 @@ func TestParseSizeAndAccelerators(t *testing.T) {
 	if err != nil || len(acc) != 3 || acc[2].ID != "gpu1" || acc[1].Compute != 8 || acc[2].Compute != 1 {
 		t.Fatalf("%+v %v", acc, err)
 	}
-	for _, bad := range []string{"fpga:1GiB", "gpu", "gpu:1GiB:-2", "gpu:big"} {
+	for _, bad := range []string{"fpga:1GiB", "gpu", "gpu:1GiB:-2", "gpu:big", "cpu:1GiB:NaN", "cpu:1GiB:Inf", "cpu:1e30GiB"} {
 		if _, err := parseAccelerators(bad); err == nil {
 			t.Errorf("parseAccelerators(%q) accepted", bad)
 		}
