@@ -478,6 +478,12 @@ func (s *Server) handleDeleteApp(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	_ = s.store.Delete(r.Context(), explainKey(name))
+	// The leader writes an explanation only when it changes: forget this
+	// one, so that an application of this name deployed again gets its
+	// own even if it reads the same.
+	s.failMu.Lock()
+	delete(s.explained, name)
+	s.failMu.Unlock()
 	s.kick()
 	w.WriteHeader(http.StatusNoContent)
 	return nil

@@ -176,6 +176,14 @@ func (s *Server) reconcile(ctx context.Context) error {
 	}
 	instanceOps := len(ops)
 	s.failMu.Lock()
+	for app := range s.explained {
+		if _, ok := v.Apps[app]; !ok {
+			// Deleted, and its explanation with it: one for an
+			// application of the same name deployed later is written
+			// afresh, even if it reads the same.
+			delete(s.explained, app)
+		}
+	}
 	for app, text := range explains {
 		if s.explained[app] != string(text) {
 			ops = append(ops, store.Op{Key: explainKey(app), Value: text})

@@ -402,4 +402,24 @@ func TestModelDrivenPlacement(t *testing.T) {
 		t.Errorf("explanation lacks the latency rejection:\n%s", ex.DryRun)
 	}
 	t.Logf("accelpool explain a3:\n%s", ex.DryRun)
+	waitFor(t, "a3's last decision recorded", 10*time.Second, func() bool {
+		ex, err := cl.Explain(ctx, "a3")
+		return err == nil && ex.Last != ""
+	})
+	// Deleted and deployed again, a3 fails the same way: its last
+	// decision is recorded again, though the text is the same.
+	if err := cl.DeleteApp(ctx, "a3"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a3's explanation gone with it", 10*time.Second, func() bool {
+		_, err := cl.Explain(ctx, "a3")
+		return err != nil
+	})
+	if _, err := cl.Deploy(ctx, app("a3"), client.DeployOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a3's last decision recorded after redeploying", 10*time.Second, func() bool {
+		ex, err := cl.Explain(ctx, "a3")
+		return err == nil && ex.Last != ""
+	})
 }
