@@ -3,9 +3,11 @@ package gateway
 import (
 	"fmt"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/accelpool/accelpool/errdefs"
 	"github.com/accelpool/accelpool/oip/grpcsvc"
@@ -32,12 +34,25 @@ type conn struct {
 	dropped bool
 }
 
+// keepaliveOption pings an agent whose connection has requests in flight
+// and has been silent for 10 s (the shortest interval agents accept,
+// grpcsvc.DefaultKeepaliveMinTime), and fails those requests when 5 s
+// more pass without an answer: an agent that froze (SIGSTOP, a hung
+// kernel, a cable pulled without a reset) would otherwise hold them
+// until their deadlines, or for ever when they have none. They are then
+// retried elsewhere like any other unreachable instance.
+var keepaliveOption = grpc.WithKeepaliveParams(keepalive.ClientParameters{
+	Time:    grpcsvc.DefaultKeepaliveMinTime,
+	Timeout: 5 * time.Second,
+})
+
 // newPool dials with grpcsvc.Dial's defaults (plaintext, message limits of
 // grpcsvc.DefaultMaxMsgSize) followed by opts, which override them. It
 // dials itself rather than through grpcsvc.Dial to see the connection's
 // state.
 func newPool(opts []grpc.DialOption) *pool {
-	all := append(grpcsvc.DefaultDialOptions(), opts...)
+	all := append(grpcsvc.DefaultDialOptions(), keepaliveOption)
+	all = append(all, opts...)
 	return &pool{opts: all, conns: map[string]*conn{}}
 }
 
