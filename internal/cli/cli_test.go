@@ -91,6 +91,8 @@ func TestHelpAndUnknownCommand(t *testing.T) {
 		{[]string{"up", "--max-body-bytes", "4294967296"}, "--max-body-bytes 4294967296: must be between"},
 		{[]string{"proxy", "--max-body-bytes", "0", "--target", "name=a,addr=127.0.0.1:1"}, "--max-body-bytes 0: must be between"},
 		{[]string{"serve", "--providers", "bogus"}, `--providers "bogus": "bogus" is not one of tensorrt, cuda, cpu`},
+		{[]string{"up", "--etcd-listen", "0.0.0.0:2379", "--data-dir", "/nonexistent/accelpool-test"}, "--etcd-listen 0.0.0.0:2379 binds beyond loopback"},
+		{[]string{"server", "--etcd-listen", "10.1.2.3:2379", "--data-dir", "/nonexistent/accelpool-test"}, "the embedded etcd has no authentication"},
 		{[]string{"up", "--providers", "cuda,,cpu"}, `"" is not one of`},
 		{[]string{"agent", "--providers", "cpu,cpu", "--join", "http://127.0.0.1:1"}, "cpu is given twice"},
 		{[]string{"serve", "extra"}, `unexpected arguments ["extra"]`},

@@ -97,6 +97,11 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	if *endpoints == "" {
+		if err := checkEtcdListen(*etcdListen); err != nil {
+			return err
+		}
+	}
 	if *openInfer && !auth.IsLoopback(*listen) {
 		return errors.New("--open-inference is only allowed when --listen is a loopback address")
 	}
@@ -134,4 +139,15 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer cancel()
 	_ = r.Close(sctx)
 	return err
+}
+
+// checkEtcdListen refuses an embedded etcd client address beyond
+// loopback: the embedded etcd has no authentication, and whoever reaches
+// it can read and write the whole cluster's state. A cluster of machines uses an external etcd with its own
+// TLS and auth (--etcd-endpoints).
+func checkEtcdListen(addr string) error {
+	if !auth.IsLoopback(addr) {
+		return fmt.Errorf("--etcd-listen %s binds beyond loopback, but the embedded etcd has no authentication: keep it on 127.0.0.1, or run an etcd with TLS and auth and give --etcd-endpoints", addr)
+	}
+	return nil
 }

@@ -98,6 +98,9 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%s binds beyond loopback: give --token (or ACCELPOOL_TOKEN), or --insecure to use the generated one", a)
 		}
 	}
+	if err := checkEtcdListen(*etcdListen); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(*dataDir, 0o700); err != nil {
 		return fmt.Errorf("--data-dir: %w", err)
 	}
