@@ -19,7 +19,7 @@ var _ gateway.Resolver = resolver{}
 func (r resolver) Endpoints(app string) ([]gateway.Endpoint, error) {
 	r.s.mu.RLock()
 	defer r.s.mu.RUnlock()
-	if len(r.s.synced) != len(watchedPrefixes) {
+	if !r.s.syncedLocked() {
 		return nil, errdefs.New(errdefs.ErrUnavailable, "the control plane has not loaded the cluster's state yet; retry shortly")
 	}
 	if _, ok := r.s.apps[app]; !ok {

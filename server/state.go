@@ -239,8 +239,11 @@ func (s *state) changes() <-chan struct{} {
 func (s *state) isSynced() bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return len(s.synced) == len(watchedPrefixes)
+	return s.syncedLocked()
 }
+
+// syncedLocked is isSynced for a caller that holds s.mu.
+func (s *state) syncedLocked() bool { return len(s.synced) == len(watchedPrefixes) }
 
 func (s *state) revision() int64 {
 	s.mu.RLock()

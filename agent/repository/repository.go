@@ -179,7 +179,7 @@ func (c Config) Validate() error {
 	switch {
 	case c.MaxBatchSize < 0 || c.MaxBatchSize > MaxBatchSizeLimit:
 		return bad("max_batch_size", "%d is outside 0..%d", c.MaxBatchSize, MaxBatchSizeLimit)
-	case !(c.MaxQueueDelayMS >= 0) || c.QueueDelay() > MaxQueueDelayLimit || math.IsInf(c.MaxQueueDelayMS, 1):
+	case !(c.MaxQueueDelayMS >= 0) || c.MaxQueueDelayMS > float64(MaxQueueDelayLimit.Milliseconds()):
 		return bad("max_queue_delay_ms", "%g is outside 0..%d", c.MaxQueueDelayMS, MaxQueueDelayLimit.Milliseconds())
 	case c.MaxQueueSize < 1 || c.MaxQueueSize > MaxQueueSizeLimit:
 		return bad("max_queue_size", "%d is outside 1..%d", c.MaxQueueSize, MaxQueueSizeLimit)
@@ -189,7 +189,7 @@ func (c Config) Validate() error {
 		return bad("intra_op_threads", "%d is outside 0..%d", c.IntraOpThreads, MaxThreads)
 	case c.InterOpThreads < 0 || c.InterOpThreads > MaxThreads:
 		return bad("inter_op_threads", "%d is outside 0..%d", c.InterOpThreads, MaxThreads)
-	case !(c.DefaultTimeoutMS >= 0) || math.IsInf(c.DefaultTimeoutMS, 1):
+	case !(c.DefaultTimeoutMS >= 0 && c.DefaultTimeoutMS <= math.MaxFloat64):
 		return bad("default_timeout_ms", "%g must be a finite number of milliseconds, 0 or more", c.DefaultTimeoutMS)
 	}
 	for i, p := range c.Providers {

@@ -45,15 +45,17 @@ func parseSize(s string) (int64, error) {
 	for _, u := range units {
 		if num, ok := strings.CutSuffix(s, u.suf); ok {
 			f, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
-			if err != nil || !(f > 0) || math.IsInf(f, 1) {
+			if err != nil || !(f > 0) {
 				return 0, fmt.Errorf("size %q: want a positive number with a unit (e.g. 8GiB)", s)
 			}
-			if b := f * u.mult; b >= math.MaxInt64 {
+			switch b := f * u.mult; {
+			case b >= math.MaxInt64: // infinity too
 				return 0, fmt.Errorf("size %q: too large (at most %d bytes)", s, int64(math.MaxInt64))
-			} else if b < 1 {
+			case b < 1:
 				return 0, fmt.Errorf("size %q: less than a byte", s)
+			default:
+				return int64(b), nil
 			}
-			return int64(f * u.mult), nil
 		}
 	}
 	n, err := strconv.ParseInt(s, 10, 64)

@@ -143,8 +143,8 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 // checkEtcdListen refuses an embedded etcd client address beyond
 // loopback: the embedded etcd has no authentication, and whoever reaches
-// it can read and write the whole cluster's state. A cluster of machines uses an external etcd with its own
-// TLS and auth (--etcd-endpoints).
+// it can read and write the whole cluster's state. A cluster of machines
+// uses an external etcd with its own TLS and auth (--etcd-endpoints).
 func checkEtcdListen(addr string) error {
 	if !auth.IsLoopback(addr) {
 		return fmt.Errorf("--etcd-listen %s binds beyond loopback, but the embedded etcd has no authentication: keep it on 127.0.0.1, or run an etcd with TLS and auth and give --etcd-endpoints", addr)

@@ -160,8 +160,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				slog.Duration("duration", time.Since(start)))
 		}
 	}()
-	if !cleanPath(r.URL.Path) {
-		writeError(sw, http.StatusNotFound, uncleanMessage(r))
+	if refusedUnclean(sw, r) {
 		return
 	}
 	h.mux.ServeHTTP(sw, r)
@@ -174,29 +173,29 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // an empty answer, and which would drop a POST's body if followed.
 func CleanPaths(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !cleanPath(r.URL.Path) {
-			writeError(w, http.StatusNotFound, uncleanMessage(r))
-			return
+		if !refusedUnclean(w, r) {
+			next.ServeHTTP(w, r)
 		}
-		next.ServeHTTP(w, r)
 	})
 }
 
-// cleanPath reports whether p is its own path.Clean, but for a trailing
-// slash (which ServeMux leaves to the patterns).
-func cleanPath(p string) bool {
+// refusedUnclean answers r with the JSON 404 of CleanPaths when its path
+// is not its own path.Clean (a trailing slash aside, which ServeMux
+// leaves to the patterns), and reports whether it did.
+func refusedUnclean(w http.ResponseWriter, r *http.Request) bool {
+	p := r.URL.Path
 	if p == "" || p == "/" {
-		return true
+		return false
 	}
 	c := path.Clean(p)
 	if strings.HasSuffix(p, "/") {
 		c += "/"
 	}
-	return c == p
-}
-
-func uncleanMessage(r *http.Request) string {
-	return fmt.Sprintf("no route for %s %s: the path has an empty, \".\" or \"..\" segment", r.Method, r.URL.Path)
+	if c == p {
+		return false
+	}
+	writeError(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s: the path has an empty, \".\" or \"..\" segment", r.Method, p))
+	return true
 }
 
 // handle adapts a handler that returns an error: the error becomes the
