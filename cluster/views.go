@@ -10,8 +10,13 @@ type AppView struct {
 
 // AppStatus summarises an application's instances.
 type AppStatus struct {
-	Ready     int            `json:"ready"`
-	Desired   int            `json:"desired"`
+	// Ready counts the up-to-date instances that are ready.
+	Ready   int `json:"ready"`
+	Desired int `json:"desired"`
+	// Outdated counts instances placed for an earlier spec of the
+	// application (or an earlier push of its model); they keep serving
+	// until up-to-date ones are ready, then go.
+	Outdated  int            `json:"outdated,omitempty"`
 	Instances []InstanceView `json:"instances"`
 	// Message explains why the application is not fully placed.
 	Message string `json:"message,omitempty"`
@@ -22,6 +27,9 @@ type InstanceView struct {
 	Instance
 	State  string `json:"state"`
 	Reason string `json:"reason,omitempty"`
+	// Outdated says why the instance no longer matches its application's
+	// spec; "" when it does.
+	Outdated string `json:"outdated,omitempty"`
 }
 
 // NodeView is a node with its liveness and last report.

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/accelpool/accelpool/cluster"
 )
 
 // Checker is a feasibility test. Check reports whether the candidate may
@@ -92,7 +94,7 @@ func (AcceleratorKind) Name() string { return "kind" }
 func (AcceleratorKind) Check(c *Candidate) (bool, string) {
 	want := c.App().Spec.Constraints.AcceleratorKind
 	a := c.Accelerator()
-	if want == "" || a.Kind == want {
+	if kindAllows(want, a.Kind) {
 		return true, ""
 	}
 	return false, c.Memo(a.ID, a.Kind, func() string {
@@ -110,7 +112,7 @@ func (Tiers) Name() string     { return "tier" }
 func (Tiers) Check(c *Candidate) (bool, string) {
 	want := c.App().Spec.Constraints.Tiers
 	have := c.Node().Tier
-	if len(want) == 0 || slices.Contains(want, have) {
+	if tierAllows(want, have) {
 		return true, ""
 	}
 	return false, c.Memo(string(have), "", func() string {
@@ -138,7 +140,7 @@ func (Sites) Name() string     { return "site" }
 func (Sites) Check(c *Candidate) (bool, string) {
 	want := c.App().Spec.Constraints.Sites
 	have := c.Node().Site
-	if len(want) == 0 || slices.Contains(want, have) {
+	if siteAllows(want, have) {
 		return true, ""
 	}
 	return false, c.Memo(have, "", func() string {
@@ -160,16 +162,7 @@ func (Labels) Check(c *Candidate) (bool, string) {
 		return true, ""
 	}
 	have := c.Node().Labels
-	bad := ""
-	found := false
-	for k, v := range want {
-		if hv, ok := have[k]; ok && hv == v {
-			continue
-		}
-		if !found || k < bad {
-			bad, found = k, true
-		}
-	}
+	bad, found := firstLabelMismatch(want, have)
 	if !found {
 		return true, ""
 	}
@@ -182,6 +175,50 @@ func (Labels) Check(c *Candidate) (bool, string) {
 	return false, c.Memo(bad, hv, func() string {
 		return bad + "=" + want[bad] + " not matched (node has " + bad + "=" + hv + ")"
 	})
+}
+
+// The constraint predicates the checkers above and Allows share.
+func kindAllows(want, have string) bool { return want == "" || have == want }
+func tierAllows(want []cluster.Tier, have cluster.Tier) bool {
+	return len(want) == 0 || slices.Contains(want, have)
+}
+func siteAllows(want []string, have string) bool {
+	return len(want) == 0 || slices.Contains(want, have)
+}
+
+// firstLabelMismatch is the first key, in key order, of want that have
+// lacks or holds with another value.
+func firstLabelMismatch(want, have map[string]string) (key string, found bool) {
+	for k, v := range want {
+		if hv, ok := have[k]; ok && hv == v {
+			continue
+		}
+		if !found || k < key {
+			key, found = k, true
+		}
+	}
+	return key, found
+}
+
+// Allows says whether an application's spec.constraints still admit an
+// accelerator of a node, and if not, which constraint does not (the
+// control plane replaces an instance whose node the constraints no longer
+// admit). Memory, liveness and latency are not constraints: they are
+// judged when an instance is placed.
+func Allows(a *cluster.Application, n *cluster.Node, accel *cluster.Accelerator) (ok bool, why string) {
+	c := &a.Spec.Constraints
+	switch {
+	case !kindAllows(c.AcceleratorKind, accel.Kind):
+		return false, "spec.constraints.acceleratorKind " + c.AcceleratorKind + " does not admit " + accel.ID + " (" + orNone(accel.Kind) + ")"
+	case !tierAllows(c.Tiers, n.Tier):
+		return false, "spec.constraints.tiers does not admit tier " + orNone(string(n.Tier))
+	case !siteAllows(c.Sites, n.Site):
+		return false, "spec.constraints.sites does not admit site " + orNone(n.Site)
+	}
+	if k, bad := firstLabelMismatch(c.Labels, n.Labels); bad {
+		return false, "spec.constraints.labels: " + k + "=" + c.Labels[k] + " not matched"
+	}
+	return true, ""
 }
 
 // Memory rejects accelerators without the request's memory free, counting

@@ -456,15 +456,26 @@ func (s *Server) handleGetApp(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) appView(v view, a cluster.Application) cluster.AppView {
 	av := cluster.AppView{Application: a, Status: cluster.AppStatus{Desired: a.Spec.Replicas.Min, Instances: []cluster.InstanceView{}}}
+	t, terr := targetOf(v, a)
 	for _, in := range v.instancesOf(a.Metadata.Name) {
 		st := v.instanceState(in)
-		if st.State == cluster.InstanceReady {
+		iv := cluster.InstanceView{Instance: in, State: st.State, Reason: st.Reason}
+		if terr == nil {
+			iv.Outdated = t.outdated(v, in)
+		}
+		switch {
+		case iv.Outdated != "":
+			av.Status.Outdated++
+		case st.State == cluster.InstanceReady:
 			av.Status.Ready++
 		}
-		av.Status.Instances = append(av.Status.Instances, cluster.InstanceView{Instance: in, State: st.State, Reason: st.Reason})
+		av.Status.Instances = append(av.Status.Instances, iv)
 	}
-	if len(av.Status.Instances) < av.Status.Desired {
+	if len(av.Status.Instances)-av.Status.Outdated < av.Status.Desired {
 		av.Status.Message = s.lastPlacementError(a.Metadata.Name)
+	}
+	if av.Status.Outdated > 0 && av.Status.Message == "" {
+		av.Status.Message = fmt.Sprintf("rolling out a changed spec: %d outdated instance(s) serve until the new ones are ready", av.Status.Outdated)
 	}
 	return av
 }

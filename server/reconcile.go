@@ -126,7 +126,11 @@ func (s *Server) reconcile(ctx context.Context) error {
 				live = append(live, in)
 			}
 		}
-		if len(live) > a.Spec.Replicas.Max {
+		t, terr := targetOf(v, a)
+		if terr != nil {
+			// The model is gone from the registry: nothing to roll to.
+			// What runs keeps running, trimmed to the maximum.
+			s.setFailure(name, terr.Error())
 			for _, r := range st.ChooseRemovals(live, a.Spec.Replicas.Max) {
 				s.log.Info("scaling down", "app", name, "instance", r.Instance.ID, "reason", r.Reason)
 				ops = append(ops, store.Op{Key: instanceKey(r.Instance.Node, r.Instance.ID), Delete: true})
@@ -134,17 +138,56 @@ func (s *Server) reconcile(ctx context.Context) error {
 			}
 			continue
 		}
-		need := a.Spec.Replicas.Min - len(live)
+		current, old, why := rollout(v, t, live)
+		retire := func(in cluster.Instance, msg string) {
+			s.log.Info(msg, "app", name, "instance", in.ID, "node", in.Node, "outdated", why[in.ID])
+			ops = append(ops, store.Op{Key: instanceKey(in.Node, in.ID), Delete: true})
+			_ = st.Remove(in.Node, in.Accelerator, in.ID)
+			s.metrics.placements.WithLabelValues("replaced").Inc()
+		}
+		if len(current) > a.Spec.Replicas.Max {
+			for _, in := range old {
+				retire(in, "removing an outdated instance")
+			}
+			for _, r := range st.ChooseRemovals(current, a.Spec.Replicas.Max) {
+				s.log.Info("scaling down", "app", name, "instance", r.Instance.ID, "reason", r.Reason)
+				ops = append(ops, store.Op{Key: instanceKey(r.Instance.Node, r.Instance.ID), Delete: true})
+				_ = st.Remove(r.Instance.Node, r.Instance.Accelerator, r.Instance.ID)
+			}
+			continue
+		}
+		retired := map[string]bool{}
+		for _, in := range retireOutdated(v, a.Spec.Replicas.Min, current, old) {
+			retire(in, "removing an outdated instance")
+			retired[in.ID] = true
+		}
+		need := a.Spec.Replicas.Min - len(current)
 		if need <= 0 {
 			continue
 		}
-		model, digest, err := modelDigest(v, a)
-		if err != nil {
-			s.setFailure(name, err.Error())
-			continue
-		}
 		pol, how := policyFor(v, a, 20)
-		ex, perr := st.Place(scheduler.Request{App: a, MemoryBytes: instanceMemory(v, a), Count: need}, pol)
+		req := scheduler.Request{App: a, MemoryBytes: t.memory, Count: need}
+		ex, perr := st.Place(req, pol)
+		if len(ex.Placements) == 0 && errors.Is(perr, errdefs.ErrResourceExhausted) && allReady(v, current) {
+			// No room beside the outdated instances: make room by
+			// removing one that still serves, if that is enough, and
+			// only while no replacement is still loading (one at a
+			// time, so the others keep serving).
+			for i := len(old) - 1; i >= 0; i-- {
+				in := old[i]
+				if retired[in.ID] {
+					continue
+				}
+				_ = st.Remove(in.Node, in.Accelerator, in.ID)
+				if ex2, perr2 := st.Place(req, pol); len(ex2.Placements) > 0 {
+					_ = st.Add(in) // retire removes it again
+					retire(in, "no room beside the outdated instances: replacing one in place")
+					ex, perr = ex2, perr2
+					break
+				}
+				_ = st.Add(in)
+			}
+		}
 		var buf bytes.Buffer
 		fmt.Fprintf(&buf, "policy: %s\n", how)
 		_ = ex.Format(&buf)
@@ -162,9 +205,9 @@ func (s *Server) reconcile(ctx context.Context) error {
 			in := p.Instance
 			in.ID = newInstanceID(name)
 			in.App, in.ServedName = name, in.ID
-			in.ModelName, in.ModelDigest = model, digest
+			in.ModelName, in.ModelDigest = t.model, t.digest
 			in.Batching, in.Serving = a.Spec.Batching, a.Spec.Serving
-			in.MemoryBytes = instanceMemory(v, a)
+			in.MemoryBytes = t.memory
 			in.Created = time.Now().UTC()
 			val, _ := json.Marshal(in)
 			ops = append(ops, store.Op{Key: instanceKey(in.Node, in.ID), Value: val, CreateOnly: true})

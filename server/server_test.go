@@ -97,11 +97,15 @@ func startReplica(t *testing.T, st store.Store) *Replica {
 	return r
 }
 
-func fakeModel(t *testing.T) []byte {
+func fakeModel(t *testing.T) []byte { return fakeModelOf(t, fake.Model{Op: "add_one"}) }
+
+// fakeModelOf is a fake model file with one FP32 [-1,2] input x and
+// output y, computing m.Op.
+func fakeModelOf(t *testing.T, m fake.Model) []byte {
 	path := filepath.Join(t.TempDir(), "m.yaml")
-	if err := fake.WriteModel(path, fake.Model{Op: "add_one",
-		Inputs:  []fake.IO{{Name: "x", DataType: "FP32", Shape: []int64{-1, 2}}},
-		Outputs: []fake.IO{{Name: "y", DataType: "FP32", Shape: []int64{-1, 2}}}}); err != nil {
+	m.Inputs = []fake.IO{{Name: "x", DataType: "FP32", Shape: []int64{-1, 2}}}
+	m.Outputs = []fake.IO{{Name: "y", DataType: "FP32", Shape: []int64{-1, 2}}}
+	if err := fake.WriteModel(path, m); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(path)

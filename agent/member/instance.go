@@ -2,7 +2,6 @@ package member
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -60,7 +59,7 @@ func (in *instance) set(state, reason string) {
 // thing served.
 func sameSpec(a, b cluster.Instance) bool {
 	return a.ModelDigest == b.ModelDigest && a.ServedName == b.ServedName && a.Batching == b.Batching &&
-		a.Accelerator == b.Accelerator && a.MemoryBytes == b.MemoryBytes && sameServing(a.Serving, b.Serving)
+		a.Accelerator == b.Accelerator && a.MemoryBytes == b.MemoryBytes && repository.SameConfig(a.Serving, b.Serving)
 }
 
 // reconcile starts the instances that are new in want and stops those no
@@ -218,16 +217,6 @@ func modelConfig(spec cluster.Instance) ([]byte, error) {
 	}
 	c.MaxBatchSize, c.MaxQueueDelayMS = spec.Batching.MaxBatchSize, spec.Batching.MaxQueueDelayMs
 	return yaml.Marshal(c)
-}
-
-// sameServing reports whether two spec.serving values ask for the same.
-func sameServing(a, b *repository.Config) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	ja, erra := json.Marshal(a)
-	jb, errb := json.Marshal(b)
-	return erra == nil && errb == nil && string(ja) == string(jb)
 }
 
 // install lays the instance out in the repository:

@@ -6,6 +6,7 @@ package repository
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -169,6 +170,18 @@ func (c Config) QueueDelay() time.Duration {
 // DefaultTimeout is DefaultTimeoutMS as a duration.
 func (c Config) DefaultTimeout() time.Duration {
 	return time.Duration(c.DefaultTimeoutMS * float64(time.Millisecond))
+}
+
+// SameConfig reports whether two optional configs (an application's
+// spec.serving) ask for the same: both absent, or both present with the
+// same encoding (an empty list and none are the same).
+func SameConfig(a, b *Config) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	ja, erra := json.Marshal(a)
+	jb, errb := json.Marshal(b)
+	return erra == nil && errb == nil && string(ja) == string(jb)
 }
 
 // Validate checks every field and names the first one that is wrong.

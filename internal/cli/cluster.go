@@ -268,7 +268,11 @@ func runDescribe(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "\nINSTANCE\tNODE\tACCELERATOR\tSTATE\tREASON")
 		for _, in := range a.Status.Instances {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", in.ID, in.Node, in.Accelerator, in.State, in.Reason)
+			reason := in.Reason
+			if in.Outdated != "" {
+				reason = strings.TrimPrefix(reason+"; ", "; ") + "outdated: " + in.Outdated
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", in.ID, in.Node, in.Accelerator, in.State, reason)
 		}
 		return tw.Flush()
 	case "node":
