@@ -548,18 +548,51 @@ func (m *Manager) Close() error {
 
 // Infer implements oip.Service.
 func (m *Manager) Infer(ctx context.Context, req *oip.InferRequest) (resp *oip.InferResponse, err error) {
-	outcome := "error"
 	defer func() {
+		outcome := "success"
+		if err != nil {
+			outcome = errdefs.Outcome(err)
+		}
 		m.metrics.requests.WithLabelValues(metricModel(m, req.ModelName), outcome).Inc()
 	}()
-	md, err := m.ready(req.ModelName, req.ModelVersion)
-	if err != nil {
-		outcome = errdefs.Outcome(err)
-		return nil, err
+	for attempt := 0; ; attempt++ {
+		md, err := m.ready(req.ModelName, req.ModelVersion)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := m.inferOn(ctx, md, req)
+		if err != nil && attempt == 0 && m.replaced(md) && ctx.Err() == nil {
+			// Looked up just before a reload retired this version: the
+			// new one serves the request (checked against its own
+			// inputs), once.
+			if testHookRetry != nil {
+				testHookRetry()
+			}
+			continue
+		}
+		return resp, err
 	}
+}
+
+// testHookBeforeSubmit and testHookRetry let a test reload a model between
+// a request's lookup and its submission, and see the retry.
+var testHookBeforeSubmit, testHookRetry func()
+
+// replaced reports whether md was retired and another model now holds its
+// name.
+func (m *Manager) replaced(md *model) bool {
+	if md.sched == nil || !md.sched.Closed() {
+		return false
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.models[md.name] != md
+}
+
+// inferOn runs a request on one loaded version of a model.
+func (m *Manager) inferOn(ctx context.Context, md *model, req *oip.InferRequest) (*oip.InferResponse, error) {
 	inputs, outputs, images, err := validate(md, req)
 	if err != nil {
-		outcome = errdefs.Outcome(err)
 		return nil, err
 	}
 	if _, has := ctx.Deadline(); !has && md.cfg.DefaultTimeout() > 0 {
@@ -573,15 +606,16 @@ func (m *Manager) Infer(ctx context.Context, req *oip.InferRequest) (resp *oip.I
 		// the executors only run the model.
 		start := time.Now()
 		if err := decodeImages(ctx, md.name, inputs, images, m.decode); err != nil {
-			outcome = errdefs.Outcome(err)
 			return nil, err
 		}
 		preTime = time.Since(start)
 	}
+	if testHookBeforeSubmit != nil {
+		testHookBeforeSubmit()
+	}
 	m.metrics.queueLen.WithLabelValues(md.name).Set(float64(md.sched.QueueLen()))
 	res, err := md.sched.Submit(ctx, inputs, outputs)
 	if err != nil {
-		outcome = errdefs.Outcome(err)
 		return nil, err
 	}
 	m.metrics.queueTime.WithLabelValues(md.name).Observe(res.QueueTime.Seconds())
@@ -593,13 +627,11 @@ func (m *Manager) Infer(ctx context.Context, req *oip.InferRequest) (resp *oip.I
 		for i := range res.Outputs {
 			if res.Outputs[i].Name == o.Name {
 				if res.Outputs[i], err = classify(res.Outputs[i], k, md.cfg.MaxBatchSize > 0); err != nil {
-					outcome = errdefs.Outcome(err)
 					return nil, fmt.Errorf("model %q: %w", md.name, err)
 				}
 			}
 		}
 	}
-	outcome = "success"
 	params := oip.Parameters{QueueParameter: res.QueueTime.Microseconds(), ComputeParameter: res.ComputeTime.Microseconds()}
 	if len(images) > 0 {
 		params[PreprocessParameter] = preTime.Microseconds()

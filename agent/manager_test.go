@@ -173,6 +173,54 @@ func TestUnloadReloadFreesSessions(t *testing.T) {
 	}
 }
 
+// TestReloadBetweenLookupAndSubmit: a request that found a version just
+// before a reload retired it is served by the new version, not refused
+// with "unloading"; and the new version's inputs decide.
+func TestReloadBetweenLookupAndSubmit(t *testing.T) {
+	root := writeRepo(t, map[string]repoModel{"m": {model: vec}})
+	m, _, _ := newManager(t, root)
+	ctx := context.Background()
+	reloads, retries := 0, 0
+	testHookBeforeSubmit = func() {
+		if reloads == 0 {
+			reloads++
+			if err := m.LoadModel(ctx, "m"); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	testHookRetry = func() { retries++ }
+	t.Cleanup(func() { testHookBeforeSubmit, testHookRetry = nil, nil })
+	resp, err := m.Infer(ctx, vecReq("m", 1))
+	if err != nil {
+		t.Fatalf("a request looked up just before a reload: %v", err)
+	}
+	if got := resp.Outputs[0].Float32s(); len(got) != 4 || got[0] != 1 || retries != 1 {
+		t.Fatalf("outputs %v after %d retries, want the new version's answer after 1", got, retries)
+	}
+
+	// The same race when the new version's input shape differs: its
+	// check refuses the request as the new version would.
+	narrow := vec
+	narrow.Inputs = []fake.IO{{Name: "x", DataType: "FP32", Shape: []int64{-1, 2}}}
+	narrow.Outputs = []fake.IO{{Name: "y", DataType: "FP32", Shape: []int64{-1, 2}}}
+	reloads, retries = 0, 0
+	testHookBeforeSubmit = func() {
+		if reloads == 0 {
+			reloads++
+			if err := fake.WriteModel(filepath.Join(root, "m", "1", "model.onnx"), narrow); err != nil {
+				t.Error(err)
+			}
+			if err := m.LoadModel(ctx, "m"); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	if _, err := m.Infer(ctx, vecReq("m", 1)); !errors.Is(err, errdefs.ErrInvalid) || retries != 1 {
+		t.Fatalf("after a reload to [-1,2] inputs: %v (%d retries), want invalid after 1", err, retries)
+	}
+}
+
 func TestFailedReloadKeepsServing(t *testing.T) {
 	root := writeRepo(t, map[string]repoModel{"m": {model: vec}})
 	m, _, _ := newManager(t, root)

@@ -172,6 +172,13 @@ func (s *Scheduler) Submit(ctx context.Context, inputs []tensor.Tensor, outputs 
 	}
 }
 
+// Closed reports whether Close was called: Submit refuses every request.
+func (s *Scheduler) Closed() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.closed
+}
+
 // Close stops accepting requests, lets the queued ones run, and waits for
 // the executors to finish.
 func (s *Scheduler) Close() {

@@ -151,11 +151,17 @@ func (m *member) setup(ctx context.Context, in *instance) {
 	}
 	defer unlock()
 	changed, err := m.install(in.spec, blob)
+	m.mu.Lock()
+	if changed {
+		m.stale[name] = true
+	}
+	stale := m.stale[name]
+	m.mu.Unlock()
 	if err != nil {
 		fail(err)
 		return
 	}
-	if !changed {
+	if !stale {
 		if ok, _ := m.cfg.Manager.ModelReady(ctx, name, ""); ok {
 			in.log.Info("instance ready (already serving this model)")
 			in.set(cluster.InstanceReady, "")
@@ -167,6 +173,9 @@ func (m *member) setup(ctx context.Context, in *instance) {
 		fail(err)
 		return
 	}
+	m.mu.Lock()
+	delete(m.stale, name)
+	m.mu.Unlock()
 	in.log.Info("instance ready", "load", time.Since(start).Round(time.Millisecond))
 	in.set(cluster.InstanceReady, "")
 	m.maybeProfile(ctx, in.spec)
@@ -187,6 +196,7 @@ func (m *member) teardown(in *instance, removed bool) {
 	last := m.refs[name] <= 0
 	if last {
 		delete(m.refs, name)
+		delete(m.stale, name)
 	}
 	m.mu.Unlock()
 	if !last {

@@ -111,6 +111,10 @@ type member struct {
 	mu        sync.Mutex
 	instances map[string]*instance // assigned, by ID
 	refs      map[string]int       // assigned instances per served name
+	// stale holds served names whose installed files have not loaded yet
+	// (a load failed or never ran since they changed): what the Manager
+	// serves under that name, if anything, is an earlier version.
+	stale map[string]bool
 
 	names keyedMutex // serialises repository changes per served name
 
@@ -162,6 +166,7 @@ func newMember(cfg Config) (*member, error) {
 		interval:  defaultHeartbeatInterval,
 		instances: map[string]*instance{},
 		refs:      map[string]int{},
+		stale:     map[string]bool{},
 		ownClient: ownClient,
 	}, nil
 }

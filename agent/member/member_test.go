@@ -250,6 +250,45 @@ func TestInstanceLifecycle(t *testing.T) {
 	}
 }
 
+// TestFailedLoadIsNotReadyOnReassign: an instance whose new digest failed
+// to load, assigned again with the same files (another memory
+// reservation), is not reported Ready because the old version still
+// serves under its name.
+func TestFailedLoadIsNotReadyOnReassign(t *testing.T) {
+	cp := newFakeCP(t)
+	good := cp.addBlob(modelBytes(t, "add_one"))
+	path := filepath.Join(t.TempDir(), "bad.onnx")
+	if err := fake.WriteModel(path, fake.Model{FailLoad: true,
+		Inputs:  []fake.IO{{Name: "x", DataType: "FP32", Shape: []int64{-1, 4}}},
+		Outputs: []fake.IO{{Name: "y", DataType: "FP32", Shape: []int64{-1, 4}}}}); err != nil {
+		t.Fatal(err)
+	}
+	badBytes, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := cp.addBlob(badBytes)
+	startAgent(t, cp, t.TempDir(), nil)
+
+	in := instanceOf("i1", "served", good)
+	cp.assign(in)
+	waitState(t, cp, "i1", cluster.InstanceReady)
+	in.ModelDigest = bad
+	cp.assign(in)
+	waitState(t, cp, "i1", cluster.InstanceFailed)
+	in.MemoryBytes = 2 << 30 // the same files, a new spec
+	cp.assign(in)
+	eventually(t, "the reassigned instance settles", func() bool {
+		hb, ok := cp.lastHeartbeat()
+		st := hb.Status.Instances["i1"].State
+		return ok && hb.Status.FreeMemoryBytes["gpu0"] == 6<<30 && (st == cluster.InstanceFailed || st == cluster.InstanceReady)
+	})
+	hb, _ := cp.lastHeartbeat()
+	if st := hb.Status.Instances["i1"]; st.State != cluster.InstanceFailed {
+		t.Fatalf("instance %+v after its files failed to load; want Failed (the old version serves, not this spec)", st)
+	}
+}
+
 func TestResumeInterruptedPull(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
