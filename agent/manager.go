@@ -412,7 +412,11 @@ func (m *Manager) LoadModel(ctx context.Context, name string) error {
 			m.models[name] = &model{name: name, version: f.Latest(), versions: f.Versions, state: StateUnavailable, reason: err.Error()}
 		}
 		m.mu.Unlock()
-		m.log.Error("model load failed", "model", name, "version", f.Latest(), "err", err)
+		if ctx.Err() != nil { // stopped (shutdown, instance removed), not broken
+			m.log.Info("model load stopped", "model", name, "version", f.Latest(), "err", err)
+		} else {
+			m.log.Error("model load failed", "model", name, "version", f.Latest(), "err", err)
+		}
 		return fmt.Errorf("load model %q: %w", name, err)
 	}
 	if f.ConfigErr != nil {

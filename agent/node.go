@@ -152,7 +152,7 @@ func StartNode(ctx context.Context, cfg NodeConfig) (n *Node, err error) {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
-		n.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		n.metricsSrv = &http.Server{Handler: auth.Metrics(mux, n.metricsLn.Addr().String(), cfg.Token, "/healthz"), ReadHeaderTimeout: 10 * time.Second}
 		n.serveHTTP(n.metricsSrv, n.metricsLn, NodeConfig{}, "metrics")
 	}
 	n.log.Info("serving", "http", addrOf(n.httpLn), "grpc", addrOf(n.grpcLn), "metrics", addrOf(n.metricsLn),

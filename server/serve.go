@@ -125,7 +125,7 @@ func Start(ctx context.Context, cfg ServeConfig) (r *Replica, err error) {
 	mux.Handle("/api/", api)
 	mux.Handle("/healthz", api)
 	mux.Handle("/readyz", api)
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("/metrics", auth.Metrics(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}), cfg.ListenAddr, cfg.Token))
 	inferToken := cfg.Token
 	if cfg.OpenInference {
 		inferToken = ""

@@ -110,3 +110,15 @@ func IsLoopback(addr string) bool {
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
 }
+
+// Metrics guards a /metrics handler served on addr: on loopback it stays
+// open, as Prometheus on the same machine expects; beyond loopback it
+// needs the token (Prometheus: `authorization: {credentials: TOKEN}`),
+// because the metrics name every application, model and node. Paths
+// under openPrefixes (a health check) stay open either way.
+func Metrics(h http.Handler, addr, token string, openPrefixes ...string) http.Handler {
+	if IsLoopback(addr) {
+		return h
+	}
+	return HTTP(h, token, openPrefixes...)
+}

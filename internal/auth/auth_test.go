@@ -74,3 +74,29 @@ func TestIsLoopback(t *testing.T) {
 		}
 	}
 }
+
+func TestMetricsNeedTheTokenBeyondLoopback(t *testing.T) {
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(200) })
+	cases := []struct {
+		addr, path, header string
+		want               int
+	}{
+		{"127.0.0.1:8002", "/metrics", "", 200},
+		{"[::1]:8002", "/metrics", "", 200},
+		{"0.0.0.0:8002", "/metrics", "", 401},
+		{"[::]:8002", "/metrics", "Bearer wrong", 401},
+		{"10.0.0.1:8000", "/metrics", "Bearer s3cret", 200},
+		{"10.0.0.1:8000", "/healthz", "", 200},
+	}
+	for _, c := range cases {
+		r := httptest.NewRequest("GET", c.path, nil)
+		if c.header != "" {
+			r.Header.Set("Authorization", c.header)
+		}
+		w := httptest.NewRecorder()
+		Metrics(ok, c.addr, "s3cret", "/healthz").ServeHTTP(w, r)
+		if w.Code != c.want {
+			t.Errorf("%s %s %q: got %d, want %d", c.addr, c.path, c.header, w.Code, c.want)
+		}
+	}
+}

@@ -170,6 +170,10 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cl := client.New([]string{rep.URL()}, tok, nil)
 	apps, err := deployRepository(ctx, cl, found, stdout)
 	if err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintln(stdout, "accelpool: interrupted while deploying the models; shutting down")
+			return nil
+		}
 		return err
 	}
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -178,7 +182,9 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil && ctx.Err() == nil {
 		fmt.Fprintf(stderr, "warning: not every application is ready yet (%v); see `accelpool get apps`\n", err)
 	}
-	printBanner(ctx, stdout, cl, rep, *tlsCert != "", loopback, *dataDir)
+	if ctx.Err() == nil { // interrupted while waiting: no banner to call what is stopping
+		printBanner(ctx, stdout, cl, rep, *tlsCert != "", loopback, *dataDir)
+	}
 
 	select {
 	case <-ctx.Done():
