@@ -99,6 +99,17 @@ func FindLibrary(flagPath string) (path string, tried []string, err error) {
 		strings.Join(tried, "\n  "), EnvLibPath))
 }
 
+// EnvDisableTelemetry is ONNX Runtime's own switch for its usage
+// telemetry; Init sets it to 1 unless it is set.
+const EnvDisableTelemetry = "ORT_DISABLE_TELEMETRY"
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 func probe(path string) error {
 	cpath := C.CString(path)
 	defer C.free(unsafe.Pointer(cpath))
@@ -138,8 +149,18 @@ func Init(libPath string) error {
 		return errdefs.New(errdefs.ErrNotFound, fmt.Sprintf("onnxruntime: load %s: %s (run scripts/setup.sh, or set %s)",
 			path, C.GoString(&buf[0]), EnvLibPath))
 	}
+	// ONNX Runtime 1.30 on Linux and macOS keeps a device ID under
+	// ~/.cache/Microsoft, writes /tmp/mat-debug-PID.log and uploads usage
+	// events from the moment the environment is created, unless this
+	// variable is 1 then. accelpool turns it off unless the operator set
+	// the variable.
+	if _, set := os.LookupEnv(EnvDisableTelemetry); !set {
+		if err := os.Setenv(EnvDisableTelemetry, "1"); err != nil {
+			return fmt.Errorf("onnxruntime: setting %s: %w", EnvDisableTelemetry, err)
+		}
+	}
 	var env *C.OrtEnv
-	if err := statusError(C.ap_create_env(ortLogError, &env)); err != nil {
+	if err := statusError(C.ap_create_env(ortLogError, C.int(boolInt(os.Getenv(EnvDisableTelemetry) == "1")), &env)); err != nil {
 		return fmt.Errorf("onnxruntime: create environment: %w", err)
 	}
 	var mi *C.OrtMemoryInfo

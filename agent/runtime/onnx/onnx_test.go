@@ -691,3 +691,17 @@ func TestNodeFailureMessages(t *testing.T) {
 		}
 	}
 }
+
+// TestTelemetryOff: ONNX Runtime 1.30's usage telemetry, on by default in
+// the released library, stays off: no /tmp/mat-debug-PID.log (its uploader's
+// log, created with the environment) for this process.
+func TestTelemetryOff(t *testing.T) {
+	newBackend(t)
+	if v := os.Getenv(EnvDisableTelemetry); v != "1" {
+		t.Fatalf("%s=%q after Init, want 1 (the test environment did not set it)", EnvDisableTelemetry, v)
+	}
+	log := fmt.Sprintf("/tmp/mat-debug-%d.log", os.Getpid())
+	if _, err := os.Stat(log); err == nil {
+		t.Fatalf("%s exists: ONNX Runtime's telemetry started", log)
+	}
+}

@@ -66,8 +66,14 @@ int ap_error_code(OrtStatus *st) { return (int)api->GetErrorCode(st); }
 const char *ap_error_message(OrtStatus *st) { return api->GetErrorMessage(st); }
 void ap_release_status(OrtStatus *st) { api->ReleaseStatus(st); }
 
-OrtStatus *ap_create_env(int level, OrtEnv **out) {
-	return api->CreateEnv((OrtLoggingLevel)level, "accelpool", out);
+OrtStatus *ap_create_env(int level, int no_telemetry, OrtEnv **out) {
+	OrtStatus *st = api->CreateEnv((OrtLoggingLevel)level, "accelpool", out);
+	if (st == NULL && no_telemetry) {
+		/* The environment variable stopped what starts with the
+		 * environment; this stops the events sessions would log. */
+		st = api->DisableTelemetryEvents(*out);
+	}
+	return st;
 }
 
 OrtStatus *ap_default_allocator(OrtAllocator **out) { return api->GetAllocatorWithDefaultOptions(out); }

@@ -26,7 +26,7 @@ int ap_error_code(OrtStatus *st);
 const char *ap_error_message(OrtStatus *st);
 void ap_release_status(OrtStatus *st);
 
-OrtStatus *ap_create_env(int level, OrtEnv **out);
+OrtStatus *ap_create_env(int level, int no_telemetry, OrtEnv **out);
 OrtStatus *ap_default_allocator(OrtAllocator **out);
 OrtStatus *ap_cpu_memory_info(OrtMemoryInfo **out);
 
