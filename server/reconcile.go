@@ -78,9 +78,11 @@ func newInstanceID(app string) string {
 }
 
 // reconcile is one leader pass: remove instances whose application is
-// gone or whose node is down, trim applications above their maximum, and
-// place instances for those below their minimum.
-func (s *Server) reconcile(ctx context.Context) error {
+// gone or whose node is down, trim applications above their maximum, roll
+// outdated instances, and place instances for those below their minimum.
+// Its writes go through lead's fenced transaction: a pass computed by a
+// leader that was replaced meanwhile writes nothing.
+func (s *Server) reconcile(ctx context.Context, lead store.Leadership) error {
 	v := s.state.snapshot()
 	var ops []store.Op
 	drop := map[string]bool{}
@@ -236,7 +238,7 @@ func (s *Server) reconcile(ctx context.Context) error {
 	if len(ops) == 0 {
 		return nil
 	}
-	rev, err := s.store.Txn(ctx, ops)
+	rev, err := lead.Txn(ctx, ops)
 	if err != nil {
 		return err
 	}

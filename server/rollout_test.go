@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -11,7 +13,9 @@ import (
 	"github.com/accelpool/accelpool/agent/runtime/fake"
 	"github.com/accelpool/accelpool/client"
 	"github.com/accelpool/accelpool/cluster"
+	"github.com/accelpool/accelpool/errdefs"
 	"github.com/accelpool/accelpool/oip/rest"
+	"github.com/accelpool/accelpool/store"
 	"github.com/accelpool/accelpool/store/memory"
 )
 
@@ -289,5 +293,65 @@ func TestOutdatedReasons(t *testing.T) {
 		if (c.want == "") != (got == "") || !strings.Contains(got, c.want) {
 			t.Errorf("%s: outdated = %q, want %q", c.name, got, c.want)
 		}
+	}
+}
+
+// TestReconcileIsFenced: a pass computed under a leadership that has
+// since passed to another replica writes nothing; under the current one
+// it writes.
+func TestReconcileIsFenced(t *testing.T) {
+	st := memory.New()
+	t.Cleanup(func() { st.Close() })
+	ctx := context.Background()
+	old, err := st.Campaign(ctx, electionName, "old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := make(chan store.Leadership, 1)
+	go func() {
+		l, err := st.Campaign(ctx, electionName, "next")
+		if err != nil {
+			t.Error(err)
+		}
+		next <- l
+	}()
+	waitFor(t, "a second candidate queued", 5*time.Second, func() bool {
+		return st.Candidates(electionName) == 2
+	})
+	if err := old.Resign(ctx); err != nil {
+		t.Fatal(err)
+	}
+	current := <-next
+	r := startReplica(t, st) // queued behind "next": it never leads here
+
+	// An application no node can run: a pass writes its explanation.
+	app := cluster.Application{APIVersion: cluster.APIVersion, Kind: cluster.KindApplication,
+		Metadata: cluster.Metadata{Name: "lonely"},
+		Spec:     cluster.AppSpec{Model: "m", Objective: cluster.Objective{P99Ms: 100}, Replicas: cluster.Replicas{Min: 1, Max: 1}}}
+	b, _ := json.Marshal(app)
+	if _, err := st.Put(ctx, appKey("lonely"), b, store.NoLease); err != nil {
+		t.Fatal(err)
+	}
+	art, _ := json.Marshal(cluster.ModelArtifact{Name: "m", Digest: "sha256:" + strings.Repeat("c", 64), Size: 1 << 20, Format: "onnx"})
+	if _, err := st.Put(ctx, modelKey("m"), art, store.NoLease); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the replica's mirror to hold the application", 5*time.Second, func() bool {
+		v := r.Server.state.snapshot()
+		_, ok := v.Apps["lonely"]
+		_, okm := v.Models["m"]
+		return r.Server.state.isSynced() && ok && okm
+	})
+	if err := r.Server.reconcile(ctx, old); !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Fatalf("a pass under a lost leadership: %v, want ErrUnavailable", err)
+	}
+	if _, err := st.Get(ctx, explainKey("lonely")); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("a pass under a lost leadership wrote its explanation (%v)", err)
+	}
+	if err := r.Server.reconcile(ctx, current); err != nil {
+		t.Fatalf("a pass under the current leadership: %v", err)
+	}
+	if _, err := st.Get(ctx, explainKey("lonely")); err != nil {
+		t.Fatalf("a pass under the current leadership wrote nothing: %v", err)
 	}
 }

@@ -146,7 +146,7 @@ func (s *Server) campaign(ctx context.Context) {
 			case <-lctx.Done():
 			}
 		}()
-		s.reconcileLoop(lctx)
+		s.reconcileLoop(lctx, lead)
 		cancel()
 		s.leader.Store(false)
 		s.metrics.leader.Set(0)
@@ -161,13 +161,13 @@ func (s *Server) campaign(ctx context.Context) {
 
 // reconcileLoop runs passes while leading: on every state change (after a
 // short debounce), on demand, and every ReconcileInterval.
-func (s *Server) reconcileLoop(ctx context.Context) {
+func (s *Server) reconcileLoop(ctx context.Context, lead store.Leadership) {
 	tick := time.NewTicker(s.cfg.ReconcileInterval)
 	defer tick.Stop()
 	for ctx.Err() == nil {
 		if s.state.isSynced() {
 			start := time.Now()
-			if err := s.reconcile(ctx); err != nil && ctx.Err() == nil {
+			if err := s.reconcile(ctx, lead); err != nil && ctx.Err() == nil {
 				s.log.Warn("reconcile pass failed", "err", err)
 			}
 			s.metrics.reconcileSeconds.Observe(time.Since(start).Seconds())

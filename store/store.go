@@ -106,4 +106,10 @@ type Leadership interface {
 	Lost() <-chan struct{}
 	// Resign gives leadership up.
 	Resign(ctx context.Context) error
+	// Txn is Store.Txn applied only while this leadership holds, checked
+	// by the store in the same transaction: a leader that was replaced
+	// while it computed its writes (paused, partitioned past its
+	// session's TTL) gets an error wrapping errdefs.ErrUnavailable and
+	// writes nothing, even before Lost tells it.
+	Txn(ctx context.Context, ops []Op) (int64, error)
 }

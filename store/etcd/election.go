@@ -25,6 +25,11 @@ type leadership struct {
 	el   *concurrency.Election
 	lost chan struct{}
 
+	// key and rev are the leader key and its create revision, kept apart
+	// from el, which forgets them when it resigns.
+	key string
+	rev int64
+
 	mu       sync.Mutex
 	resigned bool
 }
@@ -78,7 +83,7 @@ func (s *Store) Campaign(ctx context.Context, name, id string) (store.Leadership
 		}
 		return nil, s.mapErr(ctx, what, err)
 	}
-	l := &leadership{s: s, name: name, sess: sess, el: el, lost: make(chan struct{})}
+	l := &leadership{s: s, name: name, sess: sess, el: el, lost: make(chan struct{}), key: el.Key(), rev: el.Rev()}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -147,6 +152,15 @@ func (s *Store) Leader(ctx context.Context, name string) (string, error) {
 		return "", fmt.Errorf("election %q: no leader: %w", name, errdefs.ErrNotFound)
 	}
 	return id, nil
+}
+
+// errFenced is the error of a leadership's Txn after the leadership ended.
+var errFenced = errdefs.New(errdefs.ErrUnavailable, "no longer the leader: the election's leader key is gone or replaced; nothing was written")
+
+// Txn implements store.Leadership: the transaction also compares the
+// leader key's create revision with the one this leadership created.
+func (l *leadership) Txn(ctx context.Context, ops []store.Op) (int64, error) {
+	return l.s.txn(ctx, ops, l.key, l.rev)
 }
 
 // Lost implements store.Leadership.

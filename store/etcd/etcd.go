@@ -449,6 +449,13 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 // keys in the same transaction, so the error names the first op whose
 // condition failed as of that very revision.
 func (s *Store) Txn(ctx context.Context, ops []store.Op) (int64, error) {
+	return s.txn(ctx, ops, "", 0)
+}
+
+// txn is Txn, also conditioned, when fenceKey is not "", on that etcd key
+// (not under the prefix: an election's leader key) existing with create
+// revision fenceRev; a failed fence is errFenced.
+func (s *Store) txn(ctx context.Context, ops []store.Op, fenceKey string, fenceRev int64) (int64, error) {
 	if err := txncheck.Validate(ops); err != nil {
 		return 0, err
 	}
@@ -458,6 +465,10 @@ func (s *Store) Txn(ctx context.Context, ops []store.Op) (int64, error) {
 		elses   []clientv3.Op
 		checked []int
 	)
+	if fenceKey != "" {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(fenceKey), "=", fenceRev))
+		elses = append(elses, clientv3.OpGet(fenceKey, clientv3.WithKeysOnly()))
+	}
 	for i, op := range ops {
 		k := s.key(op.Key)
 		if op.CreateOnly {
@@ -500,8 +511,16 @@ func (s *Store) Txn(ctx context.Context, ops []store.Op) (int64, error) {
 			rev = resp.Header.Revision
 			return nil
 		}
+		first := 0
+		if fenceKey != "" {
+			first = 1
+			if rr := resp.Responses[0].GetResponseRange(); rr == nil || len(rr.Kvs) == 0 || rr.Kvs[0].CreateRevision != fenceRev {
+				condErr = fmt.Errorf("%s: %w", what, errFenced)
+				return nil
+			}
+		}
 		for j, i := range checked {
-			rr := resp.Responses[j].GetResponseRange()
+			rr := resp.Responses[first+j].GetResponseRange()
 			exists, mod := false, int64(0)
 			if rr != nil && len(rr.Kvs) > 0 {
 				exists, mod = true, rr.Kvs[0].ModRevision

@@ -89,6 +89,38 @@ func (s *Store) ExpireLeadership(name string) bool {
 	return true
 }
 
+// Txn implements store.Leadership: the transaction applies only while l
+// leads its election.
+func (l *leadership) Txn(ctx context.Context, ops []store.Op) (int64, error) {
+	if err := l.s.validate(ops); err != nil {
+		return 0, err
+	}
+	if err := l.s.begin(ctx); err != nil {
+		return 0, err
+	}
+	defer l.s.mu.Unlock()
+	if e := l.s.elections[l.name]; l.ended || e == nil || e.leader != l {
+		return 0, errdefs.New(errdefs.ErrUnavailable, fmt.Sprintf("txn: no longer the leader of %q; nothing was written", l.name))
+	}
+	return l.s.txnLocked(ops)
+}
+
+// Candidates counts the election's leader and the candidates queued behind
+// it. For tests that must know a campaign is waiting.
+func (s *Store) Candidates(name string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.elections[name]
+	if e == nil {
+		return 0
+	}
+	n := len(e.queue)
+	if e.leader != nil {
+		n++
+	}
+	return n
+}
+
 // Lost implements store.Leadership.
 func (l *leadership) Lost() <-chan struct{} { return l.lost }
 

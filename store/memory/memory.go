@@ -164,16 +164,26 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 
 // Txn implements store.Store.
 func (s *Store) Txn(ctx context.Context, ops []store.Op) (int64, error) {
-	if len(ops) > s.cfg.MaxTxnOps {
-		return 0, errdefs.New(errdefs.ErrInvalid, fmt.Sprintf("txn: %d ops, at most %d allowed", len(ops), s.cfg.MaxTxnOps))
-	}
-	if err := txncheck.Validate(ops); err != nil {
+	if err := s.validate(ops); err != nil {
 		return 0, err
 	}
 	if err := s.begin(ctx); err != nil {
 		return 0, err
 	}
 	defer s.mu.Unlock()
+	return s.txnLocked(ops)
+}
+
+// validate checks a transaction's size and ops.
+func (s *Store) validate(ops []store.Op) error {
+	if len(ops) > s.cfg.MaxTxnOps {
+		return errdefs.New(errdefs.ErrInvalid, fmt.Sprintf("txn: %d ops, at most %d allowed", len(ops), s.cfg.MaxTxnOps))
+	}
+	return txncheck.Validate(ops)
+}
+
+// txnLocked applies a validated transaction. Lock held.
+func (s *Store) txnLocked(ops []store.Op) (int64, error) {
 	for _, op := range ops {
 		e, exists := s.data[op.Key]
 		var mod int64

@@ -596,6 +596,12 @@ func testElection(t *testing.T, s store.Store) {
 		t.Fatal("a lost leadership without resigning")
 	default:
 	}
+	if _, err := a.Txn(ctx, []store.Op{{Key: "/fenced/a", Value: []byte("1")}}); err != nil {
+		t.Fatalf("the leader's fenced Txn: %v", err)
+	}
+	if _, err := a.Txn(ctx, []store.Op{{Key: "/fenced/x", Value: []byte("1"), MustExist: true}}); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("the leader's fenced Txn with a failing condition = %v; want ErrNotFound", err)
+	}
 	if err := a.Resign(ctx); err != nil {
 		t.Fatalf("Resign: %v", err)
 	}
@@ -616,6 +622,16 @@ func testElection(t *testing.T, s store.Store) {
 	}
 	if id, err := s.Leader(ctx, "e1"); err != nil || id != "b" {
 		t.Fatalf("Leader after handover = %q, %v; want b", id, err)
+	}
+	// The former leader's writes are fenced off; the new leader's land.
+	if _, err := a.Txn(ctx, []store.Op{{Key: "/fenced/a", Delete: true}}); !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Fatalf("a former leader's fenced Txn = %v; want ErrUnavailable", err)
+	}
+	if kv, err := s.Get(ctx, "/fenced/a"); err != nil || string(kv.Value) != "1" {
+		t.Fatalf("a former leader's fenced delete took effect: %q, %v", kv.Value, err)
+	}
+	if _, err := b.Txn(ctx, []store.Op{{Key: "/fenced/a", Delete: true}}); err != nil {
+		t.Fatalf("the new leader's fenced Txn: %v", err)
 	}
 	if id, err := s.Leader(ctx, "e2"); err != nil || id != "z" {
 		t.Fatalf("Leader of e2 = %q, %v; want z", id, err)
