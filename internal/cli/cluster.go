@@ -57,7 +57,7 @@ func runModel(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runGet(ctx, append([]string{"models"}, args[1:]...), stdout, stderr)
 	}
 	fs := newFlags("model push", "model push FILE --name NAME [flags]",
-		"Uploads an ONNX model file to the control plane as a content-addressed artifact (sha256).\nApplications refer to it by NAME; agents pull it when they are assigned an instance.", stderr)
+		"Uploads an ONNX model file to the control plane as a content-addressed artifact (sha256).\nApplications refer to it by NAME; agents pull it when they are assigned an instance.\nPushing a new file under a NAME in use rolls every application that names it without a digest\nto the new version, make-before-break; pin one with model: NAME@sha256:<hex>.", stderr)
 	af := addAdminFlags(fs)
 	name := fs.String("name", "", "artifact `name` (required)")
 	if err := parse(fs, reorder(args[1:])); err != nil {
@@ -127,7 +127,7 @@ latency objective, replicas and placement constraints:
     serving: {concurrency: 2, intra_op_threads: 1}   # config.yaml's keys`, stderr)
 	af := addAdminFlags(fs)
 	file := fs.String("f", "", "application YAML `file` (- for stdin)")
-	replace := fs.Bool("replace", false, "update applications that exist")
+	replace := fs.Bool("replace", false, "update applications that exist: instances whose model, batching, serving, memory or\nconstraints changed are replaced make-before-break (watch with: accelpool get app NAME)")
 	pending := fs.Bool("allow-pending", false, "accept applications no registered node can run yet")
 	if err := parse(fs, args); err != nil {
 		return err
