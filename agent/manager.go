@@ -565,10 +565,11 @@ func (m *Manager) Infer(ctx context.Context, req *oip.InferRequest) (resp *oip.I
 			return nil, err
 		}
 		resp, err := m.inferOn(ctx, md, req)
-		if err != nil && attempt == 0 && m.replaced(md) && ctx.Err() == nil {
-			// Looked up just before a reload retired this version: the
-			// new one serves the request (checked against its own
-			// inputs), once.
+		if attempt == 0 && errors.Is(err, batch.ErrClosed) && m.replaced(md) {
+			// Looked up just before a reload retired this version, and
+			// refused by its closed queue (nothing ran): the new version
+			// serves the request (checked against its own inputs), once.
+			// A request that timed out or was canceled is not retried.
 			if testHookRetry != nil {
 				testHookRetry()
 			}
@@ -582,12 +583,8 @@ func (m *Manager) Infer(ctx context.Context, req *oip.InferRequest) (resp *oip.I
 // a request's lookup and its submission, and see the retry.
 var testHookBeforeSubmit, testHookRetry func()
 
-// replaced reports whether md was retired and another model now holds its
-// name.
+// replaced reports whether another model now holds md's name.
 func (m *Manager) replaced(md *model) bool {
-	if md.sched == nil || !md.sched.Closed() {
-		return false
-	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	return m.models[md.name] != md

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -218,6 +219,31 @@ func TestReloadBetweenLookupAndSubmit(t *testing.T) {
 	}
 	if _, err := m.Infer(ctx, vecReq("m", 1)); !errors.Is(err, errdefs.ErrInvalid) || retries != 1 {
 		t.Fatalf("after a reload to [-1,2] inputs: %v (%d retries), want invalid after 1", err, retries)
+	}
+}
+
+// TestReloadDoesNotRetryATimedOutRequest: a request whose own deadline
+// (here default_timeout_ms) passed before it reached the retired
+// version's queue fails with DeadlineExceeded; it is not given a second
+// default timeout on the new version.
+func TestReloadDoesNotRetryATimedOutRequest(t *testing.T) {
+	root := writeRepo(t, map[string]repoModel{"m": {model: vec, config: "default_timeout_ms: 1\n"}})
+	m, _, _ := newManager(t, root)
+	ctx := context.Background()
+	reloaded, retries := false, 0
+	testHookBeforeSubmit = func() {
+		if !reloaded {
+			reloaded = true
+			time.Sleep(5 * time.Millisecond) // the request's 1 ms default timeout passes
+			if err := m.LoadModel(ctx, "m"); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	testHookRetry = func() { retries++ }
+	t.Cleanup(func() { testHookBeforeSubmit, testHookRetry = nil, nil })
+	if _, err := m.Infer(ctx, vecReq("m", 1)); !errors.Is(err, errdefs.ErrDeadline) || retries != 0 {
+		t.Fatalf("a request that timed out before a reload: %v after %d retries; want DeadlineExceeded, no retry", err, retries)
 	}
 }
 

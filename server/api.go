@@ -476,6 +476,13 @@ func (s *Server) appView(v view, a cluster.Application) cluster.AppView {
 	}
 	if av.Status.Outdated > 0 && av.Status.Message == "" {
 		av.Status.Message = fmt.Sprintf("rolling out a changed spec: %d outdated instance(s) serve until the new ones are ready", av.Status.Outdated)
+		for _, iv := range av.Status.Instances {
+			if iv.Outdated == "" && iv.State == cluster.InstanceFailed {
+				av.Status.Message = fmt.Sprintf("rolling out a changed spec is stuck: new instance %s failed (%s); %d outdated instance(s) still serve",
+					iv.ID, iv.Reason, av.Status.Outdated)
+				break
+			}
+		}
 	}
 	return av
 }

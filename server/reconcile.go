@@ -147,34 +147,58 @@ func (s *Server) reconcile(ctx context.Context, lead store.Leadership) error {
 			_ = st.Remove(in.Node, in.Accelerator, in.ID)
 			s.metrics.placements.WithLabelValues("replaced").Inc()
 		}
-		if len(current) > a.Spec.Replicas.Max {
-			for _, in := range old {
-				retire(in, "removing an outdated instance")
-			}
-			for _, r := range st.ChooseRemovals(current, a.Spec.Replicas.Max) {
-				s.log.Info("scaling down", "app", name, "instance", r.Instance.ID, "reason", r.Reason)
-				ops = append(ops, store.Op{Key: instanceKey(r.Instance.Node, r.Instance.ID), Delete: true})
-				_ = st.Remove(r.Instance.Node, r.Instance.Accelerator, r.Instance.ID)
-			}
-			continue
+		scaleDown := func(in cluster.Instance, reason string) {
+			s.log.Info("scaling down", "app", name, "instance", in.ID, "reason", reason)
+			ops = append(ops, store.Op{Key: instanceKey(in.Node, in.ID), Delete: true})
+			_ = st.Remove(in.Node, in.Accelerator, in.ID)
 		}
+		if excess := len(current) - a.Spec.Replicas.Max; excess > 0 {
+			// Up-to-date instances that serve nothing go first, then the
+			// scheduler's choice among the rest.
+			var keep []cluster.Instance
+			for _, in := range current {
+				if excess > 0 && v.instanceState(in).State != cluster.InstanceReady {
+					scaleDown(in, "above spec.replicas.max, and not ready")
+					excess--
+					continue
+				}
+				keep = append(keep, in)
+			}
+			gone := map[string]bool{}
+			for _, r := range st.ChooseRemovals(keep, a.Spec.Replicas.Max) {
+				scaleDown(r.Instance, r.Reason)
+				gone[r.Instance.ID] = true
+			}
+			current = current[:0]
+			for _, in := range keep {
+				if !gone[in.ID] {
+					current = append(current, in)
+				}
+			}
+		}
+		// How many instances the application keeps serving through a
+		// rollout: its minimum, or as many as it runs, up to its maximum.
+		want := max(a.Spec.Replicas.Min, min(len(live), a.Spec.Replicas.Max))
 		retired := map[string]bool{}
-		for _, in := range retireOutdated(v, a.Spec.Replicas.Min, current, old) {
+		for _, in := range retireOutdated(v, want, current, old) {
 			retire(in, "removing an outdated instance")
 			retired[in.ID] = true
 		}
-		need := a.Spec.Replicas.Min - len(current)
+		need := want - len(current)
 		if need <= 0 {
 			continue
 		}
 		pol, how := policyFor(v, a, 20)
 		req := scheduler.Request{App: a, MemoryBytes: t.memory, Count: need}
 		ex, perr := st.Place(req, pol)
-		if len(ex.Placements) == 0 && errors.Is(perr, errdefs.ErrResourceExhausted) && allReady(v, current) {
+		serving := countReady(v, current) + len(old) - len(retired) // the outdated left are Ready
+		if len(ex.Placements) == 0 && errors.Is(perr, errdefs.ErrResourceExhausted) && allReady(v, current) &&
+			(serving > 1 || want <= 1) {
 			// No room beside the outdated instances: make room by
-			// removing one that still serves, if that is enough, and
-			// only while no replacement is still loading (one at a
-			// time, so the others keep serving).
+			// removing one that still serves, if that is enough, only
+			// while no replacement is still loading (one at a time) and
+			// another instance keeps serving — unless the application
+			// asks for one instance, which cannot roll without a gap.
 			for i := len(old) - 1; i >= 0; i-- {
 				in := old[i]
 				if retired[in.ID] {

@@ -17,16 +17,22 @@ import (
 // instance that no longer matches is outdated. The reconciler replaces
 // outdated instances make-before-break:
 //
-//   - it places up-to-date instances until spec.replicas.min of them exist;
+//   - the application keeps as many instances as it runs (at least
+//     spec.replicas.min, at most spec.replicas.max): it places up-to-date
+//     instances until that many exist;
 //   - it removes an outdated instance that is Ready only while enough
-//     others stay Ready (up-to-date or outdated) to keep spec.replicas.min
+//     others stay Ready (up-to-date or outdated) to keep that many
 //     serving; outdated instances that serve nothing (pending, pulling,
 //     failed) go at once;
 //   - when the cluster has no room for a new instance beside the old ones,
-//     and no replacement is still loading, it removes one Ready outdated
-//     instance in the same pass if, and only if, that makes room: the
-//     application runs one instance short until its replacement is Ready
-//     (with one instance, none), rather than never updating.
+//     no replacement is still loading and another instance keeps serving,
+//     it removes one Ready outdated instance in the same pass if, and only
+//     if, that makes room: the application runs one instance short until
+//     its replacement is Ready. An application of one instance is
+//     replaced in place with a gap; with no other instance serving, a
+//     larger one waits for room rather than stop serving;
+//   - scaling down below spec.replicas.max removes up-to-date instances
+//     that are not Ready first.
 //
 // An up-to-date instance that fails to load stays failed beside the
 // outdated ones, which keep serving: a bad update does not take an
@@ -37,6 +43,11 @@ type target struct {
 	app           cluster.Application
 	model, digest string
 	memory        int64
+	// memoryKnown is false when memory is only a guess: no
+	// spec.memoryBytes and a pinned digest that is not the model's latest
+	// push, whose size the registry's record does not give. Instances are
+	// then not judged by their reservation.
+	memoryKnown bool
 }
 
 func targetOf(v view, a cluster.Application) (target, error) {
@@ -44,7 +55,8 @@ func targetOf(v view, a cluster.Application) (target, error) {
 	if err != nil {
 		return target{}, err
 	}
-	return target{app: a, model: model, digest: digest, memory: instanceMemory(v, a)}, nil
+	known := a.Spec.MemoryBytes > 0 || v.Models[model].Digest == digest
+	return target{app: a, model: model, digest: digest, memory: instanceMemory(v, a), memoryKnown: known}, nil
 }
 
 // outdated says why an instance no longer serves its application as the
@@ -58,7 +70,7 @@ func (t target) outdated(v view, in cluster.Instance) string {
 		return "spec.batching changed"
 	case !repository.SameConfig(in.Serving, s.Serving):
 		return "spec.serving changed"
-	case in.MemoryBytes != t.memory:
+	case in.MemoryBytes != t.memory && t.memoryKnown:
 		return fmt.Sprintf("reserves %s; the application now asks for %s", scheduler.FormatBytes(in.MemoryBytes), scheduler.FormatBytes(t.memory))
 	}
 	n, ok := v.Nodes[in.Node]
@@ -101,18 +113,12 @@ func rollout(v view, t target, live []cluster.Instance) (current, old []cluster.
 }
 
 // retireOutdated picks the outdated instances to remove now: every one
-// that is not Ready, and Ready ones beyond what keeps min instances Ready
+// that is not Ready, and Ready ones beyond what keeps want instances Ready
 // together with the up-to-date Ready ones. The oldest Ready ones stay
 // longest (they are listed in ID order; which stay does not matter for
 // serving).
-func retireOutdated(v view, min int, current, old []cluster.Instance) []cluster.Instance {
-	readyCurrent := 0
-	for _, in := range current {
-		if v.instanceState(in).State == cluster.InstanceReady {
-			readyCurrent++
-		}
-	}
-	keep := max(min-readyCurrent, 0)
+func retireOutdated(v view, want int, current, old []cluster.Instance) []cluster.Instance {
+	keep := max(want-countReady(v, current), 0)
 	var out []cluster.Instance
 	for _, in := range old {
 		if v.instanceState(in).State == cluster.InstanceReady && keep > 0 {
@@ -125,11 +131,15 @@ func retireOutdated(v view, min int, current, old []cluster.Instance) []cluster.
 }
 
 // allReady reports whether every instance in list is Ready.
-func allReady(v view, list []cluster.Instance) bool {
+func allReady(v view, list []cluster.Instance) bool { return countReady(v, list) == len(list) }
+
+// countReady counts the Ready instances in list.
+func countReady(v view, list []cluster.Instance) int {
+	n := 0
 	for _, in := range list {
-		if v.instanceState(in).State != cluster.InstanceReady {
-			return false
+		if v.instanceState(in).State == cluster.InstanceReady {
+			n++
 		}
 	}
-	return true
+	return n
 }

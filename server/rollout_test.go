@@ -161,7 +161,7 @@ spec:
 		}
 		return err == nil && nfailed == 2 && av.Status.Outdated == 2
 	})
-	if !strings.Contains(av.Status.Message, "2 outdated instance(s) serve") {
+	if !strings.Contains(av.Status.Message, "is stuck: new instance") || !strings.Contains(av.Status.Message, "2 outdated instance(s) still serve") {
 		t.Errorf("status message %q does not say the rollout is under way", av.Status.Message)
 	}
 	mu.Lock()

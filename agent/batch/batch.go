@@ -129,7 +129,7 @@ func (s *Scheduler) Submit(ctx context.Context, inputs []tensor.Tensor, outputs 
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
-		return Result{}, errdefs.New(errdefs.ErrUnavailable, fmt.Sprintf("model %s is unloading", s.cfg.Name))
+		return Result{}, closedError(s.cfg.Name)
 	}
 	if s.inline(j) {
 		s.wg.Add(1) // Close waits for this run as for the executors
@@ -172,11 +172,18 @@ func (s *Scheduler) Submit(ctx context.Context, inputs []tensor.Tensor, outputs 
 	}
 }
 
-// Closed reports whether Close was called: Submit refuses every request.
-func (s *Scheduler) Closed() bool {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.closed
+// ErrClosed is matched (errors.Is) by the error of a Submit to a closed
+// scheduler, as is errdefs.ErrUnavailable.
+var ErrClosed = errors.New("scheduler closed")
+
+// closedError is Submit's error once the scheduler is closed: its model
+// is unloading or being replaced.
+type closedError string
+
+func (e closedError) Error() string { return "model " + string(e) + " is unloading" }
+
+func (e closedError) Is(target error) bool {
+	return target == ErrClosed || target == errdefs.ErrUnavailable
 }
 
 // Close stops accepting requests, lets the queued ones run, and waits for

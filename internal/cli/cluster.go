@@ -209,7 +209,11 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			for _, in := range a.Status.Instances {
 				nodes = append(nodes, in.Node)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%gms\t%s\t%s\n", a.Metadata.Name, a.Spec.Model, a.Status.Ready, a.Status.Desired,
+			ready := fmt.Sprintf("%d/%d", a.Status.Ready, a.Status.Desired)
+			if a.Status.Outdated > 0 {
+				ready += fmt.Sprintf(" (+%d outdated)", a.Status.Outdated)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%gms\t%s\t%s\n", a.Metadata.Name, a.Spec.Model, ready,
 				a.Spec.Objective.P99Ms, strings.Join(nodes, ","), a.Status.Message)
 		}
 	case []cluster.NodeView:

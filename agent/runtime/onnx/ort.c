@@ -72,6 +72,10 @@ OrtStatus *ap_create_env(int level, int no_telemetry, OrtEnv **out) {
 		/* The environment variable stopped what starts with the
 		 * environment; this stops the events sessions would log. */
 		st = api->DisableTelemetryEvents(*out);
+		if (st != NULL) {
+			api->ReleaseEnv(*out);
+			*out = NULL;
+		}
 	}
 	return st;
 }
