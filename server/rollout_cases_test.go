@@ -109,13 +109,7 @@ func TestScaleDownDuringRolloutKeepsServing(t *testing.T) {
 	h.instance(rvInst("new-d", "n4", rvD2, mem))
 	// The rollout to D2 failed; the operator now scales down to 1.
 	h.put(prefixApps, appKey("app"), rvApp("m", 1, 1, mem))
-	ready := 0
-	for _, in := range h.reconcile() {
-		if in.State == cluster.InstanceReady {
-			ready++
-		}
-	}
-	if ready == 0 {
+	if readyIn(h.reconcile()) == 0 {
 		t.Errorf("no Ready instance left: scale-down removed every outdated Ready instance while the up-to-date ones are Failed")
 	}
 }
@@ -175,13 +169,17 @@ func TestInPlaceKeepsTheLastServingInstance(t *testing.T) {
 	h.instance(rvInst("old-a", "n1", rvD1, 100<<20))
 	h.instance(rvInst("old-b", "n2", rvD1, 100<<20))
 	h.put(prefixApps, appKey("app"), rvApp("m", 2, 2, 140<<20)) // memory changed
-	ready := 0
-	for _, in := range h.reconcile() {
-		if in.State == cluster.InstanceReady {
-			ready++
-		}
-	}
-	if ready == 0 {
+	if readyIn(h.reconcile()) == 0 {
 		t.Errorf("min 2: no Ready instance left after one pass")
 	}
+}
+
+func readyIn(list []cluster.InstanceView) int {
+	n := 0
+	for _, in := range list {
+		if in.State == cluster.InstanceReady {
+			n++
+		}
+	}
+	return n
 }

@@ -24,19 +24,8 @@ import (
 // never fail, and the new spec ends up served. A new model that cannot
 // load leaves the old instances serving.
 func TestChangedSpecRollsOut(t *testing.T) {
-	st := memory.New()
-	t.Cleanup(func() { st.Close() })
-	r := startReplica(t, st)
-	servers := []string{r.URL()}
-	cl := client.New(servers, token, nil)
+	r, cl := startNodes(t, 1<<30, "n1", "n2")
 	ctx := context.Background()
-	for _, n := range []string{"n1", "n2"} {
-		startAgent(t, servers, cpuNode(n, cluster.TierEdge, 1<<30, nil))
-	}
-	waitFor(t, "two nodes up", 10*time.Second, func() bool {
-		nodes, _ := cl.Nodes(ctx)
-		return len(nodes) == 2 && nodes[0].Up && nodes[1].Up
-	})
 	if _, err := cl.PushModel(ctx, "adder", fakeModel(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -180,19 +169,8 @@ spec:
 // an old one, the rollout replaces one instance at a time in place, and
 // the application's other instance answers meanwhile.
 func TestRolloutWithoutRoom(t *testing.T) {
-	st := memory.New()
-	t.Cleanup(func() { st.Close() })
-	r := startReplica(t, st)
-	servers := []string{r.URL()}
-	cl := client.New(servers, token, nil)
+	r, cl := startNodes(t, 150<<20, "n1", "n2") // room for one instance each
 	ctx := context.Background()
-	for _, n := range []string{"n1", "n2"} {
-		startAgent(t, servers, cpuNode(n, cluster.TierEdge, 150<<20, nil)) // room for one instance each
-	}
-	waitFor(t, "two nodes up", 10*time.Second, func() bool {
-		nodes, _ := cl.Nodes(ctx)
-		return len(nodes) == 2 && nodes[0].Up && nodes[1].Up
-	})
 	if _, err := cl.PushModel(ctx, "adder", fakeModel(t)); err != nil {
 		t.Fatal(err)
 	}

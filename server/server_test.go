@@ -131,6 +131,32 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 	}
 }
 
+// startNodes starts a replica on a fresh memory store and one agent per
+// name, each with one CPU accelerator of mem bytes, and waits until every
+// node is up.
+func startNodes(t *testing.T, mem int64, names ...string) (*Replica, *client.Client) {
+	t.Helper()
+	st := memory.New()
+	t.Cleanup(func() { st.Close() })
+	r := startReplica(t, st)
+	servers := []string{r.URL()}
+	cl := client.New(servers, token, nil)
+	for _, n := range names {
+		startAgent(t, servers, cpuNode(n, cluster.TierEdge, mem, nil))
+	}
+	waitFor(t, fmt.Sprintf("%d nodes up", len(names)), 10*time.Second, func() bool {
+		nodes, _ := cl.Nodes(context.Background())
+		up := 0
+		for _, n := range nodes {
+			if n.Up {
+				up++
+			}
+		}
+		return up == len(names)
+	})
+	return r, cl
+}
+
 func inferReq(app string) *oip.InferRequest {
 	return &oip.InferRequest{ModelName: app, Inputs: []oip.InferInput{{Tensor: tensor.FromFloat32("x", []int64{1, 2}, []float32{1, 2})}}}
 }
@@ -353,19 +379,8 @@ func TestAgentNameConflictAndDigestCheck(t *testing.T) {
 }
 
 func TestModelDrivenPlacement(t *testing.T) {
-	st := memory.New()
-	t.Cleanup(func() { st.Close() })
-	r := startReplica(t, st)
-	servers := []string{r.URL()}
-	cl := client.New(servers, token, nil)
+	_, cl := startNodes(t, 4<<30, "n1", "n2")
 	ctx := context.Background()
-	for _, n := range []string{"n1", "n2"} {
-		startAgent(t, servers, cpuNode(n, cluster.TierEdge, 4<<30, nil))
-	}
-	waitFor(t, "two nodes up", 10*time.Second, func() bool {
-		nodes, _ := cl.Nodes(ctx)
-		return len(nodes) == 2 && nodes[0].Up && nodes[1].Up
-	})
 	art, err := cl.PushModel(ctx, "adder", fakeModel(t))
 	if err != nil {
 		t.Fatal(err)
