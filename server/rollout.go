@@ -31,7 +31,7 @@ import (
 //     its replacement is Ready. An application of one instance is
 //     replaced in place with a gap; with no other instance serving, a
 //     larger one waits for room rather than stop serving;
-//   - scaling down below spec.replicas.max removes up-to-date instances
+//   - scaling down to spec.replicas.max removes up-to-date instances
 //     that are not Ready first.
 //
 // An up-to-date instance that fails to load stays failed beside the
