@@ -128,29 +128,29 @@ func (s *Server) reconcile(ctx context.Context, lead store.Leadership) error {
 				live = append(live, in)
 			}
 		}
+		remove := func(in cluster.Instance) {
+			ops = append(ops, store.Op{Key: instanceKey(in.Node, in.ID), Delete: true})
+			_ = st.Remove(in.Node, in.Accelerator, in.ID)
+		}
+		scaleDown := func(in cluster.Instance, reason string) {
+			s.log.Info("scaling down", "app", name, "instance", in.ID, "reason", reason)
+			remove(in)
+		}
 		t, terr := targetOf(v, a)
 		if terr != nil {
 			// The model is gone from the registry: nothing to roll to.
 			// What runs keeps running, trimmed to the maximum.
 			s.setFailure(name, terr.Error())
 			for _, r := range st.ChooseRemovals(live, a.Spec.Replicas.Max) {
-				s.log.Info("scaling down", "app", name, "instance", r.Instance.ID, "reason", r.Reason)
-				ops = append(ops, store.Op{Key: instanceKey(r.Instance.Node, r.Instance.ID), Delete: true})
-				_ = st.Remove(r.Instance.Node, r.Instance.Accelerator, r.Instance.ID)
+				scaleDown(r.Instance, r.Reason)
 			}
 			continue
 		}
 		current, old, why := rollout(v, t, live)
 		retire := func(in cluster.Instance, msg string) {
 			s.log.Info(msg, "app", name, "instance", in.ID, "node", in.Node, "outdated", why[in.ID])
-			ops = append(ops, store.Op{Key: instanceKey(in.Node, in.ID), Delete: true})
-			_ = st.Remove(in.Node, in.Accelerator, in.ID)
+			remove(in)
 			s.metrics.placements.WithLabelValues("replaced").Inc()
-		}
-		scaleDown := func(in cluster.Instance, reason string) {
-			s.log.Info("scaling down", "app", name, "instance", in.ID, "reason", reason)
-			ops = append(ops, store.Op{Key: instanceKey(in.Node, in.ID), Delete: true})
-			_ = st.Remove(in.Node, in.Accelerator, in.ID)
 		}
 		if excess := len(current) - a.Spec.Replicas.Max; excess > 0 {
 			// Up-to-date instances that serve nothing go first, then the
