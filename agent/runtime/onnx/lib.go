@@ -103,6 +103,17 @@ func FindLibrary(flagPath string) (path string, tried []string, err error) {
 // telemetry; Init sets it to 1 unless it is set.
 const EnvDisableTelemetry = "ORT_DISABLE_TELEMETRY"
 
+// telemetryWanted reports whether the operator asked for ONNX Runtime's
+// telemetry: only an explicit 0, false, no or off in EnvDisableTelemetry
+// does; any other value (1, true, …) keeps it off.
+func telemetryWanted(v string) bool {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "0", "false", "no", "off":
+		return true
+	}
+	return false
+}
+
 func boolInt(b bool) int {
 	if b {
 		return 1
@@ -153,14 +164,15 @@ func Init(libPath string) error {
 	// ~/.cache/Microsoft, writes /tmp/mat-debug-PID.log and uploads usage
 	// events from the moment the environment is created, unless this
 	// variable is 1 then. accelpool turns it off unless the operator set
-	// the variable.
+	// the variable, and disables the events unless the operator set it
+	// to 0 (or false, no, off).
 	if _, set := os.LookupEnv(EnvDisableTelemetry); !set {
 		if err := os.Setenv(EnvDisableTelemetry, "1"); err != nil {
 			return fmt.Errorf("onnxruntime: setting %s: %w", EnvDisableTelemetry, err)
 		}
 	}
 	var env *C.OrtEnv
-	if err := statusError(C.ap_create_env(ortLogError, C.int(boolInt(os.Getenv(EnvDisableTelemetry) == "1")), &env)); err != nil {
+	if err := statusError(C.ap_create_env(ortLogError, C.int(boolInt(!telemetryWanted(os.Getenv(EnvDisableTelemetry)))), &env)); err != nil {
 		return fmt.Errorf("onnxruntime: create environment: %w", err)
 	}
 	var mi *C.OrtMemoryInfo
