@@ -110,6 +110,10 @@ type OverheadConfig struct {
 	// child then runs Loadgen. Its CPU time is reported apart from the
 	// server's. Without it the load generator runs in this process.
 	ClientCommand []string
+	// ClientCPUs, when set, says that ClientCommand pins the load
+	// generator to these CPUs (a taskset list) apart from this process's:
+	// the report then says so instead of "they share the same CPUs".
+	ClientCPUs string
 	// Floor also measures, after each model, its floor: the same requests
 	// through a model that does no work and answers with as many bytes
 	// (onnxtest.PrefixModel), and once a floor of 16 bytes each way. A
@@ -364,6 +368,10 @@ func (r *runner) header(rep OverheadReport) {
 	where := "clients and server run in this process"
 	if len(r.cfg.ClientCommand) > 0 {
 		where = "the server runs in this process and the load generator in one of its own"
+	}
+	if r.cfg.ClientCPUs != "" {
+		r.printf("%s, over loopback; the load generator is pinned to CPUs %s, this process to its %d CPUs\n\n", where, r.cfg.ClientCPUs, rep.CPUs)
+		return
 	}
 	r.printf("%s, over loopback; ONNX Runtime's threads, the server and the clients share the same %d CPUs\n\n", where, rep.CPUs)
 }

@@ -110,8 +110,18 @@ func (rep OverheadReport) Print(w io.Writer, cfg OverheadConfig) {
 	fmt.Fprintf(w, "    against one answer compared element by element with the in-process outputs through accelpool's own clients\n")
 	fmt.Fprintf(w, "  - in-process is Session.Run on a separate session loaded with the same options; figures are medians over\n")
 	fmt.Fprintf(w, "    %d interleaved rounds\n", cfg.Rounds)
-	fmt.Fprintf(w, "  - %d CPUs (GOMAXPROCS %d while serving): ONNX Runtime's intra-op threads, the Go server and the client compete for them,\n", rep.CPUs, rep.GOMAXPROCS)
-	fmt.Fprintf(w, "    so every CPU cycle the transport spends, the client's included, is taken from the model\n")
+	if cfg.ClientCPUs != "" {
+		fmt.Fprintf(w, "  - the load generator ran pinned to CPUs %s and this process (in-process runs, server, ONNX Runtime) to its %d\n", cfg.ClientCPUs, rep.CPUs)
+		fmt.Fprintf(w, "    CPUs (GOMAXPROCS %d while serving): the client's work is off the model's CPUs, as a client on another machine\n", rep.GOMAXPROCS)
+		fmt.Fprintf(w, "    would be, and kernel loopback work lands on either side; the two sets must not overlap (see --help)\n")
+		if cfg.IntraOpThreads == 0 {
+			fmt.Fprintf(w, "  - WARNING: with --intra-op-threads 0 ONNX Runtime sets its own pool threads' CPU affinity, which can take them\n")
+			fmt.Fprintf(w, "    off this process's CPUs onto the client's; give --intra-op-threads for a clean split\n")
+		}
+	} else {
+		fmt.Fprintf(w, "  - %d CPUs (GOMAXPROCS %d while serving): ONNX Runtime's intra-op threads, the Go server and the client compete for them,\n", rep.CPUs, rep.GOMAXPROCS)
+		fmt.Fprintf(w, "    so every CPU cycle the transport spends, the client's included, is taken from the model\n")
+	}
 	for _, mr := range rep.Models {
 		if s, ok := mr.Mode(InProcess); ok && !mr.Floor && s.P50 > 0 && float64(s.SeqCPUPerReq) > 1.3*float64(s.P50) {
 			fmt.Fprintf(w, "  - %s in process burns %s of CPU per %s request at concurrency 1: the runtime's intra-op threads\n",

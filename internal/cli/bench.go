@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime/pprof"
 	"strings"
 	"time"
@@ -47,8 +49,12 @@ clients fetched and that was compared, element by element, with the
 in-process outputs. With --client process (the default) it runs in a
 process of its own, and the table shows the server's CPU per request
 (cpu/req) apart from the client's (client cpu/req); both share the same
-CPUs. Serving commands, this one included, run with GOGC 400 unless GOGC
-is set.
+CPUs unless --client-cpus pins the load generator apart: with
+'taskset -c 0 accelpool bench overhead --client-cpus 1 --intra-op-threads 1'
+the model, the server and the in-process runs get CPU 0 and the client CPU
+1, like a client on another machine (ONNX Runtime's default thread pool
+sets its own threads' affinity, so give --intra-op-threads). Serving
+commands, this one included, run with GOGC 400 unless GOGC is set.
 
 It prints each figure as the median over rounds, the served/in-process
 throughput ratio at saturation and the p50 latency serving adds, then
@@ -110,6 +116,7 @@ func runBenchOverhead(ctx context.Context, args []string, stdout, stderr io.Writ
 	floor := fs.Bool("floor", false, "also measure each model's floor: the same requests through a model that does no work and answers with as many bytes, and once 16 bytes each way; the notes split each model's added latency and server CPU with it")
 	profDir := fs.String("cpuprofile", "", "write a CPU profile of each mode's last saturation window into `dir`")
 	client := fs.String("client", "process", "where the load generator runs: \"process\" (a process of its own; server and client CPU reported apart) or \"in-process\"")
+	clientCPUs := fs.String("client-cpus", "", "--client process: pin the load generator to these CPUs (a taskset `list`, e.g. 1 or 2-3), apart from this process's own (run it under taskset to choose those)")
 	logLevel := fs.String("log-level", "warn", "serving node log `level`: debug, info, warn, error")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -117,6 +124,16 @@ func runBenchOverhead(ctx context.Context, args []string, stdout, stderr io.Writ
 	tuneGC()
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q (see --help)", fs.Args())
+	}
+	var pin []string // the load generator's command prefix
+	if *clientCPUs != "" {
+		if *client != "process" {
+			return fmt.Errorf("--client-cpus needs --client process")
+		}
+		var err error
+		if pin, err = pinCommand(*clientCPUs); err != nil {
+			return err
+		}
 	}
 	log, err := newLogger(stderr, *logLevel, "text")
 	if err != nil {
@@ -152,7 +169,8 @@ func runBenchOverhead(ctx context.Context, args []string, stdout, stderr io.Writ
 		if err != nil {
 			return fmt.Errorf("--client process: %w", err)
 		}
-		cfg.ClientCommand = []string{exe, "bench", "loadgen"}
+		cfg.ClientCommand = append(pin, exe, "bench", "loadgen")
+		cfg.ClientCPUs = *clientCPUs
 	case "in-process":
 	default:
 		return fmt.Errorf("--client %q: want process or in-process", *client)
@@ -183,6 +201,21 @@ func runBenchOverhead(ctx context.Context, args []string, stdout, stderr io.Writ
 	_, err = bench.RunOverhead(ctx, cfg, stdout)
 	return err
 }
+
+// pinCommand is the command prefix that runs a program on the CPUs of a
+// taskset list ("1", "0,2", "2-3"): taskset from util-linux.
+func pinCommand(list string) ([]string, error) {
+	if !cpuList.MatchString(list) {
+		return nil, fmt.Errorf("--client-cpus %q: want a CPU list such as 1, 0,2 or 2-3", list)
+	}
+	taskset, err := exec.LookPath("taskset")
+	if err != nil {
+		return nil, fmt.Errorf("--client-cpus needs taskset (Debian package util-linux): %w", err)
+	}
+	return []string{taskset, "-c", list}, nil
+}
+
+var cpuList = regexp.MustCompile(`^[0-9]{1,4}(-[0-9]{1,4})?(,[0-9]{1,4}(-[0-9]{1,4})?)*$`)
 
 const benchLoadgenHelp = `
 The load generator process of 'accelpool bench overhead --client process'

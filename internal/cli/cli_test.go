@@ -100,6 +100,8 @@ func TestHelpAndUnknownCommand(t *testing.T) {
 		{[]string{"infer", "--model", "m", "--scale", "0"}, "--scale 0: must be a finite number other than 0"},
 		{[]string{"infer", "--model", "m", "--std", "1,0,1"}, `--std "1,0,1": every entry divides`},
 		{[]string{"infer", "--model", "m", "--mean", "0,NaN,0"}, "NaN is not a finite number"},
+		{[]string{"bench", "overhead", "--client-cpus", "1;rm"}, `--client-cpus "1;rm": want a CPU list`},
+		{[]string{"bench", "overhead", "--client-cpus", "1", "--client", "in-process"}, "--client-cpus needs --client process"},
 	} {
 		errb.Reset()
 		if code := Main(c.args, &out, &errb); code != 1 || !strings.Contains(errb.String(), c.want) {
