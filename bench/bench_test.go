@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -302,14 +303,24 @@ func TestMain(m *testing.M) {
 // transport (shared memory in /dev/shm included), over the pure-Go backend, with the load generator
 // in this process and in processes of its own.
 func TestRunOverheadEndToEnd(t *testing.T) {
-	t.Run("in-process", func(t *testing.T) { runOverheadEndToEnd(t, nil) })
+	t.Run("in-process", func(t *testing.T) { runOverheadEndToEnd(t, nil, "") })
 	t.Run("process", func(t *testing.T) {
 		t.Setenv(loadgenChild, "1")
-		runOverheadEndToEnd(t, []string{os.Args[0]})
+		runOverheadEndToEnd(t, []string{os.Args[0]}, "")
+	})
+	// --client-cpus: the load generator under taskset (util-linux), on
+	// CPU 0, which every machine has.
+	t.Run("pinned", func(t *testing.T) {
+		taskset, err := exec.LookPath("taskset")
+		if err != nil {
+			t.Fatalf("taskset (Debian package util-linux) is needed: %v", err)
+		}
+		t.Setenv(loadgenChild, "1")
+		runOverheadEndToEnd(t, []string{taskset, "-c", "0", os.Args[0]}, "0")
 	})
 }
 
-func runOverheadEndToEnd(t *testing.T, client []string) {
+func runOverheadEndToEnd(t *testing.T, client []string, cpus string) {
 	repo := t.TempDir()
 	for _, m := range []string{"tiny", "tiny-batch"} {
 		dir := filepath.Join(repo, m, "1")
@@ -324,7 +335,7 @@ func runOverheadEndToEnd(t *testing.T, client []string) {
 	rep, err := RunOverhead(context.Background(), OverheadConfig{
 		Backend: echoBackend{pause: 200 * time.Microsecond}, Repository: repo,
 		Models: []string{"tiny"}, BatchModel: "tiny-batch", BatchClients: 8,
-		Duration: 60 * time.Millisecond, Rounds: 2, WorkDir: t.TempDir(), ClientCommand: client, Floor: true,
+		Duration: 60 * time.Millisecond, Rounds: 2, WorkDir: t.TempDir(), ClientCommand: client, ClientCPUs: cpus, Floor: true,
 	}, &out)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
@@ -392,6 +403,10 @@ func runOverheadEndToEnd(t *testing.T, client []string) {
 		if !regexp.MustCompile(re).MatchString(text) {
 			t.Errorf("output lacks %s:\n%s", re, text)
 		}
+	}
+	pinned := strings.Contains(text, "the load generator ran pinned to CPUs "+cpus+" and this process")
+	if pinned != (cpus != "") || strings.Contains(text, "compete for them") == (cpus != "") {
+		t.Errorf("client CPUs %q: the notes say otherwise:\n%s", cpus, text)
 	}
 }
 
