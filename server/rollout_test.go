@@ -40,14 +40,7 @@ spec:
   memoryBytes: 104857600
   serving: {concurrency: 1}
 `
-	if _, err := cl.Deploy(ctx, []byte(app), client.DeployOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	if err := cl.WaitReady(wctx, "roll"); err != nil {
-		t.Fatal(err)
-	}
+	deployReady(t, cl, app, "roll")
 
 	// Requests all along; each answer is counted by the model that gave it.
 	gw := rest.NewClient("http://"+r.HTTPAddr(), rest.ClientOptions{Binary: true, HTTPClient: authClient()})
@@ -175,14 +168,7 @@ func TestRolloutWithoutRoom(t *testing.T) {
 		t.Fatal(err)
 	}
 	app := "apiVersion: accelpool.io/v1\nkind: Application\nmetadata: {name: full}\nspec:\n  model: adder\n  objective: {p99Ms: 1000}\n  replicas: {min: 2, max: 2}\n  memoryBytes: 104857600\n"
-	if _, err := cl.Deploy(ctx, []byte(app), client.DeployOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	if err := cl.WaitReady(wctx, "full"); err != nil {
-		t.Fatal(err)
-	}
+	deployReady(t, cl, app, "full")
 	gw := rest.NewClient("http://"+r.HTTPAddr(), rest.ClientOptions{Binary: true, HTTPClient: authClient()})
 	var failed, answered int
 	var first error
@@ -331,5 +317,20 @@ func TestReconcileIsFenced(t *testing.T) {
 	}
 	if _, err := st.Get(ctx, explainKey("lonely")); err != nil {
 		t.Fatalf("a pass under the current leadership wrote nothing: %v", err)
+	}
+}
+
+// deployReady deploys the application manifest and waits up to 20 s for
+// the named application to be ready.
+func deployReady(t *testing.T, cl *client.Client, manifest, name string) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := cl.Deploy(ctx, []byte(manifest), client.DeployOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := cl.WaitReady(wctx, name); err != nil {
+		t.Fatal(err)
 	}
 }
