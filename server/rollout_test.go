@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,7 +13,6 @@ import (
 	"github.com/accelpool/accelpool/client"
 	"github.com/accelpool/accelpool/cluster"
 	"github.com/accelpool/accelpool/errdefs"
-	"github.com/accelpool/accelpool/oip/rest"
 	"github.com/accelpool/accelpool/store"
 	"github.com/accelpool/accelpool/store/memory"
 )
@@ -42,43 +40,15 @@ spec:
 `
 	deployReady(t, cl, app, "roll")
 
-	// Requests all along; each answer is counted by the model that gave it.
-	gw := rest.NewClient("http://"+r.HTTPAddr(), rest.ClientOptions{Binary: true, HTTPClient: authClient()})
-	var mu sync.Mutex
-	var failed []error
-	answers := map[float32]int{} // y[0] for x = [1, 2]: 2 from add_one, 1 from identity
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			resp, err := gw.Infer(ctx, inferReq("roll"))
-			mu.Lock()
-			if err != nil {
-				failed = append(failed, err)
-			} else {
-				answers[resp.Outputs[0].Float32s()[0]]++
-			}
-			mu.Unlock()
-			time.Sleep(2 * time.Millisecond)
-		}
-	})
-	finish := func() {
-		close(stop)
-		wg.Wait()
+	// Requests all along; each answer is counted by the model that gave it:
+	// y[0] for x = [1, 2] is 2 from add_one, 1 from identity.
+	l := startLoad(ctx, r, "roll", 2*time.Millisecond)
+	defer func() {
+		_, failed := l.stop()
 		if len(failed) > 0 {
 			t.Errorf("%d requests failed during the rollouts, the first: %v", len(failed), failed[0])
 		}
-		t.Logf("answers by y[0]: %v", answers)
-	}
-	defer func() {
-		if stop != nil {
-			finish()
-		}
+		t.Logf("answers by y[0]: %v", l.byY0)
 	}()
 
 	rolledTo := func(what string, ok func(in cluster.InstanceView) bool) cluster.AppView {
@@ -122,11 +92,7 @@ spec:
 		t.Fatal(err)
 	}
 	rolledTo("instances of the new digest", func(in cluster.InstanceView) bool { return in.ModelDigest == art.Digest })
-	waitFor(t, "answers from the new model", 10*time.Second, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return answers[1] > 0
-	})
+	waitFor(t, "answers from the new model", 10*time.Second, func() bool { return l.answers(1) > 0 })
 
 	// 3. A push that cannot load: the new instances fail, the old serve on.
 	if _, err := cl.PushModel(ctx, "adder", fakeModelOf(t, fake.Model{Op: "identity", FailLoad: true})); err != nil {
@@ -146,16 +112,8 @@ spec:
 	if !strings.Contains(av.Status.Message, "is stuck: new instance") || !strings.Contains(av.Status.Message, "2 outdated instance(s) still serve") {
 		t.Errorf("status message %q does not say the rollout is under way", av.Status.Message)
 	}
-	mu.Lock()
-	n := answers[1]
-	mu.Unlock()
-	waitFor(t, "the old instances still answering", 10*time.Second, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return answers[1] > n+20
-	})
-	finish()
-	stop = nil
+	n := l.answers(1)
+	waitFor(t, "the old instances still answering", 10*time.Second, func() bool { return l.answers(1) > n+20 })
 }
 
 // TestRolloutWithoutRoom: when no node has room for a new instance beside
@@ -169,28 +127,7 @@ func TestRolloutWithoutRoom(t *testing.T) {
 	}
 	app := "apiVersion: accelpool.io/v1\nkind: Application\nmetadata: {name: full}\nspec:\n  model: adder\n  objective: {p99Ms: 1000}\n  replicas: {min: 2, max: 2}\n  memoryBytes: 104857600\n"
 	deployReady(t, cl, app, "full")
-	gw := rest.NewClient("http://"+r.HTTPAddr(), rest.ClientOptions{Binary: true, HTTPClient: authClient()})
-	var failed, answered int
-	var first error
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := gw.Infer(ctx, inferReq("full")); err != nil {
-				if failed++; first == nil {
-					first = err
-				}
-			} else {
-				answered++
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
-	})
+	l := startLoad(ctx, r, "full", 2*time.Millisecond)
 	art, err := cl.PushModel(ctx, "adder", fakeModelOf(t, fake.Model{Op: "identity"}))
 	if err != nil {
 		t.Fatal(err)
@@ -207,11 +144,10 @@ func TestRolloutWithoutRoom(t *testing.T) {
 		}
 		return true
 	})
-	close(stop)
-	wg.Wait()
-	t.Logf("%d requests answered, %d failed during the rollout", answered, failed)
-	if failed > 0 {
-		t.Errorf("%d requests failed while one instance at a time was replaced, the first: %v", failed, first)
+	answered, failed := l.stop()
+	t.Logf("%d requests answered, %d failed during the rollout", answered, len(failed))
+	if len(failed) > 0 {
+		t.Errorf("%d requests failed while one instance at a time was replaced, the first: %v", len(failed), failed[0])
 	}
 }
 

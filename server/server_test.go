@@ -292,31 +292,7 @@ spec:
 	if !onA {
 		t.Fatalf("expected an instance on edge-a: %+v", av.Status.Instances)
 	}
-	gw := rest.NewClient("http://"+r1.HTTPAddr(), rest.ClientOptions{Binary: true, HTTPClient: authClient()})
-	var failed, okCount int
-	var mu sync.Mutex
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			_, err := gw.Infer(ctx, inferReq("add"))
-			mu.Lock()
-			if err != nil {
-				failed++
-			} else {
-				okCount++
-			}
-			mu.Unlock()
-			time.Sleep(5 * time.Millisecond)
-		}
-	}()
+	l := startLoad(ctx, r1, "add", 5*time.Millisecond)
 	a1.stop()
 	waitFor(t, "instance moved off edge-a", 15*time.Second, func() bool {
 		av, err := cl.App(ctx, "add")
@@ -330,12 +306,69 @@ spec:
 		}
 		return true
 	})
-	close(stop)
-	wg.Wait()
-	t.Logf("while edge-a died: %d requests answered, %d failed", okCount, failed)
-	if failed != 0 {
-		t.Errorf("%d requests failed while an agent died (one instance stayed ready)", failed)
+	okCount, failed := l.stop()
+	t.Logf("while edge-a died: %d requests answered, %d failed", okCount, len(failed))
+	if len(failed) != 0 {
+		t.Errorf("%d requests failed while an agent died (one instance stayed ready)", len(failed))
 	}
+}
+
+// load sends requests for one application, one at a time and a pause
+// apart, through a replica's inference endpoint on a goroutine of its own
+// until stop; it counts the answers by y[0] (see inferReq) and keeps the
+// errors.
+type load struct {
+	quit chan struct{}
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	byY0 map[float32]int
+	errs []error
+	done bool
+}
+
+func startLoad(ctx context.Context, r *Replica, app string, pause time.Duration) *load {
+	gw := rest.NewClient("http://"+r.HTTPAddr(), rest.ClientOptions{Binary: true, HTTPClient: authClient()})
+	l := &load{quit: make(chan struct{}), byY0: map[float32]int{}}
+	l.wg.Go(func() {
+		for {
+			select {
+			case <-l.quit:
+				return
+			default:
+			}
+			resp, err := gw.Infer(ctx, inferReq(app))
+			l.mu.Lock()
+			if err != nil {
+				l.errs = append(l.errs, err)
+			} else {
+				l.byY0[resp.Outputs[0].Float32s()[0]]++
+			}
+			l.mu.Unlock()
+			time.Sleep(pause)
+		}
+	})
+	return l
+}
+
+// answers counts the answers so far whose y[0] is y0.
+func (l *load) answers(y0 float32) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.byY0[y0]
+}
+
+// stop ends the load (again: no-op) and returns the requests answered
+// and the errors.
+func (l *load) stop() (answered int, failed []error) {
+	if !l.done {
+		l.done = true
+		close(l.quit)
+		l.wg.Wait()
+	}
+	for _, n := range l.byY0 {
+		answered += n
+	}
+	return answered, l.errs
 }
 
 func authClient() *httpClient { return newAuthClient(token) }
